@@ -1,0 +1,152 @@
+"""The one validated configuration object, loaded from TOML and passed explicitly everywhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stages.settings import (
+    AudioSettings,
+    PriceEntry,
+    ProductionSettings,
+    ProvidersSettings,
+    QualitySettings,
+    ResearchSettings,
+    StageSettings,
+)
+
+RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
+PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names each problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Concurrency(Strict):
+    research: int = Field(default=5, ge=1, le=64)
+    production: int = Field(default=3, ge=1, le=64)
+    audio: int = Field(default=2, ge=1, le=64)
+
+
+class Limits(Strict):
+    max_sessions_in_memory: int = Field(default=10, ge=1, le=10000)
+    checkpoint_every: int = Field(default=5, ge=1)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    max_manifest_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    retry_backoff_s: float = Field(default=2.0, ge=0)  # first episode-level retry delay; doubles, with jitter
+    retry_backoff_max_s: float = Field(default=300.0, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    max_tasks_per_child: int = Field(default=200, ge=1)
+    memory_soft_mb: int = Field(default=4096, ge=64)  # RSS of supervisor + workers: pause admission
+    memory_hard_mb: int = Field(default=1024, ge=64)  # one worker's RSS: recycle it after its task
+    inbox_rescan_s: float = Field(default=5.0, gt=0)
+    inbox_settle_s: float = Field(default=1.0, ge=0)  # polling: a file unchanged this long is complete
+
+
+class RateLimits(Strict):
+    perplexity: str = "10/minute"
+    elevenlabs: str = "100/minute"
+    websearch: str = "30/minute"
+    openai: str = "60/minute"
+    sim: str = "100000/second"
+
+    @field_validator("*")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        if not RATE_RE.match(v):
+            raise ValueError(f"{v!r} is not 'N/second', 'N/minute' or 'N/hour'")
+        if int(RATE_RE.match(v).group(1)) < 1:  # type: ignore[union-attr]
+            raise ValueError("a rate needs at least 1 request")
+        return v.strip()
+
+    def parsed(self) -> dict[str, tuple[int, float]]:
+        """api -> (requests, window seconds)."""
+        out = {}
+        for api, text in self.model_dump().items():
+            m = RATE_RE.match(text)
+            assert m
+            out[api] = (int(m.group(1)), PERIODS[m.group(2)])
+        return out
+
+
+class Logging(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    level: str = "INFO"
+    rotation: str = "50 MB"
+    retention: str = "14 days"
+    compression: str = "gz"
+    as_json: bool = Field(default=False, alias="json")  # one JSON object per line (--log-json)
+    stderr: bool = True
+
+
+class Notify(Strict):
+    webhook_url: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Config(Strict):
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+    # True when [concurrency] was given explicitly: it then overrides the batch strategy's preset
+    concurrency_explicit: bool = Field(default=False, exclude=True)
+    limits: Limits = Field(default_factory=Limits)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
+    production: ProductionSettings = Field(default_factory=ProductionSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    pricing: dict[str, dict[str, PriceEntry]] = Field(default_factory=dict)
+    logging: Logging = Field(default_factory=Logging)
+    notify: Notify = Field(default_factory=Notify)
+    mode: Literal["production"] = "production"
+
+    def stage_settings(self) -> StageSettings:
+        return StageSettings(research=self.research, production=self.production, audio=self.audio,
+                             quality=self.quality, providers=self.providers, pricing=self.pricing)
+
+
+def config_path(explicit: str | os.PathLike[str] | None, spool: Path) -> Path | None:
+    """--config, else $PODSPOOL_CONFIG, else <spool>/podspool.toml when present, else None (defaults)."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("PODSPOOL_CONFIG")
+    if env:
+        return Path(env)
+    candidate = spool / "podspool.toml"
+    return candidate if candidate.exists() else None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"[{'.'.join(str(p) for p in e['loc'])}] {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    cfg.concurrency_explicit = "concurrency" in data
+    return cfg
+
+
+def spool_root(explicit: str | os.PathLike[str] | None) -> Path:
+    """--spool, else $PODSPOOL_SPOOL, else ./spool."""
+    return Path(explicit or os.environ.get("PODSPOOL_SPOOL") or "spool").absolute()

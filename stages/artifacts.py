@@ -1,0 +1,46 @@
+"""Names and (de)serialisation of the artifacts a stage leaves in an episode folder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from stages import fsio
+from stages.base import Finding, ResearchOutput, Usage
+
+RESEARCH_JSON = "research.json"
+SCRIPT_MD = "script.md"
+QUALITY_JSON = "quality.json"
+AUDIO_WAV = "audio.wav"
+AUDIO_MP3 = "audio.mp3"
+AUDIO_JSON = "audio.json"
+
+
+def save_research(folder: Path, out: ResearchOutput, cost_usd: float, extra: dict[str, Any] | None = None) -> None:
+    doc = {
+        "provider": out.provider,
+        "grounded": out.grounded,
+        "findings": [asdict(f) for f in out.findings],
+        "citations": out.citations,
+        "searched": out.searched,
+        "answer": out.answer,
+        "usage": [u.to_dict() for u in out.usage],
+        "cost_usd": cost_usd,
+        **(extra or {}),
+    }
+    fsio.write_json(folder / RESEARCH_JSON, doc)
+
+
+def load_research(folder: Path) -> tuple[ResearchOutput, dict[str, Any]]:
+    doc = fsio.read_json(folder / RESEARCH_JSON)
+    out = ResearchOutput(
+        provider=doc.get("provider", "?"),
+        findings=[Finding(**f) for f in doc.get("findings", [])],
+        citations=list(doc.get("citations", [])),
+        searched=list(doc.get("searched", [])),
+        usage=[Usage.from_dict(u) for u in doc.get("usage", [])],
+        grounded=bool(doc.get("grounded", False)),
+        answer=doc.get("answer"),
+    )
+    return out, doc

@@ -1,0 +1,171 @@
+"""The stage interface: what a stage receives, what it returns, and the provider protocols.
+
+A stage is `run(folder, episode, ctx) -> StageResult`. It reads its inputs from the episode folder,
+writes only its own artifacts there (whole, through stages.fsio), and never touches the spool,
+the episode manifest or another episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from stages.settings import StageSettings
+
+StageName = Literal["research", "production", "audio"]
+STAGE_NAMES: tuple[StageName, ...] = ("research", "production", "audio")
+
+
+class Limiter(Protocol):
+    """One shared request budget per API. `acquire` blocks until a request to `api` may start."""
+
+    def acquire(self, api: str) -> None: ...
+
+    def pause(self, api: str, seconds: float) -> None:
+        """Honour a server's Retry-After: no process starts a request to `api` for `seconds`."""
+        ...
+
+
+class NoLimit:
+    """A limiter that never waits (tests of a stage alone)."""
+
+    def acquire(self, api: str) -> None:
+        return None
+
+    def pause(self, api: str, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class EpisodeInput:
+    """What the supervisor tells a stage about one episode (picklable)."""
+
+    episode_id: str
+    batch_id: str
+    number: int
+    topic: str
+    title: str | None = None
+    notes: str | None = None
+    sources: tuple[str, ...] = ()
+    attempt: int = 1  # episode-level attempt of this phase, from 1
+
+
+@dataclass
+class StageContext:
+    settings: StageSettings
+    limiter: Limiter = field(default_factory=NoLimit)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # api name -> key; never logged
+    deadline: float | None = None  # time.monotonic() by which the stage should give up
+
+
+@dataclass
+class Usage:
+    """One API call's usage. `cost_usd` is what the server reported, when it did."""
+
+    api: str
+    model: str | None = None
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    characters: int = 0
+    cost_usd: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class StageResult:
+    ok: bool
+    cost_usd: float = 0.0
+    usage: list[Usage] = field(default_factory=list)
+    quality_scores: dict[str, float] = field(default_factory=dict)
+    quality: float | None = None  # the episode's overall score (production)
+    revisions: int = 0
+    error: str | None = None
+    # False when trying again cannot help (a quality gate refused the script, a bad key, a bad source)
+    retryable: bool = True
+    reused: bool = False  # the artifact was already there from an earlier run: nothing was paid again
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. audio_seconds, words
+
+
+class StageError(Exception):
+    """A stage failure with a message fit for an operator. `retryable=False` sends it to failed/ now."""
+
+    def __init__(self, message: str, *, retryable: bool = True, cost_usd: float = 0.0,
+                 usage: list[Usage] | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.cost_usd = cost_usd
+        self.usage = usage or []
+
+
+# ---- provider protocols -------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    text: str
+    source: str  # a path or a URL
+    location: str = ""  # e.g. "paragraph 3", "lines 10-14", "result 2"
+    score: float = 0.0
+    title: str | None = None
+
+
+@dataclass
+class ResearchOutput:
+    provider: str
+    findings: list[Finding]
+    citations: list[str]
+    searched: list[str]  # what was searched: files, queries
+    usage: list[Usage] = field(default_factory=list)
+    grounded: bool = True
+    answer: str | None = None  # a provider's own prose answer, when it gives one
+
+
+class ResearchProvider(Protocol):
+    name: str
+
+    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput: ...
+
+
+@dataclass
+class WriterOutput:
+    script: str  # markdown, two hosts
+    usage: list[Usage] = field(default_factory=list)
+
+
+class ScriptWriter(Protocol):
+    name: str
+
+    def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
+              feedback: list[str], ctx: StageContext) -> WriterOutput:
+        """`feedback` is empty on the first draft, then the failed gates' reasons for a revision."""
+        ...
+
+
+@dataclass
+class Turn:
+    host: str
+    text: str
+
+
+@dataclass
+class SpeechOutput:
+    pcm: bytes  # signed 16-bit little-endian mono at `sample_rate`
+    sample_rate: int
+    usage: list[Usage] = field(default_factory=list)
+
+
+class SpeechProvider(Protocol):
+    name: str
+
+    def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput: ...
+
+

@@ -1,0 +1,67 @@
+"""The sim provider: a dry run of every stage with configurable latency, failures and pretend cost.
+
+No network, no spend. Used for dry runs, tests of the pipeline and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import time
+
+from stages.base import (
+    EpisodeInput,
+    Finding,
+    ResearchOutput,
+    StageContext,
+    StageError,
+    SpeechOutput,
+    Turn,
+    Usage,
+    WriterOutput,
+)
+
+
+class SimProvider:
+    name = "sim"
+
+    def _call(self, api: str, episode: EpisodeInput, ctx: StageContext) -> Usage:
+        sim = ctx.settings.providers.sim
+        ctx.limiter.acquire(api)
+        if sim.latency_ms:
+            time.sleep(sim.latency_ms / 1000.0)
+        usage = Usage(api=api, model="sim", cost_usd=sim.cost_per_call_usd)
+        rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
+        if sim.error_rate and rng.random() < sim.error_rate:
+            raise StageError(f"sim: injected failure of {api}", cost_usd=sim.cost_per_call_usd, usage=[usage])
+        return usage
+
+    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
+        usage = self._call("sim", episode, ctx)
+        findings = [
+            Finding(text=f"Simulated finding {i} about {episode.topic}.", source=f"sim://{episode.episode_id}/{i}",
+                    location=f"item {i}", score=1.0 / i)
+            for i in range(1, 4)
+        ]
+        return ResearchOutput(provider=self.name, findings=findings, citations=[f.source for f in findings],
+                              searched=[episode.topic], usage=[usage], grounded=False)
+
+    def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
+              feedback: list[str], ctx: StageContext) -> WriterOutput:
+        usage = self._call("sim", episode, ctx)
+        a, b = hosts[0], hosts[1]
+        lines = [f"# {episode.title or episode.topic}", ""]
+        for i, f in enumerate(research.findings, 1):
+            lines += [f"**{a}:** Segment {i}: {f.text} [{i}]", "", f"**{b}:** Noted, from {f.source}.", ""]
+        return WriterOutput(script="\n".join(lines), usage=[usage])
+
+    def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
+        episode = EpisodeInput(episode_id="sim", batch_id="sim", number=0, topic="")
+        usage = self._call("sim", episode, ctx)
+        rate = ctx.settings.audio.sample_rate
+        seconds = 1.0
+        n = int(rate * seconds)
+        pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(n))
+        usage.characters = sum(len(t.text) for t in turns)
+        return SpeechOutput(pcm=pcm, sample_rate=rate, usage=[usage])

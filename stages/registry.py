@@ -1,0 +1,27 @@
+"""Run one stage on one episode folder; every failure becomes a StageResult, never an exception."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from loguru import logger
+
+from stages.base import EpisodeInput, StageContext, StageError, StageName, StageResult
+from stages.costs import cost_of
+
+
+def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
+    from stages import audio, production, research
+
+    module = {"research": research, "production": production, "audio": audio}[stage]
+    try:
+        return module.run(folder, episode, ctx)
+    except StageError as exc:
+        cost = exc.cost_usd or cost_of(exc.usage, ctx.settings)
+        return StageResult(ok=False, error=str(exc), retryable=exc.retryable, cost_usd=cost, usage=exc.usage)
+    except Exception as exc:  # a bug or an unexpected library error: fail this attempt, keep the worker
+        logger.opt(exception=exc).error("stage {} raised {}", stage, type(exc).__name__)
+        last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
+        return StageResult(ok=False, error=f"{type(exc).__name__}: {exc}{where}")

@@ -1,0 +1,124 @@
+"""Settings the stages need, as pydantic models. The daemon's Config embeds them.
+
+Each model forbids unknown keys, so a typo in podspool.toml is an error at load time rather than a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class HttpProviderSettings(Strict):
+    base_url: str
+    model: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)  # tenacity: attempts inside one call
+    max_retry_time_s: float = Field(default=120.0, gt=0)
+
+
+class PerplexitySettings(HttpProviderSettings):
+    base_url: str = "https://api.perplexity.ai"
+    model: str | None = "sonar"
+    search_context_size: Literal["low", "medium", "high"] = "low"
+    search_recency_filter: str | None = None
+    search_domain_filter: list[str] = Field(default_factory=list)
+
+
+class OpenAISettings(HttpProviderSettings):
+    base_url: str = "http://127.0.0.1:11434/v1"
+    model: str | None = "llama3.1"
+    temperature: float = 0.7
+    max_tokens: int = 4096
+
+
+class ElevenLabsSettings(HttpProviderSettings):
+    base_url: str = "https://api.elevenlabs.io"
+    model: str | None = "eleven_multilingual_v2"
+    output_format: str = "pcm_22050"
+    voices: dict[str, str] = Field(default_factory=dict)  # host name -> voice_id
+    max_chars_per_request: int = Field(default=9000, ge=100)
+
+
+class WebSearchSettings(HttpProviderSettings):
+    base_url: str = "https://api.tavily.com"
+    search_depth: Literal["basic", "advanced"] = "basic"
+    max_results: int = Field(default=5, ge=1, le=20)
+
+
+class SimSettings(Strict):
+    """A dry run: no network, no spend beyond the pretend cost per call."""
+
+    latency_ms: float = Field(default=100.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    cost_per_call_usd: float = Field(default=0.01, ge=0)
+    seed: int | None = None
+
+
+class ProvidersSettings(Strict):
+    perplexity: PerplexitySettings = Field(default_factory=PerplexitySettings)
+    elevenlabs: ElevenLabsSettings = Field(default_factory=ElevenLabsSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    websearch: WebSearchSettings = Field(default_factory=WebSearchSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+
+
+class ResearchSettings(Strict):
+    provider: Literal["local", "perplexity", "websearch", "sim"] = "local"
+    # Allowed roots for source files; relative source paths resolve against the first one.
+    # Empty means the daemon's working directory.
+    source_roots: list[str] = Field(default_factory=list)
+    sources_dir: str | None = None  # every file here is searched for every episode
+    max_findings: int = Field(default=8, ge=1, le=50)
+    time_limit_s: float = Field(default=900.0, gt=0)
+
+
+class ProductionSettings(Strict):
+    provider: Literal["local", "openai", "sim"] = "local"
+    hosts: list[str] = Field(default_factory=lambda: ["Alex", "Sam"], min_length=2, max_length=2)
+    min_words: int = Field(default=300, ge=1)
+    max_words: int = Field(default=2500, ge=1)
+    time_limit_s: float = Field(default=900.0, gt=0)
+
+
+class AudioSettings(Strict):
+    provider: Literal["espeak", "elevenlabs", "sim"] = "espeak"
+    sample_rate: int = Field(default=22050, ge=8000, le=48000)
+    words_per_minute: int = Field(default=165, ge=60, le=400)
+    duration_tolerance: float = Field(default=0.5, gt=0, le=1)  # +/- fraction of the expected duration
+    pause_ms: int = Field(default=350, ge=0, le=5000)
+    voices: dict[str, str] = Field(default_factory=dict)  # host name -> espeak voice
+    mp3: bool = True  # also write audio.mp3 when lameenc is installed
+    time_limit_s: float = Field(default=900.0, gt=0)
+
+
+class QualitySettings(Strict):
+    threshold: float = Field(default=0.8, ge=0, le=1)
+    max_revisions: int = Field(default=2, ge=0, le=10)
+
+
+class PriceEntry(Strict):
+    """USD prices; any that apply to a call are added up."""
+
+    per_request: float = 0.0
+    per_million_input_tokens: float = 0.0
+    per_million_output_tokens: float = 0.0
+    per_thousand_characters: float = 0.0
+
+
+class StageSettings(Strict):
+    """Everything a stage may read. Handed to every worker; picklable."""
+
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
+    production: ProductionSettings = Field(default_factory=ProductionSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    # api -> model -> price; "*" is the model fallback. Defaults live in stages/costs.py.
+    pricing: dict[str, dict[str, PriceEntry]] = Field(default_factory=dict)
