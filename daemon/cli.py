@@ -1,0 +1,256 @@
+"""The `podspool` command line (typer): run, submit, validate, status, retry, schema, doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daemon import exitcodes
+from daemon.config import Config, ConfigError, config_path, load_config, spool_root
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
+
+SpoolOpt = Annotated[str | None, typer.Option("--spool", help="spool root (default $PODSPOOL_SPOOL or ./spool)")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config (default $PODSPOOL_CONFIG, "
+                                                                "else <spool>/podspool.toml)")]
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"podspool: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _config(spool: Path, config: str | None) -> Config:
+    try:
+        return load_config(config_path(config, spool))
+    except ConfigError as exc:
+        raise _fail(exitcodes.USAGE, f"configuration: {exc}") from None
+
+
+def _roots(cfg: Config) -> list[Path]:
+    roots = [Path(r) for r in cfg.research.source_roots] or [Path.cwd()]
+    return [r if r.is_absolute() else Path.cwd() / r for r in roots]
+
+
+@app.command()
+def run(spool: SpoolOpt = None, config: ConfigOpt = None,
+        once: Annotated[bool, typer.Option("--once", help="take the inbox, carry every episode as far as it "
+                                                         "can go, then exit")] = False,
+        log_json: Annotated[bool, typer.Option("--log-json", help="log one JSON object per line")] = False) -> None:
+    """Run the daemon in the foreground."""
+    from daemon.logs import setup
+    from daemon.secrets import load_secrets
+    from daemon.spool import Spool, SpoolLocked
+    from daemon.supervisor import Supervisor
+
+    os.umask(0o027)  # nothing the daemon creates is world-readable
+    root = spool_root(spool)
+    cfg = _config(root, config)
+    sp = Spool(root)
+    try:
+        sp.ensure()
+        sp.lock()
+    except SpoolLocked:
+        raise _fail(exitcodes.LOCKED, f"another daemon already owns the spool {root}") from None
+    except OSError as exc:
+        raise _fail(exitcodes.FAILURE, f"cannot use the spool {root}: {exc}") from None
+    secrets = load_secrets()
+    sup_ref: list[Supervisor] = []
+
+    def folder_of(eid: str) -> Path | None:
+        w = sup_ref[0].episodes.get(eid) if sup_ref else None
+        return sp.folder(w.location, eid) if w is not None else None
+
+    lg = cfg.logging
+    setup(sp.logs, level=lg.level, rotation=lg.rotation, retention=lg.retention, compression=lg.compression,
+          as_json=lg.as_json or log_json, stderr=lg.stderr, secrets=secrets, episode_folder=folder_of)
+
+    def reload() -> Config:
+        return load_config(config_path(config, root))
+
+    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
+    sup_ref.append(sup)
+    try:
+        code = sup.run()
+    except Exception as exc:  # catastrophic: log it, exit non-zero so systemd restarts us
+        from loguru import logger
+
+        logger.opt(exception=exc).critical("podspool crashed: {}", exc)
+        raise typer.Exit(exitcodes.FAILURE) from None
+    raise typer.Exit(code)
+
+
+def _check_files(files: list[Path], cfg: Config, spool: Path | None) -> tuple[list[tuple[Path, object, bytes]], bool]:
+    from daemon.intake import ManifestProblem, check_file
+
+    ok, bad = [], False
+    for f in files:
+        try:
+            checked = check_file(f, cfg.limits.max_manifest_bytes, _roots(cfg))
+        except ManifestProblem as exc:
+            bad = True
+            typer.echo(f"{f}: invalid", err=True)
+            for p in exc.problems:
+                typer.echo(f"  - {p}", err=True)
+            continue
+        bid = checked.manifest.batch_id
+        if spool is not None and bid and (spool / "batches" / bid).exists():
+            bad = True
+            typer.echo(f"{f}: invalid\n  - batch_id: {bid!r} is already known in {spool}", err=True)
+            continue
+        ok.append((f, checked.manifest, checked.raw))
+    return ok, bad
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
+             config: ConfigOpt = None) -> None:
+    """Validate batch manifests; exit 2 when any is invalid, naming each problem."""
+    cfg = _config(spool_root(None), config)
+    ok, bad = _check_files(files, cfg, None)
+    for f, m, _ in ok:
+        typer.echo(f"{f}: valid ({len(m.all_episodes())} episodes)")  # type: ignore[attr-defined]
+    raise typer.Exit(exitcodes.USAGE if bad else exitcodes.OK)
+
+
+@app.command()
+def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")], spool: SpoolOpt = None,
+           config: ConfigOpt = None) -> None:
+    """Validate, then place atomically in the inbox; prints each batch_id."""
+    from daemon.models import BatchManifest, default_batch_id
+    from stages import fsio
+
+    root = spool_root(spool)
+    cfg = _config(root, config)
+    ok, bad = _check_files(files, cfg, root)
+    if bad:
+        raise typer.Exit(exitcodes.USAGE)
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for _, manifest, _raw in ok:
+        assert isinstance(manifest, BatchManifest)
+        bid = manifest.batch_id or default_batch_id()
+        n = 1
+        while (inbox / f"{bid}.json").exists() or (root / "batches" / bid).exists():
+            if manifest.batch_id:
+                raise _fail(exitcodes.USAGE, f"batch {bid} is already waiting in {inbox}")
+            n += 1
+            bid = f"{default_batch_id()}_{n}"
+        doc = manifest.model_copy(update={"batch_id": bid}).model_dump(mode="json", exclude_none=True)
+        # written whole under a dot-name the daemon ignores, then renamed in: the daemon never sees half a file
+        tmp = inbox / f".{bid}.json.part"
+        fsio.write_json(tmp, doc)
+        os.rename(tmp, inbox / f"{bid}.json")
+        fsio.fsync_dir(inbox)
+        typer.echo(bid)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the batch manifest."""
+    from daemon.models import manifest_schema
+
+    typer.echo(json.dumps(manifest_schema(), indent=2))
+
+
+@app.command()
+def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--batch")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+           watch: Annotated[bool, typer.Option("--watch", help="refresh live until Ctrl-C")] = False,
+           interval: Annotated[float, typer.Option("--interval")] = 2.0) -> None:
+    """The batch production dashboard."""
+    from daemon.status import collect, render
+
+    root = spool_root(spool)
+    if not (root / "batches").is_dir():
+        raise _fail(exitcodes.USAGE, f"{root} is not a podspool spool (no batches/ folder)")
+    if batch and not (root / "batches" / batch).is_dir():
+        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
+    if as_json:
+        typer.echo(json.dumps(collect(root, batch), indent=2))
+        return
+    if not watch:
+        typer.echo(render(collect(root, batch)))
+        return
+    try:
+        while True:
+            text = render(collect(root, batch))
+            sys.stdout.write("\x1b[2J\x1b[H" + text)
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids")] = None,
+          batch: Annotated[str | None, typer.Option("--batch")] = None,
+          all_: Annotated[bool, typer.Option("--all", help="every failed episode")] = False,
+          budget: Annotated[float | None, typer.Option("--budget", help="the batch's new budget in USD")] = None,
+          spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
+    """Move failed episodes back to the stage they failed in; --budget sets a batch's new budget."""
+    from daemon import requests as control
+    from daemon.logs import setup
+    from daemon.spool import Spool, SpoolLocked
+    from daemon.supervisor import Supervisor
+
+    if not episodes and not batch and not all_:
+        raise _fail(exitcodes.USAGE, "name episodes, --batch ID or --all")
+    if budget is not None and not batch:
+        raise _fail(exitcodes.USAGE, "--budget needs --batch ID")
+    if budget is not None and (budget < 0 or budget != budget or budget == float("inf")):
+        raise _fail(exitcodes.USAGE, "--budget must be a finite number >= 0")
+    root = spool_root(spool)
+    sp = Spool(root)
+    if batch and not (root / "batches" / batch).is_dir():
+        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
+    body = {"episodes": episodes or [], "batch": batch, "all": all_, "budget": budget}
+    cfg = _config(root, config)
+    try:
+        sp.ensure()
+        sp.lock()
+    except SpoolLocked:
+        control.submit(sp, body)
+        typer.echo("sent to the running daemon")
+        return
+    setup(sp.logs, level="INFO", stderr=False)
+    sup = Supervisor(sp, cfg)
+    sup.recover()
+    moved = sup.apply_request(body)
+    sup._write_sessions(force=True)
+    for eid in moved:
+        typer.echo(f"{eid}: back in {sup.episodes[eid].location}")
+    if budget is not None:
+        typer.echo(f"{batch}: budget ${budget:.2f}")
+    if not moved and budget is None:
+        raise _fail(exitcodes.USAGE, "no failed episode matched")
+
+
+@app.command()
+def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
+    """Check config, spool permissions, providers and keys; exit 1 when something would fail."""
+    from daemon.doctor import run_checks
+
+    root = spool_root(spool)
+    try:
+        cfg = load_config(config_path(config, root))
+    except ConfigError as exc:
+        typer.echo(f"FAIL config: {exc}")
+        raise typer.Exit(exitcodes.FAILURE) from None
+    ok = run_checks(root, cfg, typer.echo)
+    raise typer.Exit(exitcodes.OK if ok else exitcodes.FAILURE)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

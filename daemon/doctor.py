@@ -1,0 +1,58 @@
+"""`podspool doctor`: would the daemon work with this config and spool? Never prints a key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from daemon.config import Config
+from daemon.secrets import ENV_NAMES, load_secrets
+
+HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
+                  "elevenlabs": "elevenlabs"}
+
+
+def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
+    ok = True
+
+    def check(good: bool, what: str, bad_hint: str = "") -> None:
+        nonlocal ok
+        ok = ok and good
+        say(f"{'ok  ' if good else 'FAIL'} {what}{'' if good else ': ' + bad_hint}")
+
+    say("ok   config")
+    if root.exists():
+        check(os.access(root, os.W_OK | os.X_OK), f"spool {root} writable", "no write permission")
+    else:
+        parent = root.parent
+        check(os.access(parent, os.W_OK | os.X_OK), f"spool {root} can be created", f"{parent} not writable")
+    used = {cfg.research.provider, cfg.production.provider, cfg.audio.provider}
+    secrets = load_secrets()
+    for api in sorted(used & set(HTTP_PROVIDERS)):
+        settings = getattr(cfg.providers, api)
+        env = ENV_NAMES[api]
+        if api == "openai":
+            say(f"ok   key {env}: {'present' if api in secrets else 'absent (fine for a local server)'}")
+        else:
+            check(api in secrets, f"key {env} for {api}", f"absent: set {env} or the credential {env.lower()}")
+        check(_answers(settings.base_url), f"{api} base_url {settings.base_url} answers", "no answer")
+    if cfg.audio.provider == "espeak":
+        try:
+            import espeakng_loader
+            from stages.providers.espeak import EspeakSpeech  # noqa: F401
+
+            check(Path(espeakng_loader.get_library_path()).exists(), "espeak-ng library", "missing")
+        except Exception as exc:  # any import or load failure is the answer here
+            check(False, "espeak-ng library", str(exc))
+    return ok
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.head(url, timeout=3, allow_redirects=False)
+        return True
+    except requests.RequestException:
+        return False

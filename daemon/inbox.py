@@ -1,0 +1,107 @@
+"""The inbox watcher: inotify events through watchdog, plus a periodic rescan.
+
+The event handler only puts a path on a queue. It reacts to close-after-write and moved-in, never to
+created (a created file may still be empty), and the rescan catches whatever inotify dropped: a file
+unchanged for `settle_s` is taken as complete.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from pathlib import Path
+
+from loguru import logger
+from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from daemon.spool import is_inbox_name
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, ready: queue.SimpleQueue[str]) -> None:
+        self.ready = ready
+
+    def on_closed(self, event: FileClosedEvent) -> None:
+        self.ready.put(str(event.src_path))
+
+    def on_moved(self, event: FileMovedEvent) -> None:
+        self.ready.put(str(event.dest_path))
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        return None
+
+
+class Inbox:
+    def __init__(self, folder: Path, settle_s: float, rescan_s: float) -> None:
+        self.folder = folder
+        self.settle_s = settle_s
+        self.rescan_s = rescan_s
+        self.ready: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first seen unchanged)
+        self._next_scan = 0.0
+
+    def start_watching(self) -> None:
+        try:
+            obs = Observer()
+            obs.schedule(_Handler(self.ready), str(self.folder), recursive=False)
+            obs.daemon = True
+            obs.start()
+            self._observer = obs
+        except OSError as exc:  # e.g. out of inotify watches: polling alone still works
+            logger.warning("inbox: inotify unavailable ({}); polling every {}s", exc, self.rescan_s)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+            self._observer = None
+
+    def due(self, now: float | None = None) -> list[Path]:
+        """Paths that are complete now: from events, or unchanged since the last rescan."""
+        now = time.monotonic() if now is None else now
+        out: dict[str, Path] = {}
+        while True:
+            try:
+                p = Path(self.ready.get_nowait())
+            except queue.Empty:
+                break
+            if p.parent == self.folder and is_inbox_name(p.name) and p.exists():
+                out[p.name] = p
+        if now >= self._next_scan:
+            self._next_scan = now + self.rescan_s
+            out.update({p.name: p for p in self.settled(now)})
+        return list(out.values())
+
+    def settled(self, now: float) -> list[Path]:
+        found = []
+        names = set()
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return []
+        for e in entries:
+            if not is_inbox_name(e.name):
+                continue
+            names.add(e.name)
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            prev = self._seen.get(e.name)
+            if prev is None or prev[:2] != key:
+                self._seen[e.name] = (*key, now)
+                if time.time() - st.st_mtime < self.settle_s:
+                    continue  # written moments ago: wait until it has stood still for settle_s
+            elif now - prev[2] < self.settle_s and time.time() - st.st_mtime < self.settle_s:
+                continue
+            found.append(Path(e.path))
+        for gone in set(self._seen) - names:
+            del self._seen[gone]
+        return found
+
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)

@@ -1,0 +1,210 @@
+"""The data podspool reads and writes: batch manifests (input) and episode manifests (state)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stages.base import STAGE_NAMES, StageName
+
+BATCH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_EPISODE_NUMBER = 99999
+Strategy = Literal["small_batch", "medium_batch", "large_batch"]
+EpisodeStatus = Literal["pending", "in_progress", "done", "failed"]
+PhaseStatus = Literal["pending", "in_progress", "done", "failed"]
+
+# research / production / audio processes a batch may use at once, by strategy (the playbook's presets)
+STRATEGY_PRESETS: dict[str, dict[str, int]] = {
+    "small_batch": {"research": 5, "production": 1, "audio": 1},
+    "medium_batch": {"research": 5, "production": 3, "audio": 1},
+    "large_batch": {"research": 5, "production": 3, "audio": 2},
+}
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_batch_id(now: datetime | None = None) -> str:
+    return f"batch_{(now or datetime.now(UTC)):%Y%m%d_%H%M%S}"
+
+
+def episode_id(number: int, batch_id: str) -> str:
+    return f"ep_{number:03d}_{batch_id}"
+
+
+def strategy_for(size: int) -> Strategy:
+    return "small_batch" if size <= 10 else "medium_batch" if size <= 50 else "large_batch"
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=500)]
+
+
+class BatchEpisode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: StrictInt = Field(ge=1, le=MAX_EPISODE_NUMBER)
+    topic: Text
+    title: Annotated[StrictStr, Field(max_length=500)] | None = None
+    notes: Annotated[StrictStr, Field(max_length=20000)] | None = None
+    sources: list[Annotated[StrictStr, Field(min_length=1, max_length=4096)]] = Field(default_factory=list,
+                                                                                       max_length=200)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("topic is blank")
+        return v.strip()
+
+
+class BatchManifest(BaseModel):
+    """A batch manifest as dropped into the inbox. Strict: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"title": "podspool batch manifest"})
+
+    batch_id: StrictStr | None = Field(default=None, pattern=BATCH_ID_PATTERN,
+                                       description="defaults to batch_<YYYYmmdd_HHMMSS>")
+    starting_episode: StrictInt = Field(default=1, ge=1, le=MAX_EPISODE_NUMBER)
+    topics: list[Text] = Field(default_factory=list, max_length=MAX_EPISODE_NUMBER)
+    episodes: list[BatchEpisode] = Field(default_factory=list, max_length=MAX_EPISODE_NUMBER)
+    strategy: Strategy | None = None
+    priority: StrictInt = Field(default=0, ge=-1000, le=1000)
+    budget_usd: StrictFloat | StrictInt | None = Field(default=None, ge=0)
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("budget_usd must be a finite number")
+        return None if v is None else float(v)
+
+    @model_validator(mode="after")
+    def _episodes(self) -> BatchManifest:
+        problems = []
+        if not self.topics and not self.episodes:
+            problems.append("a batch needs at least one episode: give 'topics' or 'episodes'")
+        last = self.starting_episode + len(self.topics) - 1
+        if self.topics and last > MAX_EPISODE_NUMBER:
+            problems.append(f"topics numbered from {self.starting_episode} run past {MAX_EPISODE_NUMBER}")
+        seen: dict[int, int] = {}
+        for ep in self.all_episodes(check=False):
+            seen[ep.number] = seen.get(ep.number, 0) + 1
+        dups = sorted(n for n, c in seen.items() if c > 1)
+        if dups:
+            problems.append(f"duplicate episode numbers: {', '.join(map(str, dups[:20]))}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def all_episodes(self, check: bool = True) -> list[BatchEpisode]:
+        eps = [BatchEpisode(number=self.starting_episode + i, topic=t) for i, t in enumerate(self.topics)
+               if self.starting_episode + i <= MAX_EPISODE_NUMBER]
+        eps += list(self.episodes)
+        return sorted(eps, key=lambda e: e.number)
+
+    def effective_strategy(self) -> Strategy:
+        return self.strategy or strategy_for(len(self.all_episodes()))
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One operator-readable line per problem, naming where it is."""
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "manifest"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        out.append(f"{where}: {msg}")
+    return out
+
+
+class Phases(BaseModel):
+    research: PhaseStatus = "pending"
+    production: PhaseStatus = "pending"
+    audio: PhaseStatus = "pending"
+
+    def get(self, stage: StageName) -> PhaseStatus:
+        return getattr(self, stage)  # type: ignore[no-any-return]
+
+    def set(self, stage: StageName, status: PhaseStatus) -> None:
+        setattr(self, stage, status)
+
+
+class Costs(BaseModel):
+    research: float = 0.0
+    production: float = 0.0
+    audio: float = 0.0
+    total: float = 0.0
+
+    def add(self, stage: StageName, usd: float) -> None:
+        setattr(self, stage, round(getattr(self, stage) + usd, 6))
+        self.total = round(self.research + self.production + self.audio, 6)
+
+
+class EpisodeError(BaseModel):
+    phase: StageName
+    attempt: int
+    at: str
+    error: str
+
+
+class PhaseTiming(BaseModel):
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None  # of the successful run
+    started_mono: float | None = Field(default=None, exclude=True)
+
+
+class EpisodeManifest(BaseModel):
+    """manifest.json in an episode folder. Written only by the supervisor."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    episode_number: int
+    session_id: str
+    batch_id: str
+    topic: str
+    title: str | None = None
+    notes: str | None = None
+    sources: list[str] = Field(default_factory=list)
+    priority: int = 0
+    status: EpisodeStatus = "pending"
+    phases: Phases = Field(default_factory=Phases)
+    attempts: int = 0
+    retry_rounds: int = 0  # times `podspool retry` brought it back from failed/
+    not_before: float | None = None  # unix time before which a retry may not start
+    quality: float | None = None
+    quality_scores: dict[str, float] = Field(default_factory=dict)
+    revisions: int = 0
+    costs: Costs = Field(default_factory=Costs)
+    errors: list[EpisodeError] = Field(default_factory=list)
+    timings: dict[str, PhaseTiming] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+    finished_at: str | None = None
+
+    def current_stage(self) -> StageName | None:
+        """The first phase not done, or None when all are."""
+        for s in STAGE_NAMES:
+            if self.phases.get(s) != "done":
+                return s
+        return None
+
+
+def manifest_schema() -> dict[str, Any]:
+    return BatchManifest.model_json_schema()

@@ -1,0 +1,130 @@
+"""Batch-level views derived from episode manifests: session.json, checkpoints, the summary.
+
+Nothing here is a second source of truth: every figure is recomputed from the episodes, so a crash
+can never leave the batch totals out of step with the episodes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.models import EpisodeManifest, utcnow
+
+CHECKPOINT_RE = re.compile(r"^(?P<bid>.+)_checkpoint_(?P<n>\d+)\.json$")
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def derive(meta: dict[str, Any], episodes: Iterable[tuple[str, EpisodeManifest]],
+           running: set[str] | None = None, checkpoints: list[str] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """session.json for one batch from its static `meta` and (location, manifest) of each episode."""
+    now = time.time() if now is None else now
+    running = running or set()
+    eps = sorted(episodes, key=lambda e: e[1].episode_number)
+    budget = meta.get("budget_usd")
+    costs = {"research": 0.0, "production": 0.0, "audio": 0.0, "total": 0.0}
+    completed = failed = in_progress = waiting = 0
+    rows = []
+    for loc, m in eps:
+        for k in costs:
+            costs[k] += getattr(m.costs, k)
+        if loc == "done":
+            completed += 1
+        elif loc == "failed":
+            failed += 1
+        elif m.session_id in running or m.status == "in_progress":
+            in_progress += 1
+        else:
+            waiting += 1
+        rows.append({"episode_id": m.session_id, "number": m.episode_number, "topic": m.topic,
+                     "location": loc, "status": m.status, "phases": m.phases.model_dump(),
+                     "attempts": m.attempts, "quality": m.quality, "costs": m.costs.model_dump(),
+                     "running": m.session_id in running})
+    costs = {k: round(v, 6) for k, v in costs.items()}
+    over_budget = budget is not None and costs["total"] >= budget
+    held = sum(1 for r in rows if r["location"] not in ("done", "failed") and not r["running"]) if over_budget else 0
+    total = len(eps)
+    started = parse_time(meta.get("start_time")) or parse_time(meta.get("accepted_at"))
+    finished = completed + failed == total and total > 0
+    end = parse_time(meta.get("end_time")) if finished else None
+    if finished and end is None:
+        end = max((parse_time(m.finished_at) or now) for _, m in eps)
+    elapsed = max(1e-9, ((end or now) - started)) if started else None
+    per_hour = completed / (elapsed / 3600) if elapsed and completed else 0.0
+    remaining = total - completed - failed
+    eta_s = remaining / per_hour * 3600 if per_hour and remaining else None
+    return {
+        **{k: v for k, v in meta.items() if k not in ("progress", "costs", "episodes", "checkpoints")},
+        "total": total,
+        "episodes_numbers": [m.episode_number for _, m in eps],
+        "progress": {"completed": completed, "in_progress": in_progress, "failed": failed,
+                     "waiting": waiting, "held": held, "total": total},
+        "completed": completed, "in_progress": in_progress, "failed": failed, "held": held,
+        "costs": costs,
+        "over_budget": over_budget,
+        "state": "complete" if finished else ("held" if over_budget and in_progress == 0 else "running"),
+        "episodes_per_hour": round(per_hour, 3),
+        "eta_seconds": None if eta_s is None else round(eta_s, 1),
+        "end_time": iso(end) if finished else None,
+        "checkpoints": list(checkpoints or []),
+        "revised": sum(1 for _, m in eps if m.revisions > 0),
+        "quality_average": _mean([m.quality for loc, m in eps if loc == "done" and m.quality is not None]),
+        "episodes": rows,
+        "updated_at": utcnow(),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def checkpoint_doc(session: dict[str, Any], n: int) -> dict[str, Any]:
+    return {"checkpoint": n, "written_at": utcnow(), "batch_id": session["batch_id"],
+            "progress": session["progress"], "costs": session["costs"],
+            "episodes": [{k: r[k] for k in ("episode_id", "location", "status", "phases", "attempts", "costs")}
+                         for r in session["episodes"]]}
+
+
+def summary_doc(session: dict[str, Any], episodes: list[EpisodeManifest]) -> dict[str, Any]:
+    """<batch_id>_summary.json, in the playbook's shape."""
+    start = parse_time(session.get("start_time")) or parse_time(session.get("accepted_at")) or time.time()
+    end = parse_time(session.get("end_time")) or time.time()
+    hours = max(0.0, end - start) / 3600
+    done = session["completed"]
+    costs = session["costs"]
+    issues = [{"episode_id": m.session_id, "phase": e.phase, "attempt": e.attempt, "at": e.at, "error": e.error}
+              for m in episodes for e in m.errors]
+    return {"batch_result": {
+        "batch_id": session["batch_id"],
+        "configuration": {"size": session["total"], "episodes": session["episodes_numbers"],
+                          "strategy": session.get("strategy")},
+        "execution_summary": {"start_time": iso(start), "end_time": iso(end),
+                              "duration_hours": round(hours, 4),
+                              "episodes_per_hour": round(done / hours, 3) if hours > 0 else 0.0},
+        "results": {"successful": done, "failed": session["failed"], "revised": session["revised"],
+                    "quality_average": session["quality_average"]},
+        "cost_breakdown": {"research_total": costs["research"], "production_total": costs["production"],
+                           "audio_total": costs["audio"], "batch_total": costs["total"],
+                           "per_episode_average": round(costs["total"] / done, 6) if done else 0.0},
+        "issues_log": issues,
+        "checkpoints": session["checkpoints"],
+    }}

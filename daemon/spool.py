@@ -1,0 +1,323 @@
+"""The spool on disk: folder layout, atomic moves, episode manifests, batch intake and recovery.
+
+The folder an episode sits in is its state. Only the supervisor calls the writing methods here.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import ValidationError
+
+from daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
+from stages import fsio
+from stages.base import STAGE_NAMES
+
+QUEUES = ("research", "production", "audio")
+FINAL = ("done", "failed")
+LOCATIONS = QUEUES + FINAL
+DIR_MODE = 0o750
+MANIFEST = "manifest.json"
+EPISODE_LOG = "episode.log"
+
+
+class SpoolLocked(Exception):
+    """Another daemon owns this spool."""
+
+
+@dataclass
+class Located:
+    location: str
+    episode_id: str
+    folder: Path
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.rejected = root / "rejected"
+        self.batches = root / "batches"
+        self.logs = root / "logs"
+        self.state = root / "state"
+        self.staging = self.state / "staging"
+        self.requests = self.state / "requests"
+        self._lock_fd: int | None = None
+
+    # ---- layout -----------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        for d in (self.root, self.inbox, *(self.root / q for q in LOCATIONS), self.rejected, self.batches,
+                  self.logs, self.state, self.staging, self.requests):
+            d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+    def where(self, location: str) -> Path:
+        return self.root / location
+
+    def folder(self, location: str, eid: str) -> Path:
+        return self.root / location / eid
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.batches / batch_id
+
+    # ---- one daemon per spool ---------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the spool's exclusive lock or raise SpoolLocked. Held until the process exits."""
+        self.state.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(self.state / "podspool.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolLocked(str(self.root)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def wait_for_old_workers(self, timeout: float = 10.0) -> bool:
+        """Wait until no worker of an earlier daemon holds the workers lock (they exit when orphaned)."""
+        fd = os.open(self.state / "workers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.1)
+        finally:
+            os.close(fd)
+
+    # ---- episodes ---------------------------------------------------------------------------
+
+    def read_manifest(self, folder: Path) -> EpisodeManifest:
+        return EpisodeManifest.model_validate(fsio.read_json(folder / MANIFEST))
+
+    def write_manifest(self, folder: Path, m: EpisodeManifest) -> None:
+        m.updated_at = utcnow()
+        fsio.write_json(folder / MANIFEST, m.model_dump(mode="json"))
+
+    def move(self, eid: str, src: str, dst: str) -> Path:
+        """Atomically move an episode folder from one location to another."""
+        source, target = self.folder(src, eid), self.folder(dst, eid)
+        # rename() onto an existing empty folder succeeds silently: never let two episodes share a name
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, f"{target} already exists", str(target))
+        os.rename(source, target)
+        fsio.fsync_dir(target.parent)
+        fsio.fsync_dir(source.parent)
+        return target
+
+    def scan(self) -> Iterator[Located]:
+        """Every episode folder in every location (the recovery scan)."""
+        for loc in LOCATIONS:
+            try:
+                names = sorted(os.listdir(self.where(loc)))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = self.where(loc) / name
+                if name.startswith(".") or not path.is_dir() or path.is_symlink():
+                    continue
+                yield Located(loc, name, path)
+
+    # ---- temp files -------------------------------------------------------------------------
+
+    def clean_temps(self, folder: Path) -> int:
+        """Remove temp files left by writers that are gone; a live writer's temp file is kept."""
+        removed = 0
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.startswith(fsio.TEMP_PREFIX):
+                continue
+            pid_text = entry.name[len(fsio.TEMP_PREFIX):].split("-", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and psutil.pid_exists(int(pid_text)):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    # ---- intake -----------------------------------------------------------------------------
+
+    def accept(self, inbox_file: Path, manifest: BatchManifest, raw: bytes, priority_seq: float,
+               source_roots: list[Path]) -> tuple[str, list[EpisodeManifest]]:
+        """Turn a valid manifest into batches/<id>/ and one folder per episode in research/.
+
+        Crash-safe: everything is built in state/staging/<id>, and the rename of that folder into
+        batches/ is the commit point. `recover_intake` finishes or discards a half-done intake.
+        """
+        bid = manifest.batch_id or self._fresh_default_id()
+        manifest = manifest.model_copy(update={"batch_id": bid})
+        stage_dir = self.staging / bid
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(mode=DIR_MODE)
+        episodes_dir = stage_dir / "episodes"
+        episodes_dir.mkdir(mode=DIR_MODE)
+        st = inbox_file.stat()
+        fsio.write_json(stage_dir / "batch.json", manifest.model_dump(mode="json", exclude_none=True))
+        session = {
+            "batch_id": bid,
+            "accepted_at": utcnow(),
+            "seq": priority_seq,
+            "priority": manifest.priority,
+            "budget_usd": manifest.budget_usd,
+            "strategy": manifest.effective_strategy(),
+            "source": {"name": inbox_file.name, "inode": st.st_ino, "sha256": hashlib.sha256(raw).hexdigest()},
+        }
+        fsio.write_json(stage_dir / "session.json", session)
+        made = []
+        for ep in manifest.all_episodes():
+            eid = episode_id(ep.number, bid)
+            folder = episodes_dir / eid
+            folder.mkdir(mode=DIR_MODE)
+            m = EpisodeManifest(episode_number=ep.number, session_id=eid, batch_id=bid, topic=ep.topic,
+                                title=ep.title, notes=ep.notes, sources=list(ep.sources),
+                                priority=manifest.priority)
+            self.write_manifest(folder, m)
+            made.append(m)
+        fsio.fsync_dir(episodes_dir)
+        fsio.fsync_dir(stage_dir)
+        target = self.batch_dir(bid)
+        if target.exists():
+            shutil.rmtree(stage_dir)
+            raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
+        os.rename(stage_dir, target)  # the commit point
+        fsio.fsync_dir(self.batches)
+        self.remove_inbox_file(inbox_file)
+        self._release_episodes(bid)
+        return bid, made
+
+    def _fresh_default_id(self) -> str:
+        bid = default_batch_id()
+        n = 1
+        candidate = bid
+        while self.batch_dir(candidate).exists() or (self.staging / candidate).exists():
+            n += 1
+            candidate = f"{bid}_{n}"
+        return candidate
+
+    def _release_episodes(self, bid: str) -> None:
+        episodes_dir = self.batch_dir(bid) / "episodes"
+        if not episodes_dir.is_dir():
+            return
+        for name in sorted(os.listdir(episodes_dir)):
+            target = self.folder("research", name)
+            if any(self.folder(loc, name).exists() for loc in LOCATIONS):
+                # already released before a crash: the stray copy is the one left behind
+                shutil.rmtree(episodes_dir / name)
+                continue
+            os.rename(episodes_dir / name, target)
+        fsio.fsync_dir(self.where("research"))
+        os.rmdir(episodes_dir)
+        fsio.fsync_dir(self.batch_dir(bid))
+
+    def recover_intake(self) -> list[str]:
+        """Discard uncommitted intakes and finish committed ones. Returns the batches finished."""
+        for name in os.listdir(self.staging):
+            shutil.rmtree(self.staging / name, ignore_errors=True)
+        finished = []
+        for bid in sorted(os.listdir(self.batches)):
+            if (self.batch_dir(bid) / "episodes").is_dir():
+                self._release_episodes(bid)
+                finished.append(bid)
+        return finished
+
+    def remove_inbox_file(self, path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        fsio.fsync_dir(path.parent)
+
+    def is_leftover_of_accepted(self, path: Path, raw: bytes, batch_id: str | None) -> bool:
+        """True when `path` is the very inbox file of an accepted batch (a crash came before its unlink)."""
+        sha = hashlib.sha256(raw).hexdigest()
+        try:
+            ino = path.stat().st_ino
+        except FileNotFoundError:
+            return False
+        candidates = [batch_id] if batch_id else sorted(os.listdir(self.batches))[-50:]
+        for bid in candidates:
+            session = self.read_session(bid)
+            src = session.get("source", {}) if session else {}
+            if src.get("sha256") == sha and src.get("inode") == ino and src.get("name") == path.name:
+                return True
+        return False
+
+    def reject(self, path: Path, problems: list[str]) -> Path:
+        """Move an invalid inbox file to rejected/ beside <name>.error.txt naming each problem."""
+        name = path.name
+        target = self.rejected / name
+        if target.exists() or (self.rejected / f"{name}.error.txt").exists():
+            name = f"{path.name}.{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+            target = self.rejected / name
+        text = f"{path.name} was rejected at {utcnow()}:\n" + "".join(f"- {p}\n" for p in problems)
+        fsio.write_text(self.rejected / f"{name}.error.txt", text)
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            pass
+        fsio.fsync_dir(self.rejected)
+        fsio.fsync_dir(path.parent)
+        return target
+
+    # ---- batches ----------------------------------------------------------------------------
+
+    def known_batch(self, bid: str) -> bool:
+        return self.batch_dir(bid).exists() or (self.staging / bid).exists()
+
+    def read_batch(self, bid: str) -> BatchManifest | None:
+        try:
+            return BatchManifest.model_validate(fsio.read_json(self.batch_dir(bid) / "batch.json"))
+        except (FileNotFoundError, ValueError, ValidationError):
+            return None
+
+    def read_session(self, bid: str) -> dict[str, Any]:
+        try:
+            data = fsio.read_json(self.batch_dir(bid) / "session.json")
+            return data if isinstance(data, dict) else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def batch_ids(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.batches) if (self.batches / n / "batch.json").exists())
+        except FileNotFoundError:
+            return []
+
+    def inbox_candidates(self) -> list[Path]:
+        """Inbox entries to look at: everything but dot-files and .tmp/.part names (still being written)."""
+        try:
+            names = sorted(os.listdir(self.inbox))
+        except FileNotFoundError:
+            return []
+        return [self.inbox / n for n in names if is_inbox_name(n)]
+
+
+def is_inbox_name(name: str) -> bool:
+    return not name.startswith(".") and not name.endswith((".tmp", ".part"))
+
+
+def phase_done(m: EpisodeManifest) -> list[str]:
+    return [s for s in STAGE_NAMES if m.phases.get(s) == "done"]
