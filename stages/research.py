@@ -1,8 +1,10 @@
-"""Research stage: ask the configured provider for findings and write research.json."""
+"""Research stage: ask the configured provider for findings and write research.json whole."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from loguru import logger
 
 from stages import artifacts
 from stages.base import EpisodeInput, StageContext, StageResult
@@ -11,12 +13,17 @@ from stages.providers import registry
 
 
 def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
-    if (folder / artifacts.RESEARCH_JSON).exists():  # finished before a crash: do not pay again
+    if (folder / artifacts.RESEARCH_JSON).exists():  # written whole, so present means finished: do not pay again
         _, doc = artifacts.load_research(folder)
-        return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True)
+        return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True,
+                           details={"findings": len(doc.get("findings", [])), "grounded": doc.get("grounded")})
     provider = registry.load(registry.RESEARCH, ctx.settings.research.provider)
     out = provider.research(episode, ctx)
     cost = cost_of(out.usage, ctx.settings)
-    artifacts.save_research(folder, out, cost)
+    artifacts.save_research(folder, out, cost, extra={"topic": episode.topic,
+                                                      "episode_sources": list(episode.sources)})
+    if not out.grounded:
+        logger.warning("research {}: no grounded findings (episode sources: {})", episode.episode_id,
+                       len(episode.sources))
     return StageResult(ok=True, cost_usd=cost, usage=out.usage,
                        details={"findings": len(out.findings), "grounded": out.grounded})
