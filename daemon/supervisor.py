@@ -24,6 +24,7 @@ from loguru import logger
 from daemon import requests as control
 from daemon.config import Config
 from daemon.dashboard import render_text
+from daemon.hooks import Hook
 from daemon.inbox import Inbox
 from daemon.intake import ManifestProblem, check_file
 from daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, utcnow
@@ -79,6 +80,8 @@ class Supervisor:
         self._last_memory_check = 0.0
         self._last_status = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.hooks: list[Hook] = []
+        self.memory_rss = 0
 
     # ---- start-up ---------------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class Supervisor:
                 self._dispatch()
                 self._write_sessions()
                 self._notify()
+                self._emit("on_tick", self.snapshot)
                 if self.once and self._nothing_left():
                     logger.info("--once: nothing left to run ({})", self._counts_line())
                     break
@@ -605,6 +609,8 @@ class Supervisor:
             w.location = self._move(m, stage, target)
             log.info("{} done in {}s{} (${:.4f}){}", stage, timing.seconds, " (reused)" if result.reused else "",
                      result.cost_usd, " -> done" if target == "done" else "")
+            if target == "done":
+                self._emit("on_episode_done", m)
         else:
             m.errors.append(EpisodeError(phase=stage, attempt=m.attempts, at=utcnow(),
                                          error=str(result.error or "unknown error")[:4000]))
@@ -617,6 +623,7 @@ class Supervisor:
                 w.running = False
                 w.location = self._move(m, stage, "failed")
                 log.error("{} failed for good after {} attempt(s): {}", stage, m.attempts, result.error)
+                self._emit("on_episode_failed", m)
             else:
                 delay = retry_delay(m.attempts, self.cfg.limits.retry_backoff_s, self.cfg.limits.retry_backoff_max_s)
                 m.status = "pending"
@@ -670,6 +677,7 @@ class Supervisor:
             summary = summary_doc(session, [w.manifest for w in self._batch_episodes(bid)])
             fsio.write_json(self.spool.batch_dir(bid) / f"{bid}_summary.json", summary)
             b.summary_for = state
+            self._emit("on_batch_complete", session, [w.manifest for w in self._batch_episodes(bid)])
             logger.bind(batch=bid).info("batch {} complete: {} done, {} failed, ${:.4f}", bid, state[0], state[1],
                                         session["costs"]["total"])
         elif session["state"] != "complete":
@@ -727,6 +735,7 @@ class Supervisor:
                     w.recycle = True
                     logger.warning("{} worker {} uses {} MB (hard limit {} MB): recycled after its task",
                                    w.stage, w.process.pid, rss // 2**20, self.cfg.limits.memory_hard_mb)
+        self.memory_rss = total
         paused = total > self.cfg.limits.memory_soft_mb * 1024 * 1024
         if paused != self.memory_paused:
             self.memory_paused = paused
@@ -767,6 +776,43 @@ class Supervisor:
             self._last_status = now
             self.notifier.send(WATCHDOG=1, STATUS=self._counts_line())
 
+    def _emit(self, method: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, method)(*args)
+            except Exception as exc:  # an observer must never take the pipeline down
+                logger.opt(exception=exc).error("hook {}.{} failed: {}", type(hook).__name__, method, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain view of the supervisor for dashboards and metrics."""
+        stages = {}
+        for stage in STAGE_NAMES:
+            ws = self.workers[stage]
+            stages[stage] = {
+                "queue": sum(1 for w in self.episodes.values() if w.location == stage and not w.running),
+                "busy": sum(1 for w in ws if w.busy),
+                "processes": sum(1 for w in ws if w.alive()),
+                "pool_size": self._pool_size(stage),
+            }
+        locations: dict[str, int] = {}
+        for w in self.episodes.values():
+            locations[w.location] = locations.get(w.location, 0) + 1
+        return {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "spool": str(self.spool.root),
+            "stopping": self.stopping,
+            "admitted": self._admitted(),
+            "max_sessions_in_memory": self.cfg.limits.max_sessions_in_memory,
+            "memory": {"rss_bytes": self.memory_rss, "soft_mb": self.cfg.limits.memory_soft_mb,
+                       "hard_mb": self.cfg.limits.memory_hard_mb, "paused": self.memory_paused},
+            "rate_limits": self.cfg.rate_limits.parsed(),
+            "stages": stages,
+            "locations": locations,
+            "batches": [self._session(bid) for bid in self.batches],
+            "episodes": [w.manifest for w in self.episodes.values()],
+        }
+
     # ---- shutdown ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -784,4 +830,9 @@ class Supervisor:
         except OSError:
             pass
         signal.set_wakeup_fd(-1)
+        for hook in self.hooks:
+            try:
+                hook.close()
+            except Exception as exc:
+                logger.error("hook {} did not close cleanly: {}", type(hook).__name__, exc)
         logger.info("podspool stopped ({})", self._counts_line())

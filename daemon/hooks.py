@@ -1,0 +1,31 @@
+"""Cross-cutting observers of the supervisor (metrics, alerts, charts), each in its own module.
+
+A hook never blocks the pipeline and never takes it down: the supervisor calls each method inside a
+guard, and a hook that needs I/O with a remote (a webhook) does it off the main loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from daemon.models import EpisodeManifest
+
+
+class Hook:
+    """Override what you need; every method is optional."""
+
+    def on_tick(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Called every loop turn (about twice a second); call `snapshot()` only when you need it."""
+
+    def on_episode_done(self, manifest: EpisodeManifest) -> None: ...
+
+    def on_episode_failed(self, manifest: EpisodeManifest) -> None:
+        """The episode reached failed/ (retries exhausted or refused by a quality gate)."""
+
+    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None: ...
+
+    def on_crash(self, exc: BaseException) -> None:
+        """The supervisor is going down with an unexpected error."""
+
+    def close(self) -> None: ...
