@@ -1,44 +1,102 @@
-"""Audio stage: speak the script, one voice per host, and write audio.wav whole."""
+"""Audio stage: speak the script, one voice per host, validate the result, write audio.wav (and .mp3).
+
+Validation and encoding live here, not in a provider, so espeak, ElevenLabs and sim output are held
+to the same checks. A failed check is a failed attempt (StageError): nothing is written, so a retry
+starts clean.
+"""
 
 from __future__ import annotations
 
-import io
-import re
-import wave
 from pathlib import Path
+from typing import Any
 
-from stages import artifacts, fsio
-from stages.base import EpisodeInput, StageContext, StageResult, Turn
+from loguru import logger
+
+from stages import artifacts, fsio, pcm
+from stages.base import EpisodeInput, SpeechOutput, StageContext, StageError, StageResult, Turn
 from stages.costs import cost_of
 from stages.providers import registry
+from stages.script_format import parse_turns
+from stages.settings import AudioSettings
+from stages.words import words
 
-TURN_RE = re.compile(r"^\*\*(?P<host>[^*]+):\*\*\s*(?P<text>.+)$")
+__all__ = ["parse_turns", "run", "validate"]
+
+MIN_RMS = 0.01  # about -40 dBFS: quieter than this is silence or a broken stream, not speech
 
 
-def parse_turns(script: str) -> list[Turn]:
-    return [Turn(m["host"].strip(), m["text"].strip()) for line in script.splitlines() if (m := TURN_RE.match(line))]
+def validate(speech: SpeechOutput, n_words: int, n_turns: int, settings: AudioSettings,
+             check_duration: bool = True) -> dict[str, Any]:
+    """Measure `speech` and raise StageError naming the first check it fails."""
+    seconds = len(speech.pcm) / 2 / speech.sample_rate if speech.sample_rate else 0.0
+    level = pcm.rms(speech.pcm)
+    clip_run = pcm.longest_clip_run(speech.pcm)
+    pauses = max(0, n_turns - 1) * settings.pause_ms / 1000
+    expected = n_words / settings.words_per_minute * 60 + pauses
+    report: dict[str, Any] = {"seconds": round(seconds, 3), "rms": round(level, 5), "longest_clip_run": clip_run,
+                              "sample_rate": speech.sample_rate, "expected_seconds": round(expected, 3),
+                              "duration_checked": check_duration}
+    if speech.sample_rate != settings.sample_rate:
+        raise StageError(f"audio at {speech.sample_rate} Hz, configured {settings.sample_rate} Hz")
+    if len(speech.pcm) % 2:
+        raise StageError("audio is not whole 16-bit samples (odd byte count)")
+    if seconds <= 0:
+        raise StageError("audio is empty")
+    if level < MIN_RMS:
+        raise StageError(f"audio is silent (RMS {level:.4f} of full scale, minimum {MIN_RMS})")
+    if clip_run >= pcm.CLIP_RUN:
+        raise StageError(f"audio clips: {clip_run} consecutive full-scale samples")
+    if check_duration:
+        low, high = expected * (1 - settings.duration_tolerance), expected * (1 + settings.duration_tolerance)
+        if not low <= seconds <= high:
+            raise StageError(f"audio lasts {seconds:.1f} s but {n_words} words at {settings.words_per_minute} "
+                             f"words/minute should take {low:.1f}-{high:.1f} s")
+    return report
 
 
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
+def _reused(folder: Path) -> StageResult | None:
+    jpath = folder / artifacts.AUDIO_JSON
+    has_audio = (folder / artifacts.AUDIO_WAV).exists() or (folder / artifacts.AUDIO_MP3).exists()
+    if not (jpath.exists() and has_audio):  # audio.json is written last: present means finished
+        return None
+    doc = fsio.read_json(jpath)
+    return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True,
+                       details={"audio_seconds": doc.get("seconds"), "words": doc.get("words")})
 
 
 def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
-    if (folder / artifacts.AUDIO_WAV).exists() and (folder / artifacts.AUDIO_JSON).exists():
-        doc = fsio.read_json(folder / artifacts.AUDIO_JSON)
-        return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True)
-    turns = parse_turns((folder / artifacts.SCRIPT_MD).read_text(encoding="utf-8"))
-    speech = registry.load(registry.SPEECH, ctx.settings.audio.provider)
+    earlier = _reused(folder)
+    if earlier:
+        return earlier
+    settings = ctx.settings.audio
+    turns: list[Turn] = parse_turns((folder / artifacts.SCRIPT_MD).read_text(encoding="utf-8"))
+    if not turns:
+        raise StageError("script.md has no lines of the form '**Host:** text' to speak", retryable=False)
+    n_words = sum(len(words(t.text)) for t in turns)
+    speech = registry.load(registry.SPEECH, settings.provider)
     out = speech.synthesize(turns, ctx)
     cost = cost_of(out.usage, ctx.settings)
-    fsio.write_bytes(folder / artifacts.AUDIO_WAV, wav_bytes(out.pcm, out.sample_rate))
-    seconds = len(out.pcm) / 2 / out.sample_rate
-    fsio.write_json(folder / artifacts.AUDIO_JSON, {"seconds": seconds, "cost_usd": cost,
-                                                    "usage": [u.to_dict() for u in out.usage]})
-    return StageResult(ok=True, cost_usd=cost, usage=out.usage, details={"audio_seconds": seconds})
+    if out.sample_rate != settings.sample_rate and out.sample_rate > 0:
+        # a provider may only offer fixed rates (ElevenLabs pcm_22050): convert rather than refuse
+        out = SpeechOutput(pcm=pcm.resample(out.pcm, out.sample_rate, settings.sample_rate),
+                           sample_rate=settings.sample_rate, usage=out.usage)
+    try:
+        # sim returns a one-second tone whatever the text: its length says nothing
+        report = validate(out, n_words, len(turns), settings, check_duration=speech.name != "sim")
+    except StageError as exc:
+        exc.cost_usd, exc.usage = cost, out.usage  # the synthesis was paid for even if refused
+        raise
+    files = [artifacts.AUDIO_WAV]
+    fsio.write_bytes(folder / artifacts.AUDIO_WAV, pcm.wav_bytes(out.pcm, out.sample_rate))
+    if settings.mp3:
+        mp3 = pcm.mp3_bytes(out.pcm, out.sample_rate)
+        if mp3 is not None:
+            fsio.write_bytes(folder / artifacts.AUDIO_MP3, mp3)
+            files.append(artifacts.AUDIO_MP3)
+    doc = {"seconds": report["seconds"], "words": n_words, "turns": len(turns), "rms": report["rms"],
+           "sample_rate": out.sample_rate, "provider": speech.name, "files": files, "cost_usd": cost,
+           "usage": [u.to_dict() for u in out.usage], "validation": {**report, "passed": True}}
+    fsio.write_json(folder / artifacts.AUDIO_JSON, doc)  # last: its presence marks the phase finished
+    logger.debug("audio {}: {:.1f} s, {} words", episode.episode_id, report["seconds"], n_words)
+    return StageResult(ok=True, cost_usd=cost, usage=out.usage,
+                       details={"audio_seconds": report["seconds"], "words": n_words})
