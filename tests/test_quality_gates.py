@@ -1,0 +1,171 @@
+"""Quality gates: a good local script passes; each crafted flaw is refused by its own gate; revisions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stages import artifacts, fsio, quality
+from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, WriterOutput
+from stages.providers import registry
+from stages.providers.local_writer import LocalWriter
+from stages.registry import run_stage
+from stages.settings import ProductionSettings, QualitySettings, StageSettings
+
+FACTS = [
+    "Honeybees tell their nestmates where food is by dancing on the comb. The Austrian scientist Karl von "
+    "Frisch worked out the meaning of these dances and shared a Nobel Prize in 1973 for the work.",
+    "The angle of the waggle run compared with straight up on the comb shows the angle between the food "
+    "and the sun. A bee that waggles straight up is pointing towards the sun.",
+    "The length of the waggle run tells the distance to the food. Roughly one second of waggling stands "
+    "for about one kilometre of flight, though colonies differ in their exact scale.",
+    "For food very close to the hive, bees perform a round dance instead. Recruits then find the flowers "
+    "partly by their scent, which the dancer carries on her body.",
+]
+RESEARCH = ResearchOutput(
+    provider="local",
+    findings=[Finding(text=t, source="notes/bees.md", location=f"paragraph {i}", score=10.0 - i,
+                      title=f"Bee fact {i}") for i, t in enumerate(FACTS, 1)],
+    citations=["notes/bees.md"], searched=["notes/bees.md"])
+EPISODE = EpisodeInput(episode_id="ep_001_q", batch_id="q", number=1, topic="The honeybee waggle dance",
+                       sources=("notes/bees.md",))
+
+
+def _settings(**production: object) -> StageSettings:
+    limits: dict[str, object] = {"min_words": 100, "max_words": 1000, **production}
+    return StageSettings(production=ProductionSettings(**limits),  # type: ignore[arg-type]
+                         quality=QualitySettings(threshold=0.8, max_revisions=2))
+
+
+def _good_script(settings: StageSettings) -> str:
+    return LocalWriter().write(EPISODE, RESEARCH, ["Alex", "Sam"], [], StageContext(settings=settings)).script
+
+
+def _failed(script: str, settings: StageSettings | None = None) -> set[str]:
+    report = quality.evaluate(script, RESEARCH, settings or _settings())
+    assert not report.passed
+    return {g.name for g in report.gates if not g.passed}
+
+
+def test_the_local_script_passes_every_gate() -> None:
+    settings = _settings()
+    script = _good_script(settings)
+    report = quality.evaluate(script, RESEARCH, settings)
+    assert report.passed, report.reasons
+    assert report.score == 1.0 and set(report.scores) == {
+        "length", "format", "citations", "residue", "repetition", "readability", "coverage"}
+    assert re.search(r"^\*\*Alex:\*\* ", script, re.M) and re.search(r"^\*\*Sam:\*\* ", script, re.M)
+    assert "## Sources" in script and "1. notes/bees.md (paragraph 1)" in script
+
+
+def test_length_gate() -> None:
+    assert _failed(_good_script(_settings()), _settings(min_words=900)) == {"length"}
+    assert "length" in _failed(_good_script(_settings()), _settings(max_words=120))
+
+
+def test_citation_gate_needs_a_citation_per_segment() -> None:
+    assert _failed(_good_script(_settings()).replace(" [2]", "")) == {"citations"}
+
+
+def test_citation_gate_refuses_dangling_numbers() -> None:
+    assert _failed(_good_script(_settings()).replace(" [3]", " [9]")) == {"citations"}
+
+
+@pytest.mark.parametrize("residue", ["{guest_name}", "TODO", "lorem ipsum", "[citation needed]",
+                                     "<insert joke here>", "As an AI language model"])
+def test_residue_gate(residue: str) -> None:
+    script = _good_script(_settings()).replace("Let's start here:", f"Let's start here: {residue}", 1)
+    assert _failed(script) == {"residue"}
+
+
+def test_repetition_gate() -> None:
+    script = _good_script(_settings())
+    line = next(x for x in script.splitlines() if x.startswith("**Sam:** Thanks"))
+    assert _failed(script.replace("## Outro\n", f"## Outro\n\n{line}\n", 1)) == {"repetition"}
+
+
+def test_readability_gate() -> None:
+    dense = ("Notwithstanding multidimensional epistemological considerations, institutionalised "
+             "interdisciplinary methodological heterogeneity necessitates comprehensive operationalisation "
+             "of unprecedentedly sophisticated organisational characterisations")
+    script = re.sub(r"^(\*\*\w+:\*\*) .*?( \[\d\])?$", lambda m: f"{m[1]} {dense}{m[2] or ''}",
+                    _good_script(_settings()), flags=re.M)
+    assert "readability" in _failed(script)
+    assert quality.readability_gate(dense).score < 1.0
+
+
+def test_coverage_gate() -> None:
+    script = _good_script(_settings())
+    for fact in FACTS:
+        for sentence in fact.split(". "):
+            script = script.replace(sentence.rstrip("."), "We talked about something else entirely here")
+    assert "coverage" in _failed(script)
+
+
+def test_format_gate_wants_both_hosts_and_no_strangers() -> None:
+    assert "format" in _failed(_good_script(_settings()).replace("**Sam:**", "**Bob:**"))
+
+
+class _Writer:
+    """Returns the scripts given, one per call, and records the feedback it was given."""
+
+    name = "local"
+
+    def __init__(self, *scripts: str) -> None:
+        self.scripts = list(scripts)
+        self.feedback: list[list[str]] = []
+
+    def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
+              feedback: list[str], ctx: StageContext) -> WriterOutput:
+        self.feedback.append(list(feedback))
+        return WriterOutput(script=self.scripts.pop(0))
+
+
+def _production(tmp_path: Path, writer: _Writer, monkeypatch: pytest.MonkeyPatch,
+                settings: StageSettings | None = None):  # type: ignore[no-untyped-def]
+    artifacts.save_research(tmp_path, RESEARCH, 0.0)
+    monkeypatch.setattr(registry, "load", lambda table, name: writer)
+    return run_stage("production", tmp_path, EPISODE, StageContext(settings=settings or _settings()))
+
+
+def test_a_bad_draft_is_revised_with_the_gate_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = _good_script(_settings())
+    writer = _Writer(good.replace("Let's start here:", "TODO Let's start here:"), good)
+    result = _production(tmp_path, writer, monkeypatch)
+    assert result.ok, result.error
+    assert result.revisions == 1 and result.quality == 1.0 and result.quality_scores["residue"] == 1.0
+    assert writer.feedback[0] == [] and writer.feedback[1][0].startswith("residue:")
+    assert (tmp_path / artifacts.SCRIPT_MD).read_text() == good
+    doc = fsio.read_json(tmp_path / artifacts.QUALITY_JSON)
+    assert doc["accepted"] and doc["revisions"] == 1 and len(doc["history"]) == 2
+
+
+def test_exhausted_revisions_fail_without_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _good_script(_settings()).replace(" [1]", "")
+    writer = _Writer(bad, bad, bad)
+    result = _production(tmp_path, writer, monkeypatch)
+    assert not result.ok and not result.retryable
+    assert "citations" in (result.error or "") and "2 revision" in (result.error or "")
+    assert not (tmp_path / artifacts.SCRIPT_MD).exists()
+    assert (tmp_path / "script.rejected.md").exists()
+    assert fsio.read_json(tmp_path / artifacts.QUALITY_JSON)["accepted"] is False
+    # a refused script is not reused: a retry writes again
+    writer2 = _Writer(_good_script(_settings()))
+    assert _production(tmp_path, writer2, monkeypatch).ok and writer2.feedback == [[]]
+
+
+def test_sim_writer_is_scored_but_never_refused(tmp_path: Path) -> None:
+    artifacts.save_research(tmp_path, RESEARCH, 0.0)
+    settings = _settings(provider="sim")
+    settings.providers.sim.latency_ms = 0
+    result = run_stage("production", tmp_path, EPISODE, StageContext(settings=settings))
+    assert result.ok and result.revisions == 0 and result.quality is not None and result.quality < 1.0
+    assert fsio.read_json(tmp_path / artifacts.QUALITY_JSON)["dry_run"] is True
+
+
+def test_finished_production_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _production(tmp_path, _Writer(_good_script(_settings())), monkeypatch).ok
+    again = _production(tmp_path, _Writer(), monkeypatch)  # a writer call would fail: no scripts left
+    assert again.ok and again.reused and again.quality == 1.0

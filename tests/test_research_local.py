@@ -1,0 +1,111 @@
+"""Local research: real files, BM25 ranking, locations, URLs not fetched, no invented findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages import artifacts
+from stages.base import EpisodeInput, StageContext
+from stages.passages import html_passages, text_passages
+from stages.registry import run_stage
+from stages.settings import ResearchSettings, StageSettings
+
+TIDES = """# Tides
+
+## The Moon
+
+Tides are caused mainly by the gravity of the Moon pulling on the oceans of the Earth.
+
+## Unrelated
+
+Bread is baked from flour, water, yeast and salt in a hot oven for most of an hour.
+
+## Spring tides
+
+When the Sun and the Moon line up, their tides add together into larger spring tides.
+"""
+
+
+def _ctx(root: Path, **research: object) -> StageContext:
+    return StageContext(settings=StageSettings(research=ResearchSettings(source_roots=[str(root)], **research)))
+
+
+def _episode(*sources: str, topic: str = "Ocean tides and the Moon") -> EpisodeInput:
+    return EpisodeInput(episode_id="ep_001_t", batch_id="t", number=1, topic=topic, sources=sources)
+
+
+def test_text_passages_keep_headings_and_line_numbers() -> None:
+    ps = text_passages(TIDES, "t.md")
+    assert [p.heading for p in ps] == ["The Moon", "Unrelated", "Spring tides"]
+    assert ps[0].location == "paragraph 1, line 5"
+    assert ps[2].location.startswith("paragraph 3")
+
+
+def test_html_is_reduced_to_text_blocks() -> None:
+    html = ("<html><head><title>x</title><script>var a = 'no';</script></head><body><h2>Moon</h2>"
+            "<p>The <b>Moon</b> raises tides &amp; so does the Sun, more weakly than the Moon.</p>"
+            "<div>Second block of text that is long enough to count.</div></body></html>")
+    ps = html_passages(html, "t.html")
+    assert [p.text for p in ps] == ["The Moon raises tides & so does the Sun, more weakly than the Moon.",
+                                    "Second block of text that is long enough to count."]
+    assert ps[0].heading == "Moon" and ps[0].location == "paragraph 1"
+
+
+def test_research_ranks_relevant_paragraphs_first(tmp_path: Path) -> None:
+    (tmp_path / "tides.md").write_text(TIDES)
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    result = run_stage("research", folder, _episode("tides.md", "https://example.org/tides"),
+                       _ctx(tmp_path, max_findings=2))
+    assert result.ok, result.error
+    out, doc = artifacts.load_research(folder)
+    assert out.provider == "local" and out.grounded
+    assert len(out.findings) == 2
+    assert all("Bread" not in f.text for f in out.findings)
+    assert out.findings[0].source == "tides.md" and out.findings[0].location.startswith("paragraph")
+    assert out.citations == ["tides.md"]
+    assert any("https://example.org/tides" in s and "not fetched" in s for s in out.searched)
+    assert doc["cost_usd"] == 0.0 and doc["usage"][0]["api"] == "local"
+
+
+def test_sources_dir_adds_only_matching_passages(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "tides.md").write_text(TIDES)
+    (lib / "cats.txt").write_text("Cats sleep for most of the day and hunt at dawn and dusk.\n")
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    assert run_stage("research", folder, _episode(), _ctx(tmp_path, sources_dir=str(lib))).ok
+    out, _ = artifacts.load_research(folder)
+    assert {f.source for f in out.findings} == {str(lib / "tides.md")}
+    assert str(lib / "cats.txt") in out.searched
+
+
+def test_no_sources_is_not_grounded_and_invents_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    result = run_stage("research", folder, _episode(), _ctx(tmp_path))
+    assert result.ok and result.details["grounded"] is False
+    out, _ = artifacts.load_research(folder)
+    assert out.findings == [] and out.citations == [] and not out.grounded
+
+
+def test_a_source_outside_the_roots_fails_without_retry(tmp_path: Path) -> None:
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    result = run_stage("research", folder, _episode("/etc/hostname.md"), _ctx(tmp_path))
+    assert not result.ok and not result.retryable
+    assert "outside the allowed source roots" in (result.error or "")
+    assert not (folder / artifacts.RESEARCH_JSON).exists()
+
+
+def test_finished_research_is_reused_not_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tides.md").write_text(TIDES)
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    assert run_stage("research", folder, _episode("tides.md"), _ctx(tmp_path)).ok
+    (tmp_path / "tides.md").unlink()  # a provider call now would fail
+    again = run_stage("research", folder, _episode("tides.md"), _ctx(tmp_path))
+    assert again.ok and again.reused and again.cost_usd == 0.0
