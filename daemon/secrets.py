@@ -1,0 +1,102 @@
+"""API keys: from the environment or systemd credentials, never from a manifest; and log masking.
+
+A key is read once by the supervisor and handed to workers in `StageContext.secrets`; it must
+never reach a log line or a file in the spool, so every log record passes through `mask`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+# api name (as the providers ask for it) -> environment variable
+ENV_NAMES: dict[str, str] = {
+    "perplexity": "PERPLEXITY_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "elevenlabs": "ELEVENLABS_API_KEY",
+    "websearch": "TAVILY_API_KEY",
+}
+MASK = "***"
+# Credentials that look like keys even when they are not ours (a header echoed in an error).
+_AUTH_PATTERNS = (
+    re.compile(r"(?i)(\bBearer\s+)[^\s'\",;]+"),
+    re.compile(r"(?i)(\bxi-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",;]+"),
+)
+MIN_KEY_LEN = 4  # shorter "keys" would mask ordinary words in every log line
+
+
+def load_secrets(environ: Mapping[str, str] | None = None,
+                 credentials_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """api name -> key, from `$ENV_NAME`, else `$CREDENTIALS_DIRECTORY/<env_name lower-case>`.
+
+    APIs with no key are absent; the provider that needs one fails with the variable's name.
+    """
+    env = os.environ if environ is None else environ
+    creds = credentials_dir if credentials_dir is not None else env.get("CREDENTIALS_DIRECTORY")
+    found: dict[str, str] = {}
+    for api, var in ENV_NAMES.items():
+        value = (env.get(var) or "").strip()
+        if not value and creds:
+            try:
+                value = (Path(creds) / var.lower()).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                value = ""
+        if value:
+            found[api] = value
+    return found
+
+
+def _keys(secrets: Mapping[str, str] | Iterable[str]) -> list[str]:
+    values = secrets.values() if isinstance(secrets, Mapping) else secrets
+    # longest first, so a key that contains another is replaced whole
+    return sorted({v for v in values if v and len(v) >= MIN_KEY_LEN}, key=len, reverse=True)
+
+
+def mask(text: str, secrets: Mapping[str, str] | Iterable[str]) -> str:
+    """`text` with every key, and any `Bearer <token>` / `xi-api-key: <token>`, replaced by ***."""
+    for key in _keys(secrets):
+        text = text.replace(key, MASK)
+    for pattern in _AUTH_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    return text
+
+
+def _mask_exception(exc: BaseException | None, keys: list[str], seen: set[int]) -> None:
+    # Loguru formats the exception from the live object, so its args are masked in place (the
+    # exception is being logged, nothing else reads it after), along its cause/context chain.
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        try:
+            exc.args = tuple(mask(a, keys) if isinstance(a, str) else a for a in exc.args)
+        except (AttributeError, TypeError):
+            pass
+        _mask_exception(exc.__cause__, keys, seen)
+        exc = exc.__context__
+
+
+def masking_patcher(secrets: Mapping[str, str] | Iterable[str]) -> Callable[[Any], None]:
+    """A loguru patcher that masks the message, string `extra` values and the exception text."""
+    keys = _keys(secrets)
+
+    def patch(record: Any) -> None:
+        record["message"] = mask(record["message"], keys)
+        extra = record["extra"]
+        for name, value in list(extra.items()):
+            if isinstance(value, str):
+                extra[name] = mask(value, keys)
+        if record["exception"] is not None:
+            _mask_exception(record["exception"].value, keys, set())
+
+    return patch
+
+
+def install_log_masking(logger: Any, secrets: Mapping[str, str] | Iterable[str]) -> None:
+    """Mask keys in every record of `logger` (loguru): sets the core patcher.
+
+    Loguru has one core patcher; a caller that needs its own should call `masking_patcher(...)`
+    from it. Sinks should keep `diagnose=False`: variable values in a traceback are not masked.
+    """
+    logger.configure(patcher=masking_patcher(secrets))
