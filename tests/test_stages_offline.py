@@ -1,0 +1,57 @@
+"""research -> production -> audio for one example episode, offline, on real files."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+
+from stages import artifacts, fsio
+from stages.base import EpisodeInput, StageContext
+from stages.registry import run_stage
+from stages.settings import ResearchSettings, StageSettings
+from stages.sources import check_sources
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "examples" / "small_batch.json"
+
+
+def test_example_manifest_names_ten_readable_sources() -> None:
+    doc = json.loads(MANIFEST.read_text())
+    assert doc["strategy"] == "small_batch" and len(doc["episodes"]) == 10
+    specs = [s for e in doc["episodes"] for s in e["sources"]]
+    assert check_sources(specs, [REPO]) == []
+
+
+@pytest.mark.parametrize("number", [1])
+def test_one_example_episode_end_to_end(tmp_path: Path, number: int) -> None:
+    entry = next(e for e in json.loads(MANIFEST.read_text())["episodes"] if e["number"] == number)
+    episode = EpisodeInput(episode_id=f"ep_{number:03d}_example_small", batch_id="example_small",
+                           number=number, topic=entry["topic"], title=entry.get("title"),
+                           sources=tuple(entry["sources"]))
+    ctx = StageContext(settings=StageSettings(research=ResearchSettings(source_roots=[str(REPO)])))
+
+    research = run_stage("research", tmp_path, episode, ctx)
+    assert research.ok and research.details["grounded"], research.error
+    out, _ = artifacts.load_research(tmp_path)
+    assert out.findings and all(f.source == entry["sources"][0] for f in out.findings)
+
+    production = run_stage("production", tmp_path, episode, ctx)
+    assert production.ok, production.error
+    assert production.quality is not None and production.quality >= ctx.settings.quality.threshold
+    script = (tmp_path / artifacts.SCRIPT_MD).read_text()
+    assert "**Alex:**" in script and "**Sam:**" in script and entry["sources"][0] in script
+    assert fsio.read_json(tmp_path / artifacts.QUALITY_JSON)["passed"] is True
+
+    audio = run_stage("audio", tmp_path, episode, ctx)
+    assert audio.ok, audio.error
+    with wave.open(str(tmp_path / artifacts.AUDIO_WAV)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert seconds > 60  # a real episode, not a beep
+    assert fsio.read_json(tmp_path / artifacts.AUDIO_JSON)["seconds"] == pytest.approx(seconds, abs=0.01)
+
+    # a restart after every phase finished pays for nothing again
+    again = [run_stage(s, tmp_path, episode, ctx) for s in ("research", "production", "audio")]
+    assert all(r.ok and r.reused and r.cost_usd == 0.0 for r in again)
