@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stages import artifacts, fsio, quality
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, WriterOutput
+from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageResult, WriterOutput
 from stages.providers import registry
 from stages.providers.local_writer import LocalWriter
 from stages.registry import run_stage
@@ -34,8 +34,8 @@ EPISODE = EpisodeInput(episode_id="ep_001_q", batch_id="q", number=1, topic="The
 
 
 def _settings(**production: object) -> StageSettings:
-    limits: dict[str, object] = {"min_words": 100, "max_words": 1000, **production}
-    return StageSettings(production=ProductionSettings(**limits),  # type: ignore[arg-type]
+    limits = ProductionSettings.model_validate({"min_words": 100, "max_words": 1000, **production})
+    return StageSettings(production=limits,
                          quality=QualitySettings(threshold=0.8, max_revisions=2))
 
 
@@ -124,7 +124,7 @@ class _Writer:
 
 
 def _production(tmp_path: Path, writer: _Writer, monkeypatch: pytest.MonkeyPatch,
-                settings: StageSettings | None = None):  # type: ignore[no-untyped-def]
+                settings: StageSettings | None = None) -> StageResult:
     artifacts.save_research(tmp_path, RESEARCH, 0.0)
     monkeypatch.setattr(registry, "load", lambda table, name: writer)
     return run_stage("production", tmp_path, EPISODE, StageContext(settings=settings or _settings()))

@@ -29,7 +29,8 @@ When the Sun and the Moon line up, their tides add together into larger spring t
 
 
 def _ctx(root: Path, **research: object) -> StageContext:
-    return StageContext(settings=StageSettings(research=ResearchSettings(source_roots=[str(root)], **research)))
+    settings = ResearchSettings.model_validate({"source_roots": [str(root)], **research})
+    return StageContext(settings=StageSettings(research=settings))
 
 
 def _episode(*sources: str, topic: str = "Ocean tides and the Moon") -> EpisodeInput:
