@@ -12,13 +12,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-# api name (as the providers ask for it) -> environment variable
-ENV_NAMES: dict[str, str] = {
-    "perplexity": "PERPLEXITY_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "elevenlabs": "ELEVENLABS_API_KEY",
-    "websearch": "TAVILY_API_KEY",
-}
+from stages.providers.http import KEY_ENV_NAMES
+
+# api name (as the providers ask for it) -> environment variable; one table, shared with the
+# providers so their "no key" message names the same variable
+ENV_NAMES: dict[str, str] = KEY_ENV_NAMES
 MASK = "***"
 # Credentials that look like keys even when they are not ours (a header echoed in an error).
 _AUTH_PATTERNS = (

@@ -1,0 +1,1 @@
+"""Prompt templates (string.Template, `$name` placeholders), shipped as package data."""
