@@ -187,6 +187,7 @@ class Supervisor:
         self.recover()
         self.inbox.start_watching()
         self._take_inbox(force=True)
+        self._prespawn()
         self.notifier.send(READY=1, STATUS=self._counts_line())
         logger.info("podspool ready: spool {} (pid {})", self.spool.root, os.getpid())
         try:
@@ -461,6 +462,19 @@ class Supervisor:
                     return
                 free -= 1
                 running_by_batch[w.batch_id] = running_by_batch.get(w.batch_id, 0) + 1
+
+    def _prespawn(self) -> None:
+        """Start the pools up front (as gunicorn does), so no stage's first task waits for a spawn.
+
+        Spawn is safe after the inbox observer's thread started: it never forks this process.
+        """
+        queued = sum(1 for w in self.episodes.values() if w.location in QUEUES)
+        for stage in STAGE_NAMES:
+            want = min(self._pool_size(stage), queued if self.once else self._pool_size(stage))
+            while len(self.workers[stage]) < want:
+                w = Worker(spec=self._spec(stage))
+                w.start()
+                self.workers[stage].append(w)
 
     def _idle_worker(self, stage: StageName) -> Worker | None:
         pool = self.workers[stage]

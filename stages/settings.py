@@ -56,9 +56,12 @@ class SimSettings(Strict):
     """A dry run: no network, no spend beyond the pretend cost per call."""
 
     latency_ms: float = Field(default=100.0, ge=0)
+    stage_latency_ms: dict[str, float] = Field(default_factory=dict)  # per stage, overrides latency_ms
     error_rate: float = Field(default=0.0, ge=0, le=1)
     cost_per_call_usd: float = Field(default=0.01, ge=0)
     seed: int | None = None
+    # every call for an episode whose topic contains this text fails (a poison episode, for drills)
+    fail_topic: str | None = None
 
 
 class ProvidersSettings(Strict):

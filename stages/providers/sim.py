@@ -14,9 +14,9 @@ from stages.base import (
     EpisodeInput,
     Finding,
     ResearchOutput,
+    SpeechOutput,
     StageContext,
     StageError,
-    SpeechOutput,
     Turn,
     Usage,
     WriterOutput,
@@ -26,19 +26,22 @@ from stages.base import (
 class SimProvider:
     name = "sim"
 
-    def _call(self, api: str, episode: EpisodeInput, ctx: StageContext) -> Usage:
+    def _call(self, api: str, episode: EpisodeInput, ctx: StageContext, stage: str) -> Usage:
         sim = ctx.settings.providers.sim
         ctx.limiter.acquire(api)
-        if sim.latency_ms:
-            time.sleep(sim.latency_ms / 1000.0)
+        latency = sim.stage_latency_ms.get(stage, sim.latency_ms)
+        if latency:
+            time.sleep(latency / 1000.0)
         usage = Usage(api=api, model="sim", cost_usd=sim.cost_per_call_usd)
         rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
+        if sim.fail_topic and sim.fail_topic in episode.topic:
+            raise StageError(f"sim: {api} always fails for this topic", cost_usd=sim.cost_per_call_usd, usage=[usage])
         if sim.error_rate and rng.random() < sim.error_rate:
             raise StageError(f"sim: injected failure of {api}", cost_usd=sim.cost_per_call_usd, usage=[usage])
         return usage
 
     def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
-        usage = self._call("sim", episode, ctx)
+        usage = self._call("sim", episode, ctx, "research")
         findings = [
             Finding(text=f"Simulated finding {i} about {episode.topic}.", source=f"sim://{episode.episode_id}/{i}",
                     location=f"item {i}", score=1.0 / i)
@@ -49,7 +52,7 @@ class SimProvider:
 
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:
-        usage = self._call("sim", episode, ctx)
+        usage = self._call("sim", episode, ctx, "production")
         a, b = hosts[0], hosts[1]
         lines = [f"# {episode.title or episode.topic}", ""]
         for i, f in enumerate(research.findings, 1):
@@ -57,8 +60,8 @@ class SimProvider:
         return WriterOutput(script="\n".join(lines), usage=[usage])
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
-        episode = EpisodeInput(episode_id="sim", batch_id="sim", number=0, topic="")
-        usage = self._call("sim", episode, ctx)
+        episode = EpisodeInput(episode_id="sim", batch_id="sim", number=0, topic=" ".join(t.text for t in turns[:1]))
+        usage = self._call("sim", episode, ctx, "audio")
         rate = ctx.settings.audio.sample_rate
         seconds = 1.0
         n = int(rate * seconds)
