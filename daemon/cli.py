@@ -77,12 +77,16 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
     sup_ref.append(sup)
+    from daemon.observers import build_hooks
+
+    sup.hooks += build_hooks(sp, cfg, secrets)  # runtime view, metrics, timeline, webhook alerts
     try:
         code = sup.run()
     except Exception as exc:  # catastrophic: log it, exit non-zero so systemd restarts us
         from loguru import logger
 
         logger.opt(exception=exc).critical("podspool crashed: {}", exc)
+        sup._emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
         raise typer.Exit(exitcodes.FAILURE) from None
     raise typer.Exit(code)
 

@@ -1,0 +1,210 @@
+"""`<spool>/metrics.prom`: Prometheus text format for node_exporter's textfile collector.
+
+Everything is recomputed from `snapshot()` (the spool's episodes and the supervisor's live state),
+so the file can never drift from the folders. Written whole every few seconds and at close.
+Not here, because nothing records them yet: requests of failed attempts and the 429s a provider
+retried inside one call (only episode-level errors that mention a 429 are counted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from daemon.hooks import Hook
+from daemon.models import EpisodeManifest
+from daemon.ratewatch import headroom
+from daemon.session import parse_time
+from daemon.usage_tally import UsageTally
+from stages import fsio
+from stages.base import STAGE_NAMES
+
+METRICS_FILE = "metrics.prom"
+WRITE_EVERY_S = 5.0
+LOCATIONS = ("research", "production", "audio", "done", "failed")
+BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+RATE_LIMITED = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
+PREV = {"production": "research", "audio": "production"}
+
+
+def _esc(v: object) -> str:
+    return str(v).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _num(v: float | int) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_: str) -> None:
+        self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+
+    def sample(self, name: str, value: float | int, **labels: object) -> None:
+        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+
+    def histogram(self, name: str, help_: str, series: dict[str, list[float]], label: str) -> None:
+        self.family(name, "histogram", help_)
+        for key, values in series.items():
+            for b in BUCKETS:
+                self.sample(f"{name}_bucket", sum(1 for v in values if v <= b), **{label: key, "le": _num(float(b))})
+            self.sample(f"{name}_bucket", len(values), **{label: key, "le": "+Inf"})
+            self.sample(f"{name}_sum", round(sum(values), 3), **{label: key})
+            self.sample(f"{name}_count", len(values), **{label: key})
+
+
+def stage_seconds(episodes: Iterable[EpisodeManifest]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(run seconds, queue wait seconds) per stage, from each manifest's timings."""
+    run: dict[str, list[float]] = {s: [] for s in STAGE_NAMES}
+    wait: dict[str, list[float]] = {s: [] for s in STAGE_NAMES}
+    for m in episodes:
+        for stage in STAGE_NAMES:
+            t = m.timings.get(stage)
+            if t is None:
+                continue
+            if t.seconds is not None and m.phases.get(stage) == "done":
+                run[stage].append(float(t.seconds))
+            start = parse_time(t.started)
+            prev = m.timings.get(PREV[stage]) if stage in PREV else None
+            ready = parse_time(prev.finished) if prev is not None else parse_time(m.created_at)
+            if start is not None and ready is not None and m.attempts <= 1:
+                wait[stage].append(max(0.0, start - ready))  # retries wait on purpose: not queueing
+    return run, wait
+
+
+def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[str, dict[str, Any]],
+                   *, up: bool = True) -> str:
+    o = _Out()
+    episodes: list[EpisodeManifest] = snap["episodes"]
+    o.family("podspool_up", "gauge", "1 while the daemon runs, 0 once it stopped")
+    o.sample("podspool_up", 1 if up else 0)
+    o.family("podspool_episodes", "gauge", "episodes by the folder they sit in")
+    for loc in LOCATIONS:
+        o.sample("podspool_episodes", snap["locations"].get(loc, 0), location=loc)
+    o.family("podspool_stage_queue", "gauge", "episodes waiting in a stage folder, not running")
+    for stage, st in snap["stages"].items():
+        o.sample("podspool_stage_queue", st["queue"], stage=stage)
+    o.family("podspool_stage_busy_workers", "gauge", "worker processes running an episode")
+    for stage, st in snap["stages"].items():
+        o.sample("podspool_stage_busy_workers", st["busy"], stage=stage)
+    o.family("podspool_stage_processes", "gauge", "live worker processes")
+    for stage, st in snap["stages"].items():
+        o.sample("podspool_stage_processes", st["processes"], stage=stage)
+    o.family("podspool_stage_pool_size", "gauge", "configured worker processes")
+    for stage, st in snap["stages"].items():
+        o.sample("podspool_stage_pool_size", st["pool_size"], stage=stage)
+    o.family("podspool_admitted_sessions", "gauge", "episodes in flight (admitted), all stages")
+    o.sample("podspool_admitted_sessions", snap["admitted"])
+    o.family("podspool_max_sessions_in_memory", "gauge", "admission limit")
+    o.sample("podspool_max_sessions_in_memory", snap["max_sessions_in_memory"])
+    mem = snap["memory"]
+    o.family("podspool_memory_rss_bytes", "gauge", "RSS of the supervisor and its workers")
+    o.sample("podspool_memory_rss_bytes", mem["rss_bytes"])
+    o.family("podspool_memory_soft_limit_bytes", "gauge", "total RSS above which admission pauses")
+    o.sample("podspool_memory_soft_limit_bytes", mem["soft_mb"] * 2**20)
+    o.family("podspool_memory_hard_limit_bytes", "gauge", "one worker's RSS above which it is recycled")
+    o.sample("podspool_memory_hard_limit_bytes", mem["hard_mb"] * 2**20)
+    o.family("podspool_admission_paused", "gauge", "1 while admission is paused for memory")
+    o.sample("podspool_admission_paused", 1 if mem["paused"] else 0, reason="memory")
+
+    run, wait = stage_seconds(episodes)
+    o.histogram("podspool_stage_duration_seconds", "successful run time of a stage", run, "stage")
+    o.histogram("podspool_stage_wait_seconds", "queue wait before a stage started (first attempts)", wait, "stage")
+
+    spend = {s: 0.0 for s in STAGE_NAMES}
+    errors = {s: 0 for s in STAGE_NAMES}
+    limited = {s: 0 for s in STAGE_NAMES}
+    for m in episodes:
+        for s in STAGE_NAMES:
+            spend[s] += getattr(m.costs, s)
+        for e in m.errors:
+            errors[e.phase] = errors.get(e.phase, 0) + 1
+            if RATE_LIMITED.search(e.error):
+                limited[e.phase] = limited.get(e.phase, 0) + 1
+    o.family("podspool_spend_usd", "gauge", "USD spent by the episodes in the spool, failed attempts included")
+    for s in STAGE_NAMES:
+        o.sample("podspool_spend_usd", round(spend[s], 6), stage=s)
+    o.family("podspool_stage_errors", "gauge", "failed episode-level attempts, by stage")
+    for s in STAGE_NAMES:
+        o.sample("podspool_stage_errors", errors[s], stage=s)
+    o.family("podspool_stage_rate_limited_errors", "gauge", "failed attempts whose error names a 429 / rate limit")
+    for s in STAGE_NAMES:
+        o.sample("podspool_stage_rate_limited_errors", limited[s], stage=s)
+    o.family("podspool_api_requests", "gauge", "API requests of finished phases, from their artifacts' usage")
+    for api, n in sorted(requests.items()):
+        o.sample("podspool_api_requests", n, api=api)
+
+    o.family("podspool_rate_limit_limit", "gauge", "requests allowed per window")
+    for api, r in rates.items():
+        o.sample("podspool_rate_limit_limit", r["limit"], api=api)
+    o.family("podspool_rate_limit_window_seconds", "gauge", "length of the rate-limit window")
+    for api, r in rates.items():
+        o.sample("podspool_rate_limit_window_seconds", r["window_s"], api=api)
+    o.family("podspool_rate_limit_used", "gauge", "requests started in the current window, all processes")
+    for api, r in rates.items():
+        o.sample("podspool_rate_limit_used", r["used"], api=api)
+
+    o.family("podspool_batches", "gauge", "batches by state")
+    states: dict[str, int] = {"running": 0, "held": 0, "complete": 0}
+    for b in snap["batches"]:
+        states[b["state"]] = states.get(b["state"], 0) + 1
+    for state, n in states.items():
+        o.sample("podspool_batches", n, state=state)
+    # per-batch series only for batches still open, so finished batches do not grow the label set forever
+    active = [b for b in snap["batches"] if b["state"] != "complete"]
+    o.family("podspool_batch_episodes", "gauge", "episodes of an open batch by progress state")
+    for b in active:
+        for key in ("completed", "in_progress", "failed", "held"):
+            o.sample("podspool_batch_episodes", b[key], batch=b["batch_id"], state=key)
+        o.sample("podspool_batch_episodes", b["total"], batch=b["batch_id"], state="total")
+    o.family("podspool_batch_spend_usd", "gauge", "USD spent by an open batch")
+    for b in active:
+        o.sample("podspool_batch_spend_usd", b["costs"]["total"], batch=b["batch_id"])
+    o.family("podspool_metrics_timestamp_seconds", "gauge", "when this file was written")
+    o.sample("podspool_metrics_timestamp_seconds", round(float(snap["time"]), 3))
+    return "\n".join(o.lines) + "\n"
+
+
+def locations_of(snap: dict[str, Any]) -> list[tuple[str, EpisodeManifest]]:
+    where = {r["episode_id"]: r["location"] for b in snap["batches"] for r in b["episodes"]}
+    return [(where[m.session_id], m) for m in snap["episodes"] if m.session_id in where]
+
+
+class MetricsHook(Hook):
+    def __init__(self, root: Path, every_s: float = WRITE_EVERY_S) -> None:
+        self.root = Path(root)
+        self.every_s = every_s
+        self.tally = UsageTally(self.root)
+        self._last = 0.0
+        self._snapshot: Callable[[], dict[str, Any]] | None = None
+
+    def write(self, snap: dict[str, Any], up: bool = True) -> None:
+        requests = self.tally.requests_by_api(locations_of(snap))
+        rates = headroom(self.root / "state" / "ratelimit", snap["rate_limits"], snap["time"])
+        # fsio's temp name would end in ".prom" beside the target, and node_exporter globs *.prom (dot-files
+        # included), so it could read half a file: write it whole under state/, then rename it in
+        staged = self.root / "state" / (METRICS_FILE + ".next")
+        fsio.write_text(staged, render_metrics(snap, requests, rates, up=up))
+        os.replace(staged, self.root / METRICS_FILE)
+        fsio.fsync_dir(self.root)
+
+    def on_tick(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.write(snapshot())
+
+    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+        self._last = 0.0  # a finished batch is worth publishing now, not in 5 s
+
+    def close(self) -> None:
+        if self._snapshot is not None:
+            self.write(self._snapshot(), up=False)

@@ -1,0 +1,21 @@
+"""The supervisor's observer hooks, built from the configuration (runtime view, metrics, timeline, alerts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from daemon.alerts import AlertsHook
+from daemon.config import Config
+from daemon.hooks import Hook
+from daemon.metrics import MetricsHook
+from daemon.runtime_hook import RuntimeHook
+from daemon.spool import Spool
+from daemon.timeline import TimelineHook
+
+
+def build_hooks(spool: Spool, cfg: Config, secrets: Mapping[str, str]) -> list[Hook]:
+    hooks: list[Hook] = [RuntimeHook(spool.state), MetricsHook(spool.root), TimelineHook(spool.root / "batches")]
+    if cfg.notify.webhook_url:
+        hooks.append(AlertsHook(cfg.notify.webhook_url, timeout_s=cfg.notify.timeout_s, secrets=secrets,
+                                spool=str(spool.root)))
+    return hooks
