@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -183,14 +181,9 @@ def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--
     if not watch:
         typer.echo(render(collect(root, batch)))
         return
-    try:
-        while True:
-            text = render(collect(root, batch))
-            sys.stdout.write("\x1b[2J\x1b[H" + text)
-            sys.stdout.flush()
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
+    from daemon.live import watch as live_watch
+
+    live_watch(root, batch, interval)
 
 
 @app.command()

@@ -57,3 +57,22 @@ def render_text(s: dict[str, Any]) -> str:
         lines.append(f"  {r['episode_id']:<40} {r['location']:<10} {'running' if r['running'] else r['status']:<11} "
                      f"${r['costs']['total']:.4f} {q}")
     return "\n".join(lines) + "\n"
+
+
+def render_runtime(rt: dict[str, Any] | None) -> str:
+    """The live part (`state/runtime.json`): only a running daemon has queues, workers and headroom."""
+    if not rt:
+        return "DAEMON\n  not running (no fresh state/runtime.json)\n"
+    mem = rt["memory"]
+    lines = [f"DAEMON  pid {rt['pid']}{'  (stopping: draining in-flight work)' if rt.get('stopping') else ''}",
+             f"  Admitted:    {rt['admitted']}/{rt['max_sessions_in_memory']} episodes in flight",
+             f"  Memory:      {mem['rss_mb']:.0f} MB of {mem['soft_mb']} MB soft limit"
+             + ("  ADMISSION PAUSED" if mem.get("paused") else "") + f" (worker hard limit {mem['hard_mb']} MB)",
+             "  Stage        queue  busy/procs/pool"]
+    for stage, st in rt["stages"].items():
+        lines.append(f"  {stage:<12} {st['queue']:5d}  {st['busy']:4d}/{st['processes']}/{st['pool_size']}")
+    lines.append("  Rate limits  used/limit per window  headroom")
+    for api, r in rt["rate_limits"].items():
+        paused = f"  paused {r['paused_s']:.0f}s (Retry-After)" if r.get("paused_s") else ""
+        lines.append(f"  {api:<12} {r['used']:5d}/{r['limit']} per {r['window_s']:g}s  {r['headroom']}{paused}")
+    return "\n".join(lines) + "\n"

@@ -1,12 +1,17 @@
-"""Read-only view of a spool for `podspool status`: derived from the folders, like the daemon's own."""
+"""Read-only view of a spool for `podspool status`: derived from the folders, like the daemon's own.
+
+The batches come from the episode folders; the `runtime` section (queues, busy workers, memory,
+rate-limit headroom) comes from `state/runtime.json`, which only a running daemon keeps fresh.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from daemon.dashboard import render_text
+from daemon.dashboard import render_runtime, render_text
 from daemon.models import EpisodeManifest
+from daemon.runtime_hook import read_runtime
 from daemon.session import derive
 from daemon.spool import Spool
 
@@ -22,18 +27,21 @@ def collect(root: Path, only: str | None = None) -> dict[str, Any]:
         if only and m.batch_id != only:
             continue
         by_batch.setdefault(m.batch_id, []).append((loc.location, m))
+    runtime = read_runtime(root)
     batches = []
     for bid in sp.batch_ids():
         if only and bid != only:
             continue
         meta = sp.read_session(bid)
-        session = derive(meta, by_batch.get(bid, []), checkpoints=meta.get("checkpoints", []))
+        # session.json knows which episodes a live daemon is running; the manifests alone do not
+        running = {r["episode_id"] for r in meta.get("episodes", []) if r.get("running")} if runtime else set()
+        session = derive(meta, by_batch.get(bid, []), running=running, checkpoints=meta.get("checkpoints", []))
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
-    return {"spool": str(root), "batches": batches}
+    return {"spool": str(root), "batches": batches, "runtime": runtime}
 
 
 def render(data: dict[str, Any]) -> str:
-    if not data["batches"]:
-        return f"no batches in {data['spool']}\n"
-    return "\n".join(render_text(s) for s in data["batches"])
+    parts = [render_text(s) for s in data["batches"]] or [f"no batches in {data['spool']}\n"]
+    parts.append(render_runtime(data.get("runtime")))
+    return "\n".join(parts)
