@@ -24,6 +24,7 @@ SYSTEM_PROMPT = (
 )
 THINK = re.compile(r"<think>.*?</think>", re.DOTALL)  # sonar-reasoning / deep-research put it inline
 MARKER = re.compile(r"\[(\d+)\]")
+MARKER_WITH_SPACE = re.compile(r"\s*\[\d+\]")
 SENTENCE_END = re.compile(r"(?<=[.!?])(?:(?:\[\d+\])+)?\s+")
 
 
@@ -87,7 +88,7 @@ def findings_from(answer: SonarAnswer, max_findings: int) -> list[Finding]:
     findings: list[Finding] = []
     for sentence in split_statements(answer.answer):
         refs = [int(n) for n in MARKER.findall(sentence) if 1 <= int(n) <= len(answer.citations)]
-        text = MARKER.sub("", sentence).strip()
+        text = MARKER_WITH_SPACE.sub("", sentence).strip()
         if not refs or len(text) < 12:
             continue
         url = answer.citations[refs[0] - 1]

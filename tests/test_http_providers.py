@@ -1,0 +1,407 @@
+"""Each HTTP provider against a real HTTP server on 127.0.0.1: wire format, retries, errors, costs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeapi import FakeApi, Reply, Request, error, http_date
+
+from daemon.ratelimit import SharedLimiter
+from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn
+from stages.costs import cost_of
+from stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
+from stages.providers.openai_compat import OpenAIWriter
+from stages.providers.perplexity import PerplexityResearch
+from stages.providers.websearch import WebSearchResearch
+from stages.settings import StageSettings
+
+KEY = "sk-TESTKEY-0123456789abcdef"
+EPISODE = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="Dark matter", notes="galaxy rotation")
+
+
+class RecordingLimiter:
+    """Counts acquires and remembers pauses (the shared limiter itself is tested in test_ratelimit)."""
+
+    def __init__(self) -> None:
+        self.acquired: list[tuple[str, float]] = []
+        self.paused: list[tuple[str, float]] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, api: str) -> None:
+        with self._lock:
+            self.acquired.append((api, time.monotonic()))
+
+    def pause(self, api: str, seconds: float) -> None:
+        with self._lock:
+            self.paused.append((api, seconds))
+
+
+def make_ctx(fake: FakeApi, api: str, *, key: str | None = KEY, limiter: Any = None, base_path: str = "",
+             **provider: Any) -> StageContext:
+    settings = StageSettings()
+    p = getattr(settings.providers, api)
+    p.base_url = fake.base_url + base_path
+    p.timeout_s = 2.0
+    p.max_attempts = 4
+    p.max_retry_time_s = 4.0  # backoff starts at 0.2 s: fast tests, real behaviour
+    for name, value in provider.items():
+        setattr(p, name, value)
+    return StageContext(settings=settings, limiter=limiter or RecordingLimiter(),
+                        secrets={api: key} if key else {})
+
+
+def sonar_body(cost: float | None = 0.0065) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+    if cost is not None:
+        usage["cost"] = {"input_tokens_cost": 0.001, "output_tokens_cost": 0.0005, "request_cost": 0.005,
+                         "total_cost": cost}
+    return {
+        "id": "abc", "model": "sonar-pro",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": (
+            "<think>plan the answer</think>Dark matter makes up about 27% of the universe.[1] "
+            "Galaxy rotation curves stay flat far from the centre. [2][1]\n"
+            "- Vera Rubin measured those curves in the 1970s [3].\nUncited filler sentence here.")}}],
+        "citations": ["https://a.example/dm", "https://b.example/rot", "https://c.example/rubin"],
+        "search_results": [{"title": "Dark matter", "url": "https://a.example/dm", "date": "2024-01-01"},
+                           {"title": "Rotation", "url": "https://b.example/rot"}],
+        "usage": usage,
+    }
+
+
+# ---- Perplexity -------------------------------------------------------------------------------
+
+
+def test_perplexity_wire_format_findings_and_reported_cost() -> None:
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        ctx = make_ctx(fake, "perplexity", model="sonar-pro", search_context_size="high",
+                       search_recency_filter="month", search_domain_filter=["nasa.gov"])
+        out = PerplexityResearch().research(EPISODE, ctx)
+    (req,) = fake.requests
+    assert req.method == "POST" and req.path == "/chat/completions"
+    assert req.headers["authorization"] == f"Bearer {KEY}"
+    body = req.json()
+    assert body["model"] == "sonar-pro"
+    assert body["web_search_options"] == {"search_context_size": "high"}
+    assert body["search_recency_filter"] == "month" and body["search_domain_filter"] == ["nasa.gov"]
+    assert "Dark matter" in body["messages"][1]["content"] and "galaxy rotation" in body["messages"][1]["content"]
+    assert [(f.text, f.source) for f in out.findings] == [
+        ("Dark matter makes up about 27% of the universe.", "https://a.example/dm"),
+        ("Galaxy rotation curves stay flat far from the centre.", "https://b.example/rot"),
+        ("Vera Rubin measured those curves in the 1970s.", "https://c.example/rubin"),
+    ]
+    assert out.findings[0].title == "Dark matter" and out.findings[1].location == "[2][1]"
+    assert out.citations == sonar_body()["citations"] and out.grounded
+    assert "<think>" not in (out.answer or "")
+    (usage,) = out.usage
+    assert (usage.model, usage.input_tokens, usage.output_tokens, usage.cost_usd) == ("sonar-pro", 1000, 500, 0.0065)
+    assert cost_of(out.usage, ctx.settings) == 0.0065  # the server's figure wins
+
+
+def test_perplexity_price_table_matches_the_servers_bill_for_sonar() -> None:
+    """Without a reported cost, 1000 in + 500 out tokens of sonar at low context cost what the fake billed."""
+    body = sonar_body(cost=None)
+    body["model"] = "sonar"
+    with FakeApi(Reply(body=body)) as fake:
+        ctx = make_ctx(fake, "perplexity")
+        out = PerplexityResearch().research(EPISODE, ctx)
+    assert out.usage[0].cost_usd is None
+    assert cost_of(out.usage, ctx.settings) == pytest.approx(0.0065)  # 0.001 + 0.0005 + 0.005 fee
+
+
+def test_retry_after_seconds_pauses_the_api_then_succeeds() -> None:
+    limiter = RecordingLimiter()
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        fake.queue(error(429, "rate limited", type_="rate_limit_exceeded", headers={"Retry-After": "0.4"}))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+    first, second = fake.requests
+    assert second.arrived - first.arrived >= 0.4
+    assert limiter.paused == [("perplexity", 0.4)]
+    assert len(limiter.acquired) == 2  # the retry spent the shared budget too
+
+
+def test_retry_after_http_date_is_honoured() -> None:
+    limiter = RecordingLimiter()
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        fake.queue(Reply(status=503, body={"detail": "overloaded"}, headers={"Retry-After": http_date(2)}))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+    (api, seconds), = limiter.paused
+    assert api == "perplexity" and 0.5 < seconds <= 2.0  # an HTTP date has whole seconds
+    assert fake.requests[1].arrived - fake.requests[0].arrived >= seconds - 0.05
+
+
+def test_retry_after_pauses_every_process_sharing_the_limiter(tmp_path: Path) -> None:
+    rates = {"perplexity": (100, 1.0)}
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        fake.queue(error(429, "slow down", headers={"Retry-After": "1"}))
+        seen_by_other: list[float] = []
+
+        def other_worker() -> None:  # a second limiter over the same files = another process's view
+            time.sleep(0.3)
+            seen_by_other.append(SharedLimiter(tmp_path, rates).try_acquire("perplexity"))
+
+        t = threading.Thread(target=other_worker)
+        t.start()
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=SharedLimiter(tmp_path, rates)))
+        t.join()
+    assert 0.3 < seen_by_other[0] <= 0.75
+
+
+@pytest.mark.parametrize("first", [
+    Reply(status=500, body={"error": {"message": "internal", "type": "server_error"}}),
+    Reply(status=502, body="<html>Bad gateway</html>", content_type="text/html"),
+    Reply(status=200, body='{"choices": [', content_type="application/json"),  # malformed JSON
+    Reply(status=200, body={"unexpected": "shape"}),
+    Reply(drop=True),  # the connection is closed without an answer
+    Reply(delay=2.5, body=sonar_body()),  # past timeout_s=1
+], ids=["500", "502-html", "malformed-json", "wrong-shape", "dropped", "timeout"])
+def test_transient_failures_are_retried(first: Reply) -> None:
+    limiter = RecordingLimiter()
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        fake.queue(first)
+        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter, timeout_s=1.0))
+    assert len(out.findings) == 3
+    assert len(fake.requests) == 2 and len(limiter.acquired) == 2
+
+
+def test_persistent_malformed_body_is_a_clear_retryable_error() -> None:
+    garbage = Reply(status=200, body="not json at all", content_type="application/json")
+    with FakeApi(garbage) as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", max_attempts=3))
+    assert info.value.retryable
+    assert "malformed JSON body" in str(info.value) and "3 attempt(s)" in str(info.value)
+    assert len(fake.requests) == 3
+
+
+def test_retries_stop_within_the_time_budget() -> None:
+    with FakeApi(Reply(status=503, body={"error": "busy"})) as fake:
+        t0 = time.monotonic()
+        with pytest.raises(StageError) as info:
+            PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", max_attempts=20, max_retry_time_s=1.0))
+    assert time.monotonic() - t0 < 1.5
+    assert info.value.retryable and "HTTP 503" in str(info.value)
+
+
+def test_a_retry_after_beyond_the_budget_gives_up_at_once_but_still_pauses() -> None:
+    limiter = RecordingLimiter()
+    later = error(429, "later", headers={"Retry-After": "60"})
+    with FakeApi(later) as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+    assert len(fake.requests) == 1 and info.value.retryable
+    assert limiter.paused == [("perplexity", 60.0)]
+
+
+def test_wrong_key_fails_at_once_and_never_shows_the_key() -> None:
+    echo = error(401, f"Invalid API key provided: {KEY}. Authorization: Bearer {KEY}",
+                 type_="invalid_request_error", code="invalid_api_key")
+    with FakeApi(echo) as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+    message = str(info.value)
+    assert not info.value.retryable and len(fake.requests) == 1
+    assert "HTTP 401" in message and "check the API key" in message and "invalid_api_key" in message
+    assert KEY not in message and KEY[:12] not in message.replace("***", "")
+
+
+@pytest.mark.parametrize("reply", [
+    error(429, "You exceeded your current quota", type_="insufficient_quota", code="insufficient_quota"),
+    Reply(status=401, body={"detail": {"status": "quota_exceeded", "message": "This request exceeds your quota"}}),
+], ids=["openai-shape", "elevenlabs-shape"])
+def test_quota_exhausted_fails_at_once(reply: Reply) -> None:
+    with FakeApi(reply) as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+    assert not info.value.retryable and len(fake.requests) == 1
+    assert "out of quota" in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (400, {"error": {"message": "Invalid model 'sonar-x'", "type": "invalid_model"}}, "Invalid model 'sonar-x' [invalid_model]"),
+    (404, {"detail": "Not Found"}, "Not Found"),
+    (403, {"message": "Forbidden for this plan"}, "Forbidden for this plan"),
+    (422, {"detail": [{"loc": ["body", "query"], "msg": "field required"}]}, "field required"),
+    (400, {"error": "bad request text"}, "bad request text"),
+])
+def test_client_errors_fail_at_once_with_the_servers_reason(status: int, body: Any, expected: str) -> None:
+    with FakeApi(Reply(status=status, body=body)) as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+    assert not info.value.retryable and len(fake.requests) == 1
+    assert f"HTTP {status}" in str(info.value) and expected in str(info.value)
+
+
+def test_missing_key_names_the_variable_and_sends_nothing() -> None:
+    with FakeApi() as fake, pytest.raises(StageError) as info:
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", key=None))
+    assert "PERPLEXITY_API_KEY" in str(info.value) and not info.value.retryable
+    assert fake.requests == []
+
+
+# ---- Tavily-compatible web search ---------------------------------------------------------------
+
+
+def test_websearch_wire_format_findings_and_cost() -> None:
+    body = {"query": "x", "answer": "Short answer.", "results": [
+        {"title": "Low", "url": "https://low.example", "content": "Less relevant text.", "score": 0.2},
+        {"title": "High", "url": "https://high.example", "content": "Most relevant text.", "score": 0.9},
+        {"title": "No url", "content": "dropped"},
+    ]}
+    with FakeApi(Reply(body=body)) as fake:
+        ctx = make_ctx(fake, "websearch", search_depth="advanced", max_results=7)
+        out = WebSearchResearch().research(EPISODE, ctx)
+    (req,) = fake.requests
+    assert req.path == "/search" and req.headers["authorization"] == f"Bearer {KEY}"
+    sent = req.json()
+    assert sent["search_depth"] == "advanced" and sent["max_results"] == 7 and sent["include_answer"] is True
+    assert "Dark matter" in sent["query"]
+    assert [(f.source, f.score, f.title) for f in out.findings] == [
+        ("https://high.example", 0.9, "High"), ("https://low.example", 0.2, "Low")]
+    assert out.answer == "Short answer." and out.findings[0].text == "Most relevant text."
+    assert cost_of(out.usage, ctx.settings) == pytest.approx(0.016)  # 2 credits at $0.008
+
+
+def test_websearch_rate_limit_then_success() -> None:
+    limiter = RecordingLimiter()
+    ok = Reply(body={"results": [{"title": "T", "url": "https://u.example", "content": "text", "score": 1}]})
+    with FakeApi(ok) as fake:
+        fake.queue(Reply(status=429, body={"detail": {"error": "rate limit"}}, headers={"Retry-After": "0.2"}))
+        out = WebSearchResearch().research(EPISODE, make_ctx(fake, "websearch", limiter=limiter))
+    assert len(out.findings) == 1 and limiter.paused == [("websearch", 0.2)]
+
+
+# ---- OpenAI-compatible writer ---------------------------------------------------------------------
+
+RESEARCH = ResearchOutput(provider="perplexity", findings=[
+    Finding(text="Dark matter is 27% of the universe.", source="https://a.example", title="DM"),
+    Finding(text="Rotation curves are flat.", source="https://b.example")], citations=[], searched=[])
+
+
+def chat(content: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2000, "completion_tokens": 1000, "total_tokens": 3000}}
+
+
+def test_openai_writer_wire_format_normalised_script_and_cost() -> None:
+    content = "```markdown\n# Dark matter\n\n**Alex**: Welcome! [1]\n\nSAM (laughing): Flat curves [2].\n```"
+    with FakeApi(Reply(body=chat(content))) as fake:
+        ctx = make_ctx(fake, "openai", base_path="/v1", model="gpt-4o-mini", temperature=0.3, max_tokens=999)
+        out = OpenAIWriter().write(EPISODE, RESEARCH, ["Alex", "Sam"], [], ctx)
+    (req,) = fake.requests
+    assert req.path == "/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    body = req.json()
+    assert (body["model"], body["temperature"], body["max_tokens"]) == ("gpt-4o-mini", 0.3, 999)
+    prompt = body["messages"][-1]["content"]
+    assert "[1] Dark matter is 27% of the universe." in prompt and "https://b.example" in prompt
+    assert "**Alex:**" in prompt and "failed these quality checks" not in prompt
+    assert out.script == "# Dark matter\n\n**Alex:** Welcome! [1]\n\n**Sam:** Flat curves [2].\n"
+    assert (out.usage[0].input_tokens, out.usage[0].output_tokens) == (2000, 1000)
+    assert cost_of(out.usage, ctx.settings) == pytest.approx(0.0009)  # 2000 * 0.15/M + 1000 * 0.60/M
+
+
+def test_openai_revision_carries_feedback_and_local_server_needs_no_key() -> None:
+    with FakeApi(Reply(body=chat("**Alex:** hi [1]\n**Sam:** hello", model="llama3.1"))) as fake:
+        ctx = make_ctx(fake, "openai", key=None)
+        out = OpenAIWriter().write(EPISODE, RESEARCH, ["Alex", "Sam"],
+                                   ["too short: 40 words, need 300", "uncited claim in turn 2"], ctx)
+    req = fake.requests[0]
+    assert "authorization" not in req.headers
+    prompt = req.json()["messages"][-1]["content"]
+    assert "- too short: 40 words, need 300\n- uncited claim in turn 2" in prompt
+    assert cost_of(out.usage, ctx.settings) == 0.0  # a local model is free
+
+
+def test_openai_local_server_busy_loading_is_retried() -> None:
+    with FakeApi(Reply(body=chat("**Alex:** hi [1]\n**Sam:** ok"))) as fake:
+        fake.queue(Reply(status=503, body={"error": "server busy, loading model"}),
+                   Reply(status=503, body={"error": {"message": "Loading model", "type": "unavailable_error"}}))
+        out = OpenAIWriter().write(EPISODE, RESEARCH, ["Alex", "Sam"], [], make_ctx(fake, "openai", key=None))
+    assert len(fake.requests) == 3 and out.script.startswith("**Alex:** hi")
+
+
+# ---- ElevenLabs -----------------------------------------------------------------------------------
+
+
+def tts_server(samples_per_char: int = 2) -> tuple[FakeApi, list[str]]:
+    """Answers PCM whose length encodes the text length, with a fresh request-id each time."""
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def answer(req: Request) -> Reply:
+        with lock:
+            ids.append(f"req-{len(ids) + 1}")
+            rid = ids[-1]
+        n = len(req.json()["text"]) * samples_per_char
+        return Reply(body=b"\x01\x00" * n, content_type="application/octet-stream",
+                     headers={"request-id": rid})
+
+    return FakeApi(answer), ids
+
+
+def test_elevenlabs_wire_format_voices_pauses_and_cost() -> None:
+    turns = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**."), Turn("Alex", "Bye.")]
+    fake, _ = tts_server()
+    with fake:
+        ctx = make_ctx(fake, "elevenlabs", voices={"Sam": "voice-sam"}, model="eleven_flash_v2_5")
+        ctx.settings.audio.pause_ms = 100
+        out = ElevenLabsSpeech().synthesize(turns, ctx)
+    paths = [r.path for r in fake.requests]
+    assert paths == [f"/v1/text-to-speech/{DEFAULT_VOICES[0]}", "/v1/text-to-speech/voice-sam",
+                     f"/v1/text-to-speech/{DEFAULT_VOICES[0]}"]
+    first = fake.requests[0]
+    assert first.query == {"output_format": ["pcm_22050"]} and first.headers["xi-api-key"] == KEY
+    assert "authorization" not in first.headers
+    assert first.json() == {"text": "Hello there.", "model_id": "eleven_flash_v2_5"}  # no [1] spoken
+    assert fake.requests[1].json()["text"] == "Hi Alex."
+    assert out.sample_rate == 22050
+    spoken_chars = len("Hello there.") + len("Hi Alex.") + len("Bye.")
+    pause_bytes = 2 * int(22050 * 0.1)
+    assert len(out.pcm) == spoken_chars * 2 * 2 + 2 * pause_bytes  # speech + two pauses between turns
+    (usage,) = out.usage
+    assert (usage.requests, usage.characters) == (3, spoken_chars)
+    assert cost_of(out.usage, ctx.settings) == pytest.approx(spoken_chars * 0.05 / 1000)
+
+
+def test_elevenlabs_splits_long_turns_and_stitches_per_voice() -> None:
+    sentence = "This sentence is exactly forty chars ok."
+    assert len(sentence) == 40
+    turns = [Turn("Alex", " ".join([sentence] * 6)), Turn("Sam", "Short reply."), Turn("Alex", sentence)]
+    fake, ids = tts_server()
+    with fake:
+        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", max_chars_per_request=100))
+    texts = [r.json()["text"] for r in fake.requests]
+    assert all(len(t) <= 100 for t in texts)
+    assert texts[:3] == [" ".join([sentence] * 2)] * 3  # cut between sentences, packed greedily
+    alex = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[0] in r.path]
+    sam = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[1] in r.path]
+    assert alex == [None, ["req-1"], ["req-1", "req-2"], ["req-1", "req-2", "req-3"]]  # last 3, same voice
+    assert sam == [None]  # another voice's ids are not mixed in
+    assert ids == ["req-1", "req-2", "req-3", "req-4", "req-5"]
+    assert out.usage[0].characters == sum(len(t) for t in texts)
+
+
+@pytest.mark.parametrize("status", ["too_many_concurrent_requests", "system_busy"])
+def test_elevenlabs_busy_is_retried(status: str) -> None:
+    fake, _ = tts_server()
+    with fake:
+        fake.queue(Reply(status=429, body={"detail": {"status": status, "message": "try again"}}))
+        out = ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+    assert len(fake.requests) == 2 and len(out.pcm) == len("Hello.") * 4
+
+
+def test_elevenlabs_json_instead_of_audio_is_retried_and_format_must_be_pcm() -> None:
+    fake, _ = tts_server()
+    with fake:
+        fake.queue(Reply(status=200, body={"detail": "oops"}))
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+        assert len(fake.requests) == 2
+        with pytest.raises(StageError) as info:
+            ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", output_format="mp3_44100_128"))
+    assert not info.value.retryable and "pcm_" in str(info.value)
+
+
+def test_elevenlabs_bad_key_fails_at_once() -> None:
+    body = {"detail": {"status": "invalid_api_key", "message": f"Invalid API key: {KEY}"}}
+    with FakeApi(Reply(status=401, body=body)) as fake, pytest.raises(StageError) as info:
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+    assert not info.value.retryable and KEY not in str(info.value) and len(fake.requests) == 1
