@@ -11,7 +11,7 @@ import pytest
 from fakeapi import FakeApi, Reply, Request, error, http_date
 
 from daemon.ratelimit import SharedLimiter
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn
+from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn, Usage
 from stages.costs import cost_of
 from stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
 from stages.providers.openai_compat import OpenAIWriter
@@ -405,3 +405,28 @@ def test_elevenlabs_bad_key_fails_at_once() -> None:
     with FakeApi(Reply(status=401, body=body)) as fake, pytest.raises(StageError) as info:
         ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
     assert not info.value.retryable and KEY not in str(info.value) and len(fake.requests) == 1
+
+
+class SlowLimiter(RecordingLimiter):
+    """A shared limiter busy with other workers: every acquire queues for a while."""
+
+    def acquire(self, api: str) -> None:
+        time.sleep(0.4)
+        super().acquire(api)
+
+
+def test_time_queued_behind_the_limiter_does_not_eat_the_retry_budget() -> None:
+    with FakeApi(Reply(body=sonar_body())) as fake:
+        fake.queue(Reply(status=500, body={"error": "hiccup"}))
+        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=SlowLimiter(),
+                                                              max_retry_time_s=0.5))
+    assert len(fake.requests) == 2 and out.findings
+
+
+def test_configured_prices_override_the_defaults() -> None:
+    settings = StageSettings.model_validate({"pricing": {"elevenlabs": {"eleven_multilingual_v2": {
+        "per_thousand_characters": 0.30}}}})
+    usage = [Usage(api="elevenlabs", model="eleven_multilingual_v2", characters=2000),
+             Usage(api="elevenlabs", model="eleven_flash_v2_5", characters=2000),  # still the default
+             Usage(api="perplexity", model="sonar", input_tokens=10, cost_usd=0.25)]  # reported wins
+    assert cost_of(usage, settings) == pytest.approx(0.60 + 0.10 + 0.25)

@@ -26,8 +26,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
 )
 
 from stages.base import StageContext, StageError
@@ -176,11 +174,14 @@ class HttpClient:
         where = f"POST {urlsplit(url).path}"
         started = time.monotonic()
         attempts = 0
+        queued = 0.0  # time spent waiting for the shared limiter: not a retry delay
 
         def attempt() -> T:
-            nonlocal attempts
+            nonlocal attempts, queued
             attempts += 1
+            before = time.monotonic()
             ctx.limiter.acquire(self.api)  # every attempt is a request against the shared budget
+            queued += time.monotonic() - before
             try:
                 response = self.session.post(url, json=dict(body), headers=dict(headers or {}),
                                              params=params, timeout=self._timeout(settings, ctx))
@@ -198,8 +199,19 @@ class HttpClient:
             logger.warning("{} {}: attempt {} failed ({}); retrying in {:.2f}s", self.api, where,
                            state.attempt_number, self._clean(str(exc), key), state.upcoming_sleep)
 
+        def stop(state: RetryCallState) -> bool:
+            # Like stop_after_attempt | stop_before_delay, except that time queued behind a busy
+            # shared limiter (other workers using the rate) does not eat this call's retry budget;
+            # the stage's deadline still bounds everything.
+            if state.attempt_number >= settings.max_attempts:
+                return True
+            sleep = state.upcoming_sleep or 0.0
+            if ctx.deadline is not None and time.monotonic() + sleep >= ctx.deadline:
+                return True
+            return time.monotonic() - started - queued + sleep >= settings.max_retry_time_s
+
         retrying = Retrying(
-            stop=stop_after_attempt(settings.max_attempts) | stop_before_delay(self._budget(settings, ctx)),
+            stop=stop,
             wait=self._wait(settings),
             retry=retry_if_exception_type(TransientError),
             before_sleep=log_retry,
@@ -234,13 +246,6 @@ class HttpClient:
         if ctx.deadline is not None:
             read = max(0.1, min(read, ctx.deadline - time.monotonic()))
         return (min(10.0, read), read)
-
-    @staticmethod
-    def _budget(settings: HttpProviderSettings, ctx: StageContext) -> float:
-        budget = settings.max_retry_time_s
-        if ctx.deadline is not None:  # never sleep past the stage's time limit
-            budget = max(0.0, min(budget, ctx.deadline - time.monotonic()))
-        return budget
 
     @staticmethod
     def _wait(settings: HttpProviderSettings) -> Callable[[RetryCallState], float]:
