@@ -35,6 +35,8 @@ def collect(root: Path, only: str | None = None) -> dict[str, Any]:
         meta = sp.read_session(bid)
         # session.json knows which episodes a live daemon is running; the manifests alone do not
         running = {r["episode_id"] for r in meta.get("episodes", []) if r.get("running")} if runtime else set()
+        # session.json is up to a second old: a folder already in done/ or failed/ is not running
+        running -= {m.session_id for loc, m in by_batch.get(bid, []) if loc in ("done", "failed")}
         session = derive(meta, by_batch.get(bid, []), running=running, checkpoints=meta.get("checkpoints", []))
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
