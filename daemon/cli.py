@@ -11,6 +11,7 @@ import typer
 
 from daemon import exitcodes
 from daemon.config import Config, ConfigError, config_path, load_config, spool_root
+from daemon.models import BatchManifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
@@ -89,10 +90,12 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     raise typer.Exit(code)
 
 
-def _check_files(files: list[Path], cfg: Config, spool: Path | None) -> tuple[list[tuple[Path, object, bytes]], bool]:
+def _check_files(files: list[Path], cfg: Config,
+                 spool: Path | None) -> tuple[list[tuple[Path, BatchManifest, bytes]], bool]:
     from daemon.intake import ManifestProblem, check_file
 
-    ok, bad = [], False
+    ok: list[tuple[Path, BatchManifest, bytes]] = []
+    bad = False
     for f in files:
         try:
             checked = check_file(f, cfg.limits.max_manifest_bytes, _roots(cfg))
@@ -118,7 +121,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")
     cfg = _config(spool_root(None), config)
     ok, bad = _check_files(files, cfg, None)
     for f, m, _ in ok:
-        typer.echo(f"{f}: valid ({len(m.all_episodes())} episodes)")  # type: ignore[attr-defined]
+        typer.echo(f"{f}: valid ({len(m.all_episodes())} episodes)")
     raise typer.Exit(exitcodes.USAGE if bad else exitcodes.OK)
 
 
@@ -126,7 +129,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")
 def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")], spool: SpoolOpt = None,
            config: ConfigOpt = None) -> None:
     """Validate, then place atomically in the inbox; prints each batch_id."""
-    from daemon.models import BatchManifest, default_batch_id
+    from daemon.models import default_batch_id
     from stages import fsio
 
     root = spool_root(spool)
@@ -137,7 +140,6 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     for _, manifest, _raw in ok:
-        assert isinstance(manifest, BatchManifest)
         bid = manifest.batch_id or default_batch_id()
         n = 1
         while (inbox / f"{bid}.json").exists() or (root / "batches" / bid).exists():

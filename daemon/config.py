@@ -58,11 +58,13 @@ class RateLimits(Strict):
     elevenlabs: str = "100/minute"
     websearch: str = "30/minute"
     openai: str = "60/minute"
-    sim: str = "100000/second"
+    sim: str | None = None  # the dry run is unlimited unless you want to rehearse a limit
 
     @field_validator("*")
     @classmethod
-    def _rate(cls, v: str) -> str:
+    def _rate(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not RATE_RE.match(v):
             raise ValueError(f"{v!r} is not 'N/second', 'N/minute' or 'N/hour'")
         if int(RATE_RE.match(v).group(1)) < 1:  # type: ignore[union-attr]
@@ -73,6 +75,8 @@ class RateLimits(Strict):
         """api -> (requests, window seconds)."""
         out = {}
         for api, text in self.model_dump().items():
+            if text is None:
+                continue
             m = RATE_RE.match(text)
             assert m
             out[api] = (int(m.group(1)), PERIODS[m.group(2)])

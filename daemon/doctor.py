@@ -42,6 +42,7 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
     if cfg.audio.provider == "espeak":
         try:
             import espeakng_loader
+
             from stages.providers.espeak import EspeakSpeech  # noqa: F401
 
             check(Path(espeakng_loader.get_library_path()).exists(), "espeak-ng library", "missing")

@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 from loguru import logger
-from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from daemon.spool import is_inbox_name
@@ -26,7 +32,7 @@ class _Handler(FileSystemEventHandler):
     def on_closed(self, event: FileClosedEvent) -> None:
         self.ready.put(str(event.src_path))
 
-    def on_moved(self, event: FileMovedEvent) -> None:
+    def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         self.ready.put(str(event.dest_path))
 
     def on_any_event(self, event: FileSystemEvent) -> None:

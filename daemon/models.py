@@ -138,7 +138,7 @@ class Phases(BaseModel):
     audio: PhaseStatus = "pending"
 
     def get(self, stage: StageName) -> PhaseStatus:
-        return getattr(self, stage)  # type: ignore[no-any-return]
+        return getattr(self, stage)
 
     def set(self, stage: StageName, status: PhaseStatus) -> None:
         setattr(self, stage, status)

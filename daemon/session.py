@@ -30,7 +30,7 @@ def parse_time(text: str | None) -> float | None:
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def derive(meta: dict[str, Any], episodes: Iterable[tuple[str, EpisodeManifest]],

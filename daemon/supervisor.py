@@ -116,7 +116,7 @@ class Supervisor:
 
     def _load_batch(self, bid: str) -> None:
         meta = self.spool.read_session(bid)
-        static = {k: meta[k] for k in ("batch_id", "accepted_at", "seq", "priority", "budget_usd", "strategy",
+        static: dict[str, Any] = {k: meta[k] for k in ("batch_id", "accepted_at", "seq", "priority", "budget_usd", "strategy",
                                        "source", "start_time", "end_time") if k in meta}
         static.setdefault("batch_id", bid)
         if "seq" not in static:
@@ -219,10 +219,10 @@ class Supervisor:
             return True
         if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
             for w in busy:
-                assert w.task is not None
-                logger.bind(batch=w.task.episode.batch_id, episode=w.task.episode_id, stage=w.stage).warning(
-                    "shutdown grace over: stopping {}; it runs again from the start of {} next time",
-                    w.task.episode_id, w.stage)
+                for task in w.tasks.values():
+                    logger.bind(batch=task.episode.batch_id, episode=task.episode_id, stage=w.stage).warning(
+                        "shutdown grace over: stopping {}; it runs again from the start of {} next time",
+                        task.episode_id, w.stage)
                 self._abandon(w)
             return True
         return False
@@ -424,14 +424,17 @@ class Supervisor:
         admitted = self._admitted()
         over = {bid: self._over_budget(bid) for bid in self.batches}
         for stage in ("audio", "production", "research"):
-            free = self._pool_size(stage) - sum(1 for w in self.workers[stage] if w.busy)
+            pool = self.workers[stage]
+            free = sum(1 for wk in pool if wk.alive() and not wk.recycle and wk.can_take()) \
+                + max(0, self._pool_size(stage) - len(pool))
             if free <= 0:
                 continue
             running_by_batch: dict[str, int] = {}
-            for w in self.workers[stage]:
-                if w.task is not None:
-                    bid = self.episodes[w.task.episode_id].batch_id
-                    running_by_batch[bid] = running_by_batch.get(bid, 0) + 1
+            for wk in pool:
+                for task in wk.tasks.values():
+                    if task.task_id not in wk.freed:  # a task past its call no longer holds a slot
+                        bid = self.episodes[task.episode_id].batch_id
+                        running_by_batch[bid] = running_by_batch.get(bid, 0) + 1
             waiting = [w for w in self.episodes.values() if w.location == stage and not w.running]
             waiting.sort(key=lambda w: order_key(w, self.batches[w.batch_id].seq))
             for w in waiting:
@@ -475,11 +478,20 @@ class Supervisor:
                 w = Worker(spec=self._spec(stage))
                 w.start()
                 self.workers[stage].append(w)
+        # Like gunicorn, let them boot before work starts: a booting worker holds a task it cannot start.
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            workers = [w for ws in self.workers.values() for w in ws]
+            if all(w.ready for w in workers) or not any(w.alive() for w in workers):
+                break
+            self._wait(0.1)
+        if self.workers["research"]:
+            logger.info("workers ready in {:.2f}s", time.monotonic() - started)
 
     def _idle_worker(self, stage: StageName) -> Worker | None:
         pool = self.workers[stage]
-        for w in pool:
-            if not w.busy and w.alive() and not w.recycle:
+        for w in sorted(pool, key=lambda w: len(w.tasks)):  # an idle worker before one that is saving
+            if w.alive() and not w.recycle and w.can_take():
                 return w
         for w in list(pool):
             if not w.busy and (not w.alive() or w.recycle):
@@ -525,8 +537,8 @@ class Supervisor:
             worker.submit(Task(self.task_seq, m.session_id, folder, time.monotonic(), episode))
         except (OSError, ValueError) as exc:
             logger.error("could not hand {} to a {} worker: {}", m.session_id, stage, exc)
-            worker.task = None
-            worker.kill()
+            worker.tasks.pop(self.task_seq, None)
+            self._abandon(worker)
             return False
         w.running = True
         batch.dirty = True
@@ -542,15 +554,14 @@ class Supervisor:
                 self._drain_messages(worker)
                 if worker.process is not None and not worker.process.is_alive():
                     self._drain_messages(worker)
-                    if worker.task is not None:
-                        reason = worker.exit_reason()
-                        if worker.term_sent_at is not None:
-                            reason = f"timed out after {getattr(self.cfg, stage).time_limit_s}s ({reason})"
-                        task = worker.task
-                        worker.task = None
+                    reason = worker.exit_reason()
+                    if worker.term_sent_at is not None:
+                        reason = f"timed out after {getattr(self.cfg, stage).time_limit_s}s ({reason})"
+                    for task in worker.tasks.values():
                         logger.bind(batch=task.episode.batch_id, episode=task.episode_id, stage=stage).error(
                             "{} worker (pid {}) died: {}", stage, worker.process.pid, reason)
                         self._finish(task.episode_id, stage, StageResult(ok=False, error=reason))
+                    worker.tasks.clear()
                     worker.close()
                     pool.remove(worker)
 
@@ -566,12 +577,16 @@ class Supervisor:
             if msg[0] == "log":
                 _, level, text, extra = msg
                 logger.bind(**extra).log(level, text)
+            elif msg[0] == "ready":
+                worker.ready = True
+            elif msg[0] == "free":
+                worker.freed.add(msg[1])
             elif msg[0] == "result":
                 _, task_id, result = msg
-                task = worker.task
-                if task is None or task.task_id != task_id:
+                task = worker.tasks.pop(task_id, None)
+                worker.freed.discard(task_id)
+                if task is None:
                     continue
-                worker.task = None
                 worker.tasks_done += 1
                 if worker.tasks_done >= self.cfg.limits.max_tasks_per_child:
                     worker.recycle = True
@@ -653,13 +668,13 @@ class Supervisor:
         return dst
 
     def _abandon(self, worker: Worker) -> None:
-        """Stop a worker mid-task (shutdown or time limit); its episode's phase is not marked failed."""
-        task = worker.task
-        worker.task = None
+        """Stop a worker mid-task (shutdown); its episodes' phases are not marked failed."""
+        tasks = list(worker.tasks.values())
+        worker.tasks.clear()
+        worker.freed.clear()
         worker.kill()
-        if task is not None:
-            w = self.episodes[task.episode_id]
-            w.running = False
+        for task in tasks:
+            self.episodes[task.episode_id].running = False
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -762,11 +777,12 @@ class Supervisor:
         for stage, ws in self.workers.items():
             limit = float(getattr(self.cfg, stage).time_limit_s)
             for w in ws:
-                if w.task is None or w.process is None:
+                if not w.tasks or w.process is None:
                     continue
-                if w.term_sent_at is None and now - w.task.started > limit:
+                oldest = min(w.tasks.values(), key=lambda t: t.started)
+                if w.term_sent_at is None and now - oldest.started > limit:
                     w.term_sent_at = now
-                    logger.bind(batch=w.task.episode.batch_id, episode=w.task.episode_id, stage=stage).error(
+                    logger.bind(batch=oldest.episode.batch_id, episode=oldest.episode_id, stage=stage).error(
                         "{} exceeded its time limit of {}s: stopping its worker", stage, limit)
                     w.process.terminate()
                 elif w.term_sent_at is not None and now - w.term_sent_at > KILL_AFTER_TERM_S:
@@ -804,7 +820,8 @@ class Supervisor:
             ws = self.workers[stage]
             stages[stage] = {
                 "queue": sum(1 for w in self.episodes.values() if w.location == stage and not w.running),
-                "busy": sum(1 for w in ws if w.busy),
+                "busy": sum(w.calling for w in ws),
+                "saving": sum(len(w.tasks) - w.calling for w in ws),
                 "processes": sum(1 for w in ws if w.alive()),
                 "pool_size": self._pool_size(stage),
             }

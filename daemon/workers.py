@@ -61,13 +61,48 @@ def _die_with_parent(supervisor_pid: int) -> None:
         os._exit(3)
 
 
+class _FileLock:
+    """An exclusive flock on a file, shared by every worker process (the quality gates' turn)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.local = threading.Lock()
+
+    def __enter__(self) -> None:
+        self.local.acquire()
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.local.release()
+
+
+class _CallSlot:
+    """One provider call at a time per worker; its first release tells the supervisor to send the next task."""
+
+    def __init__(self, sem: threading.Semaphore, on_first_release: Any) -> None:
+        self.sem = sem
+        self.on_first_release = on_first_release
+        self.released = False
+
+    def __enter__(self) -> None:
+        self.sem.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.sem.release()
+        if not self.released:
+            self.released = True
+            self.on_first_release()
+
+
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     _die_with_parent(spec.supervisor_pid)
     # Ctrl-C reaches the whole process group; the supervisor decides how in-flight work ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    state = Path(spec.state_dir)
     # A shared lock that a new supervisor waits on, so it never runs beside an orphan of the old one.
-    lock_fd = os.open(Path(spec.state_dir) / "workers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    lock_fd = os.open(state / "workers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     fcntl.flock(lock_fd, fcntl.LOCK_SH)
 
     send_lock = threading.Lock()
@@ -91,22 +126,40 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     logger.add(log_sink, level="DEBUG", format="{message}")
 
     from daemon.ratelimit import SharedLimiter
-    from stages.registry import run_stage
+    from stages.registry import run_stage, warm_up
 
-    limiter = SharedLimiter(Path(spec.state_dir) / "ratelimit", spec.rates)
+    limiter = SharedLimiter(state / "ratelimit", spec.rates)
+    gate_lock = _FileLock(state / "quality.lock")
+    call_sem = threading.Semaphore(1)
+    warm_up(spec.stage, spec.settings)  # import the stage's libraries now, not during the first episode
+    send(("ready",))
+
+    def run_task(task_id: int, folder: str, episode: EpisodeInput) -> None:
+        slot = _CallSlot(call_sem, lambda: send(("free", task_id)))
+        ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
+                           deadline=time.monotonic() + spec.time_limit_s, call_slot=slot, gate_lock=gate_lock)
+        with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
+            result = run_stage(spec.stage, Path(folder), episode, ctx)
+        try:
+            send(("result", task_id, result))
+        except (OSError, ValueError):
+            os._exit(4)  # the supervisor is gone
+
+    threads: list[threading.Thread] = []
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            return
+            os._exit(0)
         if msg[0] == "stop":
+            for t in threads:
+                t.join()
             return
         _, task_id, folder, episode = msg
-        ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
-                           deadline=time.monotonic() + spec.time_limit_s)
-        with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
-            result = run_stage(spec.stage, Path(folder), episode, ctx)
-        send(("result", task_id, result))
+        threads = [t for t in threads if t.is_alive()]
+        t = threading.Thread(target=run_task, args=(task_id, folder, episode), name=f"task-{task_id}", daemon=True)
+        t.start()
+        threads.append(t)
 
 
 @dataclass
@@ -125,8 +178,10 @@ class Worker:
     spec: WorkerSpec
     process: Any = None  # mp.Process
     conn: Connection | None = None
-    task: Task | None = None
+    tasks: dict[int, Task] = field(default_factory=dict)
+    freed: set[int] = field(default_factory=set)  # tasks past their provider call (saving, validating)
     tasks_done: int = 0
+    ready: bool = False  # booted and warmed up
     recycle: bool = False
     term_sent_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -138,7 +193,9 @@ class Worker:
         self.process.start()
         child_conn.close()
         self.conn = parent_conn
-        self.task = None
+        self.tasks = {}
+        self.freed = set()
+        self.ready = False
         self.tasks_done = 0
         self.recycle = False
         self.term_sent_at = None
@@ -149,14 +206,23 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        return self.task is not None
+        return bool(self.tasks)
+
+    @property
+    def calling(self) -> int:
+        """Tasks still in (or before) their provider call: the stage's concurrency that counts."""
+        return sum(1 for t in self.tasks if t not in self.freed)
+
+    def can_take(self) -> bool:
+        """Idle, or its one task is past its call: the next call overlaps the last one's disk work."""
+        return len(self.tasks) == 0 or (len(self.tasks) == 1 and self.calling == 0)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
     def submit(self, task: Task) -> None:
-        assert self.conn is not None and self.task is None
-        self.task = task
+        assert self.conn is not None and self.can_take()
+        self.tasks[task.task_id] = task
         self.conn.send(("run", task.task_id, str(task.folder), task.episode))
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -164,7 +230,7 @@ class Worker:
         if self.process is None:
             return
         try:
-            if self.conn is not None and self.task is None:
+            if self.conn is not None and not self.tasks:
                 self.conn.send(("stop",))
         except (OSError, ValueError):
             pass

@@ -74,7 +74,8 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
         raise StageError("script.md has no lines of the form '**Host:** text' to speak", retryable=False)
     n_words = sum(len(words(t.text)) for t in turns)
     speech = registry.load(registry.SPEECH, settings.provider)
-    out = speech.synthesize(turns, ctx)
+    with ctx.call_slot:
+        out = speech.synthesize(turns, ctx)
     cost = cost_of(out.usage, ctx.settings)
     if out.sample_rate != settings.sample_rate and out.sample_rate > 0:
         # a provider may only offer fixed rates (ElevenLabs pcm_22050): convert rather than refuse

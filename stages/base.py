@@ -8,8 +8,8 @@ the episode manifest or another episode.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from stages.settings import StageSettings
@@ -58,6 +58,12 @@ class StageContext:
     limiter: Limiter = field(default_factory=NoLimit)
     secrets: Mapping[str, str] = field(default_factory=dict)  # api name -> key; never logged
     deadline: float | None = None  # time.monotonic() by which the stage should give up
+    # Held around each provider call and released before the stage's own disk work, so a worker can
+    # start the next episode's call while this one is still validating and saving (the stage's API
+    # never waits on the disk).
+    call_slot: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    # Held while quality gates run: the playbook validates one episode at a time, across all workers.
+    gate_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
 
 
 @dataclass

@@ -46,14 +46,16 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     feedback: list[str] = []
     for draft in range(settings.quality.max_revisions + 1):
         try:
-            out = writer.write(episode, research, list(settings.production.hosts), feedback, ctx)
+            with ctx.call_slot:
+                out = writer.write(episode, research, list(settings.production.hosts), feedback, ctx)
         except StageError as exc:
             # earlier drafts were paid for too: the attempt's cost includes them
             exc.usage = usage + exc.usage
             exc.cost_usd = cost_of(exc.usage, settings) if exc.usage else exc.cost_usd
             raise
         usage.extend(out.usage)
-        report = quality.evaluate(out.script, research, settings)
+        with ctx.gate_lock:
+            report = quality.evaluate(out.script, research, settings)
         history.append({"draft": draft, "score": round(report.score, 3), "reasons": report.reasons})
         if report.passed or dry_run:
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from loguru import logger
 
 from stages.base import EpisodeInput, StageContext, StageError, StageName, StageResult
 from stages.costs import cost_of
+from stages.settings import StageSettings
 
 
 def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
@@ -25,3 +27,15 @@ def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageC
         last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
         where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
         return StageResult(ok=False, error=f"{type(exc).__name__}: {exc}{where}")
+
+
+def warm_up(stage: StageName, settings: StageSettings) -> None:
+    """Import a stage and its provider (numpy, BM25, libespeak...) before the first episode needs them."""
+    from stages.providers import registry as providers
+
+    importlib.import_module(f"stages.{stage}")
+    table = {"research": providers.RESEARCH, "production": providers.WRITERS, "audio": providers.SPEECH}[stage]
+    try:
+        providers.load(table, getattr(settings, stage).provider)
+    except Exception as exc:  # the first real task will report it properly, with the episode's context
+        logger.warning("warm-up of {} provider failed: {}", stage, exc)

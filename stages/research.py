@@ -18,7 +18,8 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
         return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True,
                            details={"findings": len(doc.get("findings", [])), "grounded": doc.get("grounded")})
     provider = registry.load(registry.RESEARCH, ctx.settings.research.provider)
-    out = provider.research(episode, ctx)
+    with ctx.call_slot:
+        out = provider.research(episode, ctx)
     cost = cost_of(out.usage, ctx.settings)
     artifacts.save_research(folder, out, cost, extra={"topic": episode.topic,
                                                       "episode_sources": list(episode.sources)})

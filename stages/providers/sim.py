@@ -5,6 +5,7 @@ No network, no spend. Used for dry runs, tests of the pipeline and benchmarks.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import struct
@@ -63,8 +64,12 @@ class SimProvider:
         episode = EpisodeInput(episode_id="sim", batch_id="sim", number=0, topic=" ".join(t.text for t in turns[:1]))
         usage = self._call("sim", episode, ctx, "audio")
         rate = ctx.settings.audio.sample_rate
-        seconds = 1.0
-        n = int(rate * seconds)
-        pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(n))
+        pcm = _tone(rate)
         usage.characters = sum(len(t.text) for t in turns)
         return SpeechOutput(pcm=pcm, sample_rate=rate, usage=[usage])
+
+
+@functools.lru_cache(maxsize=4)
+def _tone(rate: int) -> bytes:
+    """One second of a 440 Hz tone, made once per rate (the dry run should cost nothing but its latency)."""
+    return b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(rate))
