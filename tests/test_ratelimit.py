@@ -78,9 +78,9 @@ def test_n_start_at_once_then_one_per_freed_slot(make_limiter: Callable[..., tup
         limiter.acquire("api")
         starts.append(clock.now - t0)
     assert starts[:5] == [0.0] * 5
-    # the sixth waits for the first to leave the window (plus the 3% safety margin)
-    assert starts[5] == pytest.approx(1.03)
-    assert starts[10] == pytest.approx(2.06)
+    # the sixth waits for the first to leave the window (plus the 45 ms safety margin)
+    assert starts[5] == pytest.approx(1.045)
+    assert starts[10] == pytest.approx(2.09)
     assert max_in_window(starts, 1.0) == 5
 
 

@@ -1,7 +1,7 @@
 """One request budget per external API, shared by every worker process of every stage.
 
 Guarantee: for an API limited to N requests per W seconds, no window of W seconds (measured where
-the daemon grants requests, widened by a 3% / at most 100 ms safety margin for the gap between the
+the daemon grants requests, widened by a safety margin (3% of the window, at least 45 ms, at most 100 ms) for the gap between the
 grant and the bytes on the wire) ever holds more than N grants, whatever the number of processes
 or threads, and across daemon restarts, because the last N start times live in a file under
 `<spool>/state/ratelimit/` (one per API, `flock`-protected) and are wall-clock times.

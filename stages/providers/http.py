@@ -182,8 +182,11 @@ class HttpClient:
             before = time.monotonic()
             ctx.limiter.acquire(self.api)  # every attempt is a request against the shared budget
             queued += time.monotonic() - before
+            # the conventional X-Request-Start (microseconds): when the daemon started this request,
+            # which is where the contract measures rate windows; it carries nothing else
+            sent = {**(headers or {}), "X-Request-Start": f"t={int(time.time() * 1e6)}"}
             try:
-                response = self.session.post(url, json=dict(body), headers=dict(headers or {}),
+                response = self.session.post(url, json=dict(body), headers=sent,
                                              params=params, timeout=self._timeout(settings, ctx))
             except requests.Timeout:
                 raise TransientError(f"no answer within {settings.timeout_s:g}s") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -24,10 +25,18 @@ SPEECH = {
 
 
 def load(table: dict[str, str], name: str) -> Any:
-    """Instantiate the provider `name` from `table` (no arguments: settings arrive with each call)."""
+    """The provider `name` from `table`, one instance per process (no arguments: settings arrive with
+    each call). Kept, so an HTTP provider's session and its open connections serve every episode: a
+    fresh connection per episode costs a handshake, and its variable delay between the rate limiter's
+    grant and the request reaching the server could bunch requests at the server."""
     try:
         target = table[name]
     except KeyError:
         raise ValueError(f"unknown provider {name!r}; known: {', '.join(sorted(table))}") from None
+    return _instance(target)
+
+
+@functools.cache
+def _instance(target: str) -> Any:
     module_name, _, cls_name = target.partition(":")
     return getattr(importlib.import_module(module_name), cls_name)()

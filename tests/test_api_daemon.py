@@ -1,0 +1,113 @@
+"""The real daemon against a fake Perplexity on 127.0.0.1: the shared limit holds across processes and a
+restart, a poison episode fails alone, and the key never leaves the process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from fakeapi import FakeApi, Reply, Request, error
+from podspool_helpers import cli, episodes_in, start_daemon, wait_for, write_manifest
+
+KEY = "pplx-test-SECRET-0123456789abcdef"
+LIMIT, WINDOW = 4, 1.0
+
+CONFIG = """
+[concurrency]
+research = 5
+production = 2
+audio = 2
+[limits]
+max_retries = 1
+retry_backoff_s = 0.05
+inbox_settle_s = 0.2
+[rate_limits]
+perplexity = "{limit}/second"
+[research]
+provider = "perplexity"
+[production]
+provider = "sim"
+[audio]
+provider = "sim"
+[providers.perplexity]
+base_url = "{url}"
+max_attempts = 2
+max_retry_time_s = 0.5
+timeout_s = 5
+[providers.sim]
+latency_ms = 0
+"""
+
+
+def sonar(request: Request) -> Reply:
+    if "POISON" in request.body.decode("utf-8", "replace"):
+        return error(503, "upstream overloaded", type_="server_error")
+    return Reply(delay=0.3, body={
+        "model": "sonar",
+        "choices": [{"message": {"role": "assistant", "content": "Tides follow the Moon.[1] Two bulges form.[2]"}}],
+        "citations": ["https://a.example/tides", "https://b.example/bulges"],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50,
+                  "cost": {"total_cost": 0.0061}},
+    })
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_limit_holds_across_processes_and_a_restart(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "inbox").mkdir(parents=True)
+    env = {"PERPLEXITY_API_KEY": KEY}
+    topics = [f"Ocean tides {i}" for i in range(1, 25)]
+    topics[6] = "POISON topic"
+    with FakeApi(sonar) as fake:
+        (spool / "podspool.toml").write_text(CONFIG.format(limit=LIMIT, url=fake.base_url))
+        write_manifest(spool / "inbox" / "api.json", {"batch_id": "api", "topics": topics})
+        first = start_daemon(spool, env=env)
+        try:
+            wait_for(lambda: len(fake.requests) >= 10, 60, first, "10 requests before the kill")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            first_err = first.stderr.read() if first.stderr else ""
+        before_restart = len(fake.requests)
+        second = cli("run", "--once", "--spool", str(spool), env=env, timeout=150)
+        assert second.returncode == 0, second.stderr[-3000:]
+
+    arrivals = [r.arrived for r in fake.requests]
+    # the contract measures windows where requests start, in the daemon (X-Request-Start), with no
+    # allowance; what the server saw is reported too (it adds loopback and scheduling jitter)
+    starts = [int(r.headers["x-request-start"].removeprefix("t=")) / 1e6 for r in fake.requests]
+    assert max_in_any_window(starts, WINDOW) <= LIMIT, "the daemon started more requests than the limit"
+    # utilisation of the second run: starts after its first window, per second, against the limit
+    second_run = sorted(arrivals[before_restart:])
+    rate = (len(second_run) - LIMIT) / (second_run[-1] - second_run[0])
+    print(f"\nrequests {len(arrivals)} (restart after {before_restart}); most in any {WINDOW}s window: "
+          f"{max_in_any_window(starts, WINDOW)} started by the daemon, {max_in_any_window(arrivals, WINDOW)} "
+          f"seen by the server, of {LIMIT}; second-run rate {rate:.2f}/s = {rate / LIMIT:.2f} of the limit")
+    assert rate >= 0.7 * LIMIT
+
+    assert episodes_in(spool, "failed") == ["ep_007_api"]
+    assert len(episodes_in(spool, "done")) == 23
+    m = json.loads((spool / "failed" / "ep_007_api" / "manifest.json").read_text())
+    assert m["attempts"] == 2 and all("503" in e["error"] or "overloaded" in e["error"] for e in m["errors"])
+    done = json.loads((spool / "done" / "ep_001_api" / "manifest.json").read_text())
+    assert done["costs"]["research"] == 0.0061  # the server's reported cost, not a guess
+    assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in fake.requests)
+
+    # the key is in no file of the spool and no output, whatever failed
+    for path in spool.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), f"key leaked into {path}"
+    for text in (first_err, second.stdout, second.stderr):
+        assert KEY not in text
+    assert os.environ.get("PERPLEXITY_API_KEY") != KEY
