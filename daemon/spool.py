@@ -117,6 +117,7 @@ class Spool:
         # rename() onto an existing empty folder succeeds silently: never let two episodes share a name
         if target.exists():
             raise FileExistsError(errno.EEXIST, f"{target} already exists", str(target))
+        fsio.crashpoint(f"move {eid} {src}->{dst}")  # test hook: a crash sweep stops here
         os.rename(source, target)
         fsio.fsync_dir(target.parent)
         fsio.fsync_dir(source.parent)
@@ -148,13 +149,13 @@ class Spool:
             if not entry.name.startswith(fsio.TEMP_PREFIX):
                 continue
             pid_text = entry.name[len(fsio.TEMP_PREFIX):].split("-", 1)[0]
-            if pid_text.isdigit() and int(pid_text) != os.getpid() and psutil.pid_exists(int(pid_text)):
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and _writer_alive(int(pid_text), entry):
                 continue
             try:
                 os.unlink(entry.path)
                 removed += 1
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # gone already, or a read-only disk: a stray temp file is not worth stopping for
         return removed
 
     # ---- intake -----------------------------------------------------------------------------
@@ -202,6 +203,7 @@ class Spool:
         if target.exists():
             shutil.rmtree(stage_dir)
             raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
+        fsio.crashpoint(f"commit batch {bid}")  # test hook
         os.rename(stage_dir, target)  # the commit point
         fsio.fsync_dir(self.batches)
         self.remove_inbox_file(inbox_file)
@@ -227,6 +229,7 @@ class Spool:
                 # already released before a crash: the stray copy is the one left behind
                 shutil.rmtree(episodes_dir / name)
                 continue
+            fsio.crashpoint(f"release {name}")  # test hook
             os.rename(episodes_dir / name, target)
         fsio.fsync_dir(self.where("research"))
         os.rmdir(episodes_dir)
@@ -244,6 +247,7 @@ class Spool:
         return finished
 
     def remove_inbox_file(self, path: Path) -> None:
+        fsio.crashpoint(f"unlink inbox {path.name}")  # test hook
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -274,6 +278,7 @@ class Spool:
             target = self.rejected / name
         text = f"{path.name} was rejected at {utcnow()}:\n" + "".join(f"- {p}\n" for p in problems)
         fsio.write_text(self.rejected / f"{name}.error.txt", text)
+        fsio.crashpoint(f"reject {path.name}")  # test hook
         try:
             os.rename(path, target)
         except FileNotFoundError:
@@ -313,6 +318,21 @@ class Spool:
         except FileNotFoundError:
             return []
         return [self.inbox / n for n in names if is_inbox_name(n)]
+
+
+def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
+    """Whether the process that named a temp file may still be writing it.
+
+    A killed worker stays a zombie until whoever adopted it reaps it (the sweep found a temp file kept
+    for a dead worker that way), and a pid can be reused: neither counts as the live writer.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.create_time() <= entry.stat(follow_symlinks=False).st_mtime + 1.0
+    except (psutil.Error, OSError):
+        return False
 
 
 def is_inbox_name(name: str) -> bool:

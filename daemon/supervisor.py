@@ -109,8 +109,19 @@ class Supervisor:
             if m is None:
                 continue
             self._normalise(m, loc.location)
-        for bid in self.batches:
-            self.spool.clean_temps(self.spool.batch_dir(bid))
+        # Temp files of a dead writer also sit outside episode folders: the runtime view and metrics under
+        # state/, error notes in rejected/ (found by the crash-point sweep: they were never removed).
+        for folder in (*(self.spool.batch_dir(bid) for bid in self.batches), self.spool.state, self.spool.rejected,
+                       self.spool.root, self.spool.inbox):
+            self.spool.clean_temps(folder)
+        # A crash after the last episode's move but before its checkpoint or summary was written would
+        # leave a finished batch without them forever (nothing else is recorded for it): write what is due.
+        for bid, b in self.batches.items():
+            if (self.spool.batch_dir(bid) / f"{bid}_summary.json").exists():
+                session = self._session(bid)
+                b.summary_for = (session["completed"], session["failed"])  # already written: do not announce again
+            if self.spool.batch_dir(bid).is_dir():
+                self._after_change(bid)
         logger.info("recovery: {} episodes in {} batches ({})", len(self.episodes), len(self.batches),
                     self._counts_line())
 
@@ -560,6 +571,8 @@ class Supervisor:
                     for task in worker.tasks.values():
                         logger.bind(batch=task.episode.batch_id, episode=task.episode_id, stage=stage).error(
                             "{} worker (pid {}) died: {}", stage, worker.process.pid, reason)
+                        # a worker killed mid-write leaves its temp file; nobody else would ever remove it
+                        self.spool.clean_temps(task.folder)
                         self._finish(task.episode_id, stage, StageResult(ok=False, error=reason))
                     worker.tasks.clear()
                     worker.close()

@@ -97,6 +97,9 @@ class _CallSlot:
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     _die_with_parent(spec.supervisor_pid)
+    from stages import fsio
+
+    fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart
     # Ctrl-C reaches the whole process group; the supervisor decides how in-flight work ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

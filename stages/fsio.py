@@ -7,13 +7,72 @@ never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
+
+
+class _CrashPoints:
+    """TEST HOOK (SQLite-style crash-point sweep); a no-op in production beyond one counter increment.
+
+    Every durable operation (a write's rename, a folder move, the intake's commit rename) calls
+    `crashpoint()` just before it takes effect. With `PODSPOOL_CRASH_AT=k` in the environment, the k-th
+    such operation of *this* process kills the process with SIGKILL, so tests can prove that a crash at
+    any instant loses nothing. Optional companions:
+      PODSPOOL_CRASH_ROLE=supervisor|worker|worker-<stage>  only count in that kind of process;
+      PODSPOOL_CRASH_ONCE=<path>             crash only if <path> can still be created (one crash per
+                                             run, even though every spawned worker has its own counter);
+      PODSPOOL_CRASH_ERRNO=ENOSPC            raise OSError(errno) at op k instead of dying (disk trouble
+                                             where a real full file system cannot be mounted);
+      PODSPOOL_CRASH_COUNT=<path>            append "<role> <pid> <op> <what>" per op (to measure a run).
+    The environment is read at import, so spawned workers inherit it; `set_role` is called by workers.
+    """
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.role = "supervisor"
+        env = os.environ
+        self.at = int(env.get("PODSPOOL_CRASH_AT") or 0)
+        self.only_role = env.get("PODSPOOL_CRASH_ROLE") or None
+        self.once = env.get("PODSPOOL_CRASH_ONCE") or None
+        self.errno = getattr(errno, env.get("PODSPOOL_CRASH_ERRNO") or "", None)
+        self.count_file = env.get("PODSPOOL_CRASH_COUNT") or None
+
+    def hit(self, what: str) -> None:
+        if self.only_role is not None and self.only_role not in (self.role, self.role.split("-", 1)[0]):
+            return
+        self.ops += 1
+        if self.count_file is not None:
+            append_line(Path(self.count_file), f"{self.role} {os.getpid()} {self.ops} {what}")
+        if self.ops != self.at:
+            return
+        if self.once is not None:
+            try:
+                os.close(os.open(self.once, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return  # this run already crashed once
+        if isinstance(self.errno, int):
+            raise OSError(self.errno, os.strerror(self.errno), what)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash = _CrashPoints()  # module-level on purpose: a test hook must reach every writer without plumbing
+
+
+def crashpoint(what: str) -> None:
+    """TEST HOOK: mark one durable operation (see _CrashPoints); costs one counter increment."""
+    _crash.hit(what)
+
+
+def set_role(role: str) -> None:
+    """TEST HOOK: name this process's kind for PODSPOOL_CRASH_ROLE (workers call it at start)."""
+    _crash.role = role
 
 
 def fsync_dir(folder: Path) -> None:
@@ -46,6 +105,7 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
         raise
     os.close(fd)
     try:
+        crashpoint(f"write {path.parent.name}/{path.name}")
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
