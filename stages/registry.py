@@ -14,9 +14,7 @@ from stages.settings import StageSettings
 
 
 def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
-    from stages import audio, production, research
-
-    module = {"research": research, "production": production, "audio": audio}[stage]
+    module = importlib.import_module(f"stages.{stage}")  # only this stage's libraries, not all three
     try:
         return module.run(folder, episode, ctx)
     except StageError as exc:
