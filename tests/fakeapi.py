@@ -133,3 +133,28 @@ class FakeApi:
             do_GET = _serve
 
         return _Handler
+
+
+# ---- what a server saw, measured -------------------------------------------------------------
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most starts any half-open window [t, t + window) holds."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def utilisation(times: list[float], limit: int, window: float) -> float:
+    """How promptly freed slots are reused while work waits: window / mean(start[i+N] - start[i]).
+
+    1.0 means each start came exactly one window after the start whose slot it took; the rate
+    over any span of saturated traffic is this fraction of the configured limit.
+    """
+    times = sorted(times)
+    gaps = [times[i] - times[i - limit] for i in range(limit, len(times))]
+    return window / (sum(gaps) / len(gaps))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from fakeapi import FakeApi
+from fakeapi import FakeApi, max_in_window, utilisation
 
 from daemon.ratelimit import FileBackend, MemoryBackend, RateLimiter, SharedLimiter
 from daemon.ratelimit.filestore import path_for
@@ -30,28 +30,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most starts any half-open window [t, t + window) holds."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
-def utilisation(times: list[float], limit: int, window: float) -> float:
-    """How promptly freed slots are reused while work waits: window / mean(start[i+N] - start[i]).
-
-    1.0 means each start came exactly one window after the start whose slot it took; the rate
-    over any span of saturated traffic is this fraction of the configured limit.
-    """
-    times = sorted(times)
-    gaps = [times[i] - times[i - limit] for i in range(limit, len(times))]
-    return window / (sum(gaps) / len(gaps))
 
 
 BackendFactory = Callable[[Path], object]
