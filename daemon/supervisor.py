@@ -300,6 +300,7 @@ class Supervisor:
         for ws in self.workers.values():
             for w in ws:
                 w.recycle = True  # picks up new providers and rate limits after its current task
+                w.meta["recycle_why"] = "configuration reloaded"
         logger.info("SIGHUP: configuration reloaded; workers restart as they finish their tasks")
 
     # ---- inbox and control requests ---------------------------------------------------------
@@ -436,6 +437,10 @@ class Supervisor:
         over = {bid: self._over_budget(bid) for bid in self.batches}
         for stage in ("audio", "production", "research"):
             pool = self.workers[stage]
+            # Retire idle workers marked for recycling first, so their slots count as free below: when
+            # every worker of a stage was marked (SIGHUP, max_tasks_per_child, the memory guard), nothing
+            # was ever dispatched again and the batch stalled forever (found by the SIGHUP test).
+            self._retire_idle(stage)
             free = sum(1 for wk in pool if wk.alive() and not wk.recycle and wk.can_take()) \
                 + max(0, self._pool_size(stage) - len(pool))
             if free <= 0:
@@ -498,6 +503,15 @@ class Supervisor:
             self._wait(0.1)
         if self.workers["research"]:
             logger.info("workers ready in {:.2f}s", time.monotonic() - started)
+
+    def _retire_idle(self, stage: StageName) -> None:
+        pool = self.workers[stage]
+        for w in list(pool):
+            if not w.busy and w.process is not None and (w.recycle or not w.alive()):
+                pid, done, why = w.process.pid, w.tasks_done, w.meta.get("recycle_why", "not alive")
+                w.stop()
+                pool.remove(w)
+                logger.info("{} worker {} recycled after {} task(s): {}", stage, pid, done, why)
 
     def _idle_worker(self, stage: StageName) -> Worker | None:
         pool = self.workers[stage]
@@ -603,6 +617,7 @@ class Supervisor:
                 worker.tasks_done += 1
                 if worker.tasks_done >= self.cfg.limits.max_tasks_per_child:
                     worker.recycle = True
+                    worker.meta["recycle_why"] = f"max_tasks_per_child = {self.cfg.limits.max_tasks_per_child}"
                 self._finish(task.episode_id, worker.stage, result)
 
     def _finish(self, eid: str, stage: StageName, result: StageResult) -> None:
@@ -775,6 +790,7 @@ class Supervisor:
                 total += rss
                 if rss > hard and not w.recycle:
                     w.recycle = True
+                    w.meta["recycle_why"] = f"{rss // 2**20} MB over memory_hard_mb"
                     logger.warning("{} worker {} uses {} MB (hard limit {} MB): recycled after its task",
                                    w.stage, w.process.pid, rss // 2**20, self.cfg.limits.memory_hard_mb)
         self.memory_rss = total

@@ -28,6 +28,7 @@ from stages.settings import StageSettings
 # can deadlock the child.
 CTX = mp.get_context("spawn")
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
 @dataclass
@@ -95,8 +96,18 @@ class _CallSlot:
             self.on_first_release()
 
 
+def _name_process(stage: str) -> None:
+    """Name the process after its stage (ps, top, psutil: 'podspool-resear'), so an operator can tell them apart."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(f"podspool-{stage}".encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     _die_with_parent(spec.supervisor_pid)
+    _name_process(spec.stage)
     from stages import fsio
 
     fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart

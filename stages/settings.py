@@ -62,6 +62,8 @@ class SimSettings(Strict):
     seed: int | None = None
     # every call for an episode whose topic contains this text fails (a poison episode, for drills)
     fail_topic: str | None = None
+    # every call for an episode whose topic contains this text never returns (a hung worker, for drills)
+    hang_topic: str | None = None
 
 
 class ProvidersSettings(Strict):

@@ -35,6 +35,8 @@ class SimProvider:
             time.sleep(latency / 1000.0)
         usage = Usage(api=api, model="sim", cost_usd=sim.cost_per_call_usd)
         rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
+        if sim.hang_topic and sim.hang_topic in episode.topic:
+            time.sleep(24 * 3600)  # stuck: only the supervisor's time limit ends this call
         if sim.fail_topic and sim.fail_topic in episode.topic:
             raise StageError(f"sim: {api} always fails for this topic", cost_usd=sim.cost_per_call_usd, usage=[usage])
         if sim.error_rate and rng.random() < sim.error_rate:
