@@ -172,6 +172,29 @@ class Spool:
         stage_dir = self.staging / bid
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
+        try:
+            made = self._stage(stage_dir, inbox_file, manifest, raw, priority_seq)
+        except BaseException:
+            # A half-built intake (disk full, read-only) must not survive: it holds space the retry needs,
+            # and known_batch() took it for an accepted batch, so the retry rejected the operator's
+            # manifest as "already known" (found by the disk-full test).
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            raise
+        target = self.batch_dir(bid)
+        if target.exists():
+            shutil.rmtree(stage_dir)
+            raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
+        fsio.crashpoint(f"commit batch {bid}")  # test hook
+        os.rename(stage_dir, target)  # the commit point
+        fsio.fsync_dir(self.batches)
+        self.remove_inbox_file(inbox_file)
+        self._release_episodes(bid)
+        return bid, made
+
+    def _stage(self, stage_dir: Path, inbox_file: Path, manifest: BatchManifest, raw: bytes,
+               priority_seq: float) -> list[EpisodeManifest]:
+        """Build batch.json, session.json and every episode folder under state/staging/<id>."""
+        bid = str(manifest.batch_id)
         stage_dir.mkdir(mode=DIR_MODE)
         episodes_dir = stage_dir / "episodes"
         episodes_dir.mkdir(mode=DIR_MODE)
@@ -199,16 +222,7 @@ class Spool:
             made.append(m)
         fsio.fsync_dir(episodes_dir)
         fsio.fsync_dir(stage_dir)
-        target = self.batch_dir(bid)
-        if target.exists():
-            shutil.rmtree(stage_dir)
-            raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
-        fsio.crashpoint(f"commit batch {bid}")  # test hook
-        os.rename(stage_dir, target)  # the commit point
-        fsio.fsync_dir(self.batches)
-        self.remove_inbox_file(inbox_file)
-        self._release_episodes(bid)
-        return bid, made
+        return made
 
     def _fresh_default_id(self) -> str:
         bid = default_batch_id()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import re
 import signal
 import time
 from collections import deque
@@ -56,6 +57,17 @@ class BatchState:
         return float(self.meta.get("seq") or 0.0)
 
 
+def _disk_errno(error: str | None) -> int | None:
+    """The errno of a stage failure that was the disk's fault (full, over quota, read-only), else None.
+
+    A stage reports an unexpected OSError as text ("OSError: [Errno 28] No space left on device ...",
+    stages/registry.py), so this reads it back from there.
+    """
+    found = re.search(r"\[Errno (\d+)\]", error or "")
+    code = int(found.group(1)) if found else None
+    return code if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
+
+
 class Supervisor:
     def __init__(self, spool: Spool, cfg: Config, *, once: bool = False, secrets: dict[str, str] | None = None,
                  reload_config: Any = None) -> None:
@@ -71,6 +83,7 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline: float | None = None
         self.unsaved: deque[tuple[Worker | None, str, StageName, StageResult]] = deque()
+        self.after_change_due: set[str] = set()  # batches whose checkpoint/summary a full disk held back
         self.disk_paused_until = 0.0
         self.memory_paused = False
         self.task_seq = 0
@@ -539,6 +552,7 @@ class Supervisor:
         if worker is None:
             return False
         m = w.manifest
+        before = m.model_copy(deep=True)
         if m.phases.get(stage) == "failed" or m.attempts == 0:
             m.attempts += 1
         m.status = "in_progress"
@@ -549,6 +563,7 @@ class Supervisor:
         try:
             self.spool.write_manifest(folder, m)
         except OSError as exc:
+            w.manifest = before  # not started after all: a full disk must not use up its attempts
             self._disk_trouble(f"starting {m.session_id}", exc)
             return False
         batch = self.batches[m.batch_id]
@@ -628,6 +643,15 @@ class Supervisor:
             self._disk_trouble(f"saving the result of {eid}", exc)
 
     def _save_unsaved(self) -> None:
+        for bid in list(self.after_change_due):
+            if time.monotonic() < self.disk_paused_until:
+                return
+            try:
+                self._after_change(bid)
+            except OSError as exc:
+                self._disk_trouble(f"writing the batch files of {bid}", exc)
+                return
+            self.after_change_due.discard(bid)
         while self.unsaved and time.monotonic() >= self.disk_paused_until:
             _, eid, stage, result = self.unsaved[0]
             try:
@@ -638,6 +662,23 @@ class Supervisor:
             self.unsaved.popleft()
 
     def _record(self, eid: str, stage: StageName, result: StageResult) -> None:
+        w = self.episodes[eid]
+        before = w.manifest.model_copy(deep=True)
+        try:
+            self._apply_result(eid, stage, result)
+        except OSError as exc:
+            if w.location != stage:
+                # the folder moved, so the result is on disk; only the batch files are behind
+                self.after_change_due.add(w.batch_id)
+                self._disk_trouble(f"writing the batch files of {w.batch_id}", exc)
+                return
+            # Nothing of this result is on disk for good: undo it in memory, or saving it again later adds
+            # its cost (and error) twice, and the episode, seen as not running, could be started again.
+            w.manifest = before
+            w.running = True
+            raise
+
+    def _apply_result(self, eid: str, stage: StageName, result: StageResult) -> None:
         w = self.episodes[eid]
         m = w.manifest
         log = logger.bind(batch=m.batch_id, episode=eid, stage=stage)
@@ -668,6 +709,17 @@ class Supervisor:
                      result.cost_usd, " -> done" if target == "done" else "")
             if target == "done":
                 self._emit("on_episode_done", m)
+        elif (disk := _disk_errno(result.error)) is not None:
+            # The worker could not save its artifacts (disk full, read-only): the disk failed, not the
+            # episode. Burning its retries now would send it to failed/ within a second; instead the
+            # attempt is not counted, and it runs again when the disk recovers.
+            m.phases.set(stage, "pending")
+            m.status = "pending"
+            self.spool.write_manifest(folder, m)
+            w.running = False
+            log.warning("{} could not save its work ({}); it runs again once the disk recovers", stage,
+                        result.error)
+            self._disk_trouble(f"{stage} of {eid}", OSError(disk, os.strerror(disk)))
         else:
             m.errors.append(EpisodeError(phase=stage, attempt=m.attempts, at=utcnow(),
                                          error=str(result.error or "unknown error")[:4000]))
