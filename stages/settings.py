@@ -64,6 +64,8 @@ class SimSettings(Strict):
     fail_topic: str | None = None
     # every call for an episode whose topic contains this text never returns (a hung worker, for drills)
     hang_topic: str | None = None
+    # each call keeps this many MB for the life of the worker (a leaky provider, for memory-guard drills)
+    leak_mb_per_call: float = Field(default=0.0, ge=0, le=1024)
 
 
 class ProvidersSettings(Strict):

@@ -27,6 +27,9 @@ from stages.base import (
 class SimProvider:
     name = "sim"
 
+    def __init__(self) -> None:
+        self._leaked: list[bytes] = []  # leak_mb_per_call: what a leaky client would hold on to
+
     def _call(self, api: str, episode: EpisodeInput, ctx: StageContext, stage: str) -> Usage:
         sim = ctx.settings.providers.sim
         ctx.limiter.acquire(api)
@@ -35,6 +38,8 @@ class SimProvider:
             time.sleep(latency / 1000.0)
         usage = Usage(api=api, model="sim", cost_usd=sim.cost_per_call_usd)
         rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
+        if sim.leak_mb_per_call:
+            self._leaked.append(b"\x01" * int(sim.leak_mb_per_call * 2**20))  # written, so it counts in RSS
         if sim.hang_topic and sim.hang_topic in episode.topic:
             time.sleep(24 * 3600)  # stuck: only the supervisor's time limit ends this call
         if sim.fail_topic and sim.fail_topic in episode.topic:
