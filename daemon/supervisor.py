@@ -520,7 +520,13 @@ class Supervisor:
     def _retire_idle(self, stage: StageName) -> None:
         pool = self.workers[stage]
         for w in list(pool):
-            if not w.busy and w.process is not None and (w.recycle or not w.alive()):
+            if w.busy:
+                continue
+            if w.process is None:
+                # abandoned (e.g. its pipe broke while a task was handed over): an empty handle that
+                # filled a slot for good and stalled the stage (found by the crash sweep)
+                pool.remove(w)
+            elif w.recycle or not w.alive():
                 pid, done, why = w.process.pid, w.tasks_done, w.meta.get("recycle_why", "not alive")
                 w.stop()
                 pool.remove(w)
