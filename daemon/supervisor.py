@@ -584,7 +584,12 @@ class Supervisor:
         except (OSError, ValueError) as exc:
             logger.error("could not hand {} to a {} worker: {}", m.session_id, stage, exc)
             worker.tasks.pop(self.task_seq, None)
-            self._abandon(worker)
+            # The worker died under us. Abandoning it (as at shutdown) made its other task vanish: no failed
+            # attempt on record and its temp file left behind (found by the crash sweep). Make sure it is
+            # dead and let _collect record its death like any other.
+            worker.recycle = True
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.kill()
             return False
         w.running = True
         batch.dirty = True
@@ -761,6 +766,7 @@ class Supervisor:
         worker.kill()
         for task in tasks:
             self.episodes[task.episode_id].running = False
+            self.spool.clean_temps(task.folder)  # the killed worker's half-written file
 
     # ---- batches ----------------------------------------------------------------------------
 

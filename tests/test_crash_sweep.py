@@ -192,8 +192,10 @@ def sweep(tmp: Path, full: bool) -> None:
     for stage in MARKERS:
         # one worker per stage (SMALL), so its operations are numbered one after another
         mine = [o for o in ops if o[0] == f"worker-{stage}"]
-        # default: each file of the stage's first episode (the later ones repeat the same kinds)
-        ks = range(1, len(mine) + 1) if full else range(1, len(mine) // EPISODES + 1)
+        # default: the first episode's first file and its phase marker (written last); the other files
+        # and the later episodes repeat the same kinds
+        per_episode = len(mine) // EPISODES
+        ks = range(1, len(mine) + 1) if full else sorted({1, per_episode})
         wrk_ks += [(stage, k) for k in ks]
     # two at a time: each run is a separate spool and process tree, and there are two cores
     with ThreadPoolExecutor(2) as pool:

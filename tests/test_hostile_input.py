@@ -161,7 +161,11 @@ def test_disk_full_pauses_then_resumes_losing_nothing(small_fs: Path, tmp_path: 
             assert len(episodes_in(spool, "done")) < 8, "the batch finished before the disk filled: nothing tested"
             os.rename(spool / "inbox" / ".b.json.part", spool / "inbox" / "b.json")
             wait_for(lambda: "disk full" in stderr.read_text(), 30, proc, "the daemon to notice the full disk")
-            time.sleep(1.0)  # stay full a while: nothing may be given up meanwhile
+            # stay full a while (until a worker, too, fails to save its work, if one is in flight: that must
+            # not use up the episode's tries)
+            held = time.monotonic() + 3
+            while time.monotonic() < held and "could not save its work" not in stderr.read_text():
+                time.sleep(0.05)
             assert proc.poll() is None
             assert episodes_in(spool, "failed") == []
             ballast.unlink()
