@@ -51,6 +51,7 @@ class Limits(Strict):
     memory_hard_mb: int = Field(default=1024, ge=64)  # one worker's RSS: recycle it after its task
     inbox_rescan_s: float = Field(default=5.0, gt=0)
     inbox_settle_s: float = Field(default=1.0, ge=0)  # polling: a file unchanged this long is complete
+    disk_retry_s: float = Field(default=5.0, gt=0)  # after ENOSPC/EROFS: how long admission pauses
 
 
 class RateLimits(Strict):

@@ -41,7 +41,6 @@ NEXT = {"research": "production", "production": "audio", "audio": "done"}
 KILL_AFTER_TERM_S = 5.0
 SESSION_WRITE_EVERY_S = 1.0
 MEMORY_CHECK_EVERY_S = 2.0
-DISK_RETRY_S = 5.0
 
 
 @dataclass
@@ -507,14 +506,16 @@ class Supervisor:
                 w = Worker(spec=self._spec(stage))
                 w.start()
                 self.workers[stage].append(w)
-        # Like gunicorn, let them boot before work starts: a booting worker holds a task it cannot start.
+        # Like gunicorn, let the workers that have work now boot before work starts (a booting worker
+        # holds a task it cannot start); later stages go on booting while the first episodes run.
         started = time.monotonic()
+        first = {w.location for w in self.episodes.values() if w.location in QUEUES}
         while time.monotonic() - started < 60:
-            workers = [w for ws in self.workers.values() for w in ws]
+            workers = [w for stage in first for w in self.workers[stage]]  # type: ignore[index]
             if all(w.ready for w in workers) or not any(w.alive() for w in workers):
                 break
             self._wait(0.1)
-        if self.workers["research"]:
+        if first:
             logger.info("workers ready in {:.2f}s", time.monotonic() - started)
 
     def _retire_idle(self, stage: StageName) -> None:
@@ -581,6 +582,11 @@ class Supervisor:
                                attempt=m.attempts)
         try:
             worker.submit(Task(self.task_seq, m.session_id, folder, time.monotonic(), episode))
+            if worker.tasks_started >= self.cfg.limits.max_tasks_per_child:
+                # counted when handed over, not when done: a worker that overlaps two tasks must not
+                # take a third past its limit
+                worker.recycle = True
+                worker.meta["recycle_why"] = f"max_tasks_per_child = {self.cfg.limits.max_tasks_per_child}"
         except (OSError, ValueError) as exc:
             logger.error("could not hand {} to a {} worker: {}", m.session_id, stage, exc)
             worker.tasks.pop(self.task_seq, None)
@@ -641,9 +647,6 @@ class Supervisor:
                 if task is None:
                     continue
                 worker.tasks_done += 1
-                if worker.tasks_done >= self.cfg.limits.max_tasks_per_child:
-                    worker.recycle = True
-                    worker.meta["recycle_why"] = f"max_tasks_per_child = {self.cfg.limits.max_tasks_per_child}"
                 self._finish(task.episode_id, worker.stage, result)
 
     def _finish(self, eid: str, stage: StageName, result: StageResult) -> None:
@@ -827,10 +830,10 @@ class Supervisor:
     # ---- guards -----------------------------------------------------------------------------
 
     def _disk_trouble(self, what: str, exc: OSError) -> None:
-        self.disk_paused_until = time.monotonic() + DISK_RETRY_S
+        self.disk_paused_until = time.monotonic() + self.cfg.limits.disk_retry_s
         kind = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system",
                 errno.EDQUOT: "quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
-        logger.error("{} failed ({}); admission paused, retrying in {}s", what, kind, DISK_RETRY_S)
+        logger.error("{} failed ({}); admission paused, retrying in {}s", what, kind, self.cfg.limits.disk_retry_s)
 
     def _check_memory(self) -> None:
         now = time.monotonic()

@@ -24,9 +24,14 @@ from loguru import logger
 from stages.base import EpisodeInput, StageContext, StageName
 from stages.settings import StageSettings
 
-# spawn, not fork: the supervisor runs threads (the inbox observer), and forking a threaded process
-# can deadlock the child.
-CTX = mp.get_context("spawn")
+# forkserver, not fork: the supervisor runs threads (the inbox observer), and forking a threaded
+# process can deadlock the child. The fork server is a fresh single-threaded interpreter that has
+# imported the heavy pure-Python modules once, so a worker boots in milliseconds instead of
+# re-importing them (numpy is left out: its BLAS may start threads). Workers are the fork server's
+# children; it exits when the supervisor dies, and their parent-death signal follows.
+CTX = mp.get_context("forkserver")
+CTX.set_forkserver_preload(["daemon.workers", "daemon.ratelimit", "stages.registry", "stages.research",
+                            "stages.production", "stages.providers.http", "stages.providers.sim"])
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
@@ -45,20 +50,32 @@ class WorkerSpec:
 
 
 def _die_with_parent(supervisor_pid: int) -> None:
-    try:  # Linux: the kernel kills us the moment the supervisor dies
+    parent = os.getppid()  # the fork server, which exits the moment the supervisor dies
+    try:  # Linux: the kernel kills us the moment our parent dies
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
-    def watch() -> None:  # elsewhere, and as a second line: poll the parent
+    def gone() -> bool:
+        if os.getppid() != parent:
+            return True
+        try:
+            os.kill(supervisor_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def watch() -> None:  # elsewhere, and as a second line: poll the parent and the supervisor
         while True:
-            if os.getppid() != supervisor_pid:
+            if gone():
                 os._exit(3)
             time.sleep(0.5)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    if os.getppid() != supervisor_pid:
+    if gone():
         os._exit(3)
 
 
@@ -195,6 +212,7 @@ class Worker:
     tasks: dict[int, Task] = field(default_factory=dict)
     freed: set[int] = field(default_factory=set)  # tasks past their provider call (saving, validating)
     tasks_done: int = 0
+    tasks_started: int = 0
     ready: bool = False  # booted and warmed up
     recycle: bool = False
     term_sent_at: float | None = None
@@ -211,6 +229,7 @@ class Worker:
         self.freed = set()
         self.ready = False
         self.tasks_done = 0
+        self.tasks_started = 0
         self.recycle = False
         self.term_sent_at = None
 
@@ -237,6 +256,7 @@ class Worker:
     def submit(self, task: Task) -> None:
         assert self.conn is not None and self.can_take()
         self.tasks[task.task_id] = task
+        self.tasks_started += 1
         self.conn.send(("run", task.task_id, str(task.folder), task.episode))
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -26,6 +26,7 @@ retry_backoff_s = 0.05
 inbox_settle_s = 0.2
 inbox_rescan_s = 0.5
 shutdown_grace_s = 10
+disk_retry_s = 1
 """
 
 

@@ -35,7 +35,7 @@ def _alive(p: psutil.Process) -> bool:
 def _workers(pid: int, stage: str | None = None) -> list[psutil.Process]:
     """The supervisor's worker processes; each names itself podspool-<stage> (15 characters at most)."""
     out = []
-    for p in psutil.Process(pid).children():
+    for p in psutil.Process(pid).children(recursive=True):  # workers are children of the fork server
         try:
             name = p.name()
         except psutil.Error:
