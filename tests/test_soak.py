@@ -34,7 +34,7 @@ def test_random_sigkills_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(seed)
     print(f"\nsoak seed {seed} (PODSPOOL_SOAK_SEED to replay)")
     # stderr off: nobody reads the pipe during a long run, and a full pipe would block the daemon
-    spool = make_spool(tmp_path / "spool", latency_ms=200, extra="[logging]\nstderr = false\n")
+    spool = make_spool(tmp_path / "spool", latency_ms=800, extra="[logging]\nstderr = false\n")
     eids = [f"ep_{i:03d}_soak" for i in range(1, EPISODES + 1)]
     write_manifest(spool / "inbox" / "soak.json", {"batch_id": "soak", "topics": [f"Topic {i}" for i in range(EPISODES)],
                                                    "strategy": "large_batch"})
@@ -49,7 +49,9 @@ def test_random_sigkills_lose_nothing(tmp_path: Path) -> None:
             time.sleep(rng.uniform(1.0, 4.0))
             if proc.poll() is not None:
                 raise AssertionError(f"the daemon exited {proc.returncode} before kill {n + 1}")
-            workers = [p for p in psutil.Process(proc.pid).children() if p.name().startswith("podspool-")]
+            # workers are the fork server's children, so look through the whole tree
+            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                       if p.name().startswith("podspool-")]
             proc.kill()
             proc.wait(10)
             wait_for(lambda ws=workers: not any(_alive(w) for w in ws), 5, None, "workers to follow the supervisor")  # type: ignore[misc]
