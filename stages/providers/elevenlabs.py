@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import requests
@@ -47,36 +48,27 @@ def spoken(text: str) -> str:
 
 def split_text(text: str, limit: int) -> list[str]:
     """Pieces of at most `limit` characters, cut between sentences, else between words."""
-    pieces: list[str] = []
-    current = ""
-    for sentence in SENTENCE_END.split(text.strip()):
-        for part in _cut_long(sentence, limit):
-            if current and len(current) + 1 + len(part) > limit:
-                pieces.append(current)
-                current = part
-            else:
-                current = f"{current} {part}" if current else part
-    if current:
-        pieces.append(current)
-    return pieces
+    parts = (part for sentence in SENTENCE_END.split(text.strip()) for part in _cut_long(sentence, limit))
+    return _pack(parts, limit)
 
 
 def _cut_long(sentence: str, limit: int) -> list[str]:
     if len(sentence) <= limit:
         return [sentence]
-    out, current = [], ""
-    for word in sentence.split():
-        while len(word) > limit:  # a "word" longer than a request: cut it hard
-            if current:
-                out.append(current)
-                current = ""
-            out.append(word[:limit])
-            word = word[limit:]
-        if current and len(current) + 1 + len(word) > limit:
+    # a "word" longer than a request is cut hard
+    return _pack((word[i:i + limit] for word in sentence.split() for i in range(0, len(word), limit)), limit)
+
+
+def _pack(parts: Iterable[str], limit: int) -> list[str]:
+    """Join parts with spaces into as few pieces of at most `limit` characters as order allows."""
+    out: list[str] = []
+    current = ""
+    for part in parts:
+        if current and len(current) + 1 + len(part) > limit:
             out.append(current)
-            current = word
+            current = part
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {part}" if current else part
     if current:
         out.append(current)
     return out
