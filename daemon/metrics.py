@@ -2,8 +2,9 @@
 
 Everything is recomputed from `snapshot()` (the spool's episodes and the supervisor's live state),
 so the file can never drift from the folders. Written whole every few seconds and at close.
-Not here, because nothing records them yet: requests of failed attempts and the 429s a provider
-retried inside one call (only episode-level errors that mention a 429 are counted).
+Every HTTP attempt (retries inside one call and failed attempts included) is counted by outcome in
+podspool_api_calls_total, from the counts each stage run reports; it restarts from zero with the
+daemon, as Prometheus counters do.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[s
     o.family("podspool_api_requests", "gauge", "API requests of finished phases, from their artifacts' usage")
     for api, n in sorted(requests.items()):
         o.sample("podspool_api_requests", n, api=api)
+    o.family("podspool_api_calls_total", "counter",
+             "HTTP attempts since the daemon started, retries inside a call included, by outcome "
+             "(requests, errors, 429)")
+    for key, n in sorted((snap.get("api_calls") or {}).items()):
+        api, _, outcome = key.partition(":")
+        o.sample("podspool_api_calls_total", n, api=api, outcome=outcome)
 
     o.family("podspool_rate_limit_limit", "gauge", "requests allowed per window")
     for api, r in rates.items():

@@ -13,7 +13,7 @@ import queue
 import re
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -94,6 +94,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.hooks: list[Hook] = []
         self.memory_rss = 0
+        self.api_calls: Counter[str] = Counter()  # "api:outcome" -> attempts, since this daemon started
 
     # ---- start-up ---------------------------------------------------------------------------
 
@@ -650,6 +651,7 @@ class Supervisor:
                 self._finish(task.episode_id, worker.stage, result)
 
     def _finish(self, eid: str, stage: StageName, result: StageResult) -> None:
+        self.api_calls.update(result.details.get("api_calls") or {})
         try:
             self._record(eid, stage, result)
         except OSError as exc:
@@ -934,6 +936,7 @@ class Supervisor:
             "memory": {"rss_bytes": self.memory_rss, "soft_mb": self.cfg.limits.memory_soft_mb,
                        "hard_mb": self.cfg.limits.memory_hard_mb, "paused": self.memory_paused},
             "rate_limits": self.cfg.rate_limits.parsed(),
+            "api_calls": dict(self.api_calls),
             "stages": stages,
             "locations": locations,
             "batches": [self._session(bid) for bid in self.batches],

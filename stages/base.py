@@ -7,6 +7,7 @@ the episode manifest or another episode.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class StageContext:
     call_slot: AbstractContextManager[Any] = field(default_factory=nullcontext)
     # Held while quality gates run: the playbook validates one episode at a time, across all workers.
     gate_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    # Every HTTP attempt of this stage run, by "api:outcome" (outcome: requests, errors, 429), retries
+    # inside one call included, for the operator's metrics.
+    calls: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass

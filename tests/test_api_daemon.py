@@ -70,8 +70,8 @@ def test_limit_holds_across_processes_and_a_restart(tmp_path: Path) -> None:
             first.wait(10)
             first_err = first.stderr.read() if first.stderr else ""
         before_restart = len(fake.requests)
-        second = cli("run", "--once", "--spool", str(spool), env=env, timeout=150)
-        assert second.returncode == 0, second.stderr[-3000:]
+        rerun = cli("run", "--once", "--spool", str(spool), env=env, timeout=150)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     arrivals = [r.arrived for r in fake.requests]
     # the contract measures windows where requests start, in the daemon (X-Request-Start), with no
@@ -93,10 +93,17 @@ def test_limit_holds_across_processes_and_a_restart(tmp_path: Path) -> None:
     assert done["costs"]["research"] == 0.0061  # the server's reported cost, not a guess
     assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in fake.requests)
 
+    # metrics.prom counts every attempt the second daemon made, as the server saw them
+    second = fake.requests[before_restart:]
+    prom = (spool / "metrics.prom").read_text()
+    errors = sum(1 for r in second if b"POISON" in r.body)
+    assert f'podspool_api_calls_total{{api="perplexity",outcome="requests"}} {len(second)}' in prom
+    assert f'podspool_api_calls_total{{api="perplexity",outcome="errors"}} {errors}' in prom or errors == 0
+
     # the key is in no file of the spool and no output, whatever failed
     for path in spool.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), f"key leaked into {path}"
-    for text in (first_err, second.stdout, second.stderr):
+    for text in (first_err, rerun.stdout, rerun.stderr):
         assert KEY not in text
     assert os.environ.get("PERPLEXITY_API_KEY") != KEY

@@ -185,15 +185,21 @@ class HttpClient:
             # the conventional X-Request-Start (microseconds): when the daemon started this request,
             # which is where the contract measures rate windows; it carries nothing else
             sent = {**(headers or {}), "X-Request-Start": f"t={int(time.time() * 1e6)}"}
+            ctx.calls[f"{self.api}:requests"] += 1
             try:
                 response = self.session.post(url, json=dict(body), headers=sent,
                                              params=params, timeout=self._timeout(settings, ctx))
             except requests.Timeout:
+                ctx.calls[f"{self.api}:errors"] += 1
                 raise TransientError(f"no answer within {settings.timeout_s:g}s") from None
             except requests.ConnectionError as exc:
+                ctx.calls[f"{self.api}:errors"] += 1
                 raise TransientError(f"connection failed ({type(exc).__name__})") from None
             if 200 <= response.status_code < 300:
                 return parse(response)
+            ctx.calls[f"{self.api}:errors"] += 1
+            if response.status_code == 429:
+                ctx.calls[f"{self.api}:429"] += 1
             self._raise_for(response, ctx)
             raise AssertionError("unreachable")
 
