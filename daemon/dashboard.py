@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-WIDTH = 44
-
 
 def _bar(done: int, total: int, width: int = 20) -> str:
     filled = round(width * done / total) if total else 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from loguru import logger
 
+from daemon.secrets import masking_patcher
 from stages import fsio
 
 LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[batch]} | {extra[episode]} | {extra[stage]} | {message}"
@@ -20,25 +21,17 @@ EPISODE_LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[stage]} | 
 DEFAULT_EXTRA = {"batch": "-", "episode": "-", "stage": "-"}
 
 
-def mask_text(text: str, secrets: Mapping[str, str]) -> str:
-    for value in secrets.values():
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
 def setup(log_dir: Path | None, *, level: str = "INFO", rotation: str = "50 MB", retention: str = "14 days",
           compression: str = "gz", as_json: bool = False, stderr: bool = True,
           secrets: Mapping[str, str] | None = None,
           episode_folder: Callable[[str], Path | None] | None = None) -> None:
     """Configure the process-wide logger (the supervisor's, or a CLI command's)."""
-    secrets = dict(secrets or {})
+    mask = masking_patcher(secrets or {})  # keys, Bearer tokens and exception text
 
     def patch(record: Any) -> None:
         for k, v in DEFAULT_EXTRA.items():
             record["extra"].setdefault(k, v)
-        if secrets:
-            record["message"] = mask_text(record["message"], secrets)
+        mask(record)
 
     logger.remove()
     logger.configure(extra=dict(DEFAULT_EXTRA), patcher=patch)

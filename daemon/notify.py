@@ -9,7 +9,6 @@ import socket
 class Notifier:
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
-        self.watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
 
     @property
     def enabled(self) -> bool:

@@ -21,14 +21,12 @@ from pydantic import ValidationError
 
 from daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
 from stages import fsio
-from stages.base import STAGE_NAMES
 
 QUEUES = ("research", "production", "audio")
 FINAL = ("done", "failed")
 LOCATIONS = QUEUES + FINAL
 DIR_MODE = 0o750
 MANIFEST = "manifest.json"
-EPISODE_LOG = "episode.log"
 
 
 class SpoolLocked(Exception):
@@ -351,7 +349,3 @@ def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
 
 def is_inbox_name(name: str) -> bool:
     return not name.startswith(".") and not name.endswith((".tmp", ".part"))
-
-
-def phase_done(m: EpisodeManifest) -> list[str]:
-    return [s for s in STAGE_NAMES if m.phases.get(s) == "done"]
