@@ -19,12 +19,12 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
 
-import psutil
 from loguru import logger
 
 from daemon import requests as control
 from daemon.config import Config
 from daemon.dashboard import render_text
+from daemon.guards import MemoryGuard, enforce_time_limits
 from daemon.hooks import Hook
 from daemon.inbox import Inbox
 from daemon.intake import ManifestProblem, check_file
@@ -38,9 +38,7 @@ from stages import fsio
 from stages.base import STAGE_NAMES, EpisodeInput, StageName, StageResult
 
 NEXT = {"research": "production", "production": "audio", "audio": "done"}
-KILL_AFTER_TERM_S = 5.0
 SESSION_WRITE_EVERY_S = 1.0
-MEMORY_CHECK_EVERY_S = 2.0
 
 
 @dataclass
@@ -84,16 +82,14 @@ class Supervisor:
         self.unsaved: deque[tuple[Worker | None, str, StageName, StageResult]] = deque()
         self.after_change_due: set[str] = set()  # batches whose checkpoint/summary a full disk held back
         self.disk_paused_until = 0.0
-        self.memory_paused = False
+        self.memory = MemoryGuard()
         self.task_seq = 0
         self.notifier = Notifier()
         self.inbox = Inbox(spool.inbox, cfg.limits.inbox_settle_s, cfg.limits.inbox_rescan_s)
         self._last_session_write = 0.0
-        self._last_memory_check = 0.0
         self._last_status = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.hooks: list[Hook] = []
-        self.memory_rss = 0
         self.api_calls: Counter[str] = Counter()  # "api:outcome" -> attempts, since this daemon started
 
     # ---- start-up ---------------------------------------------------------------------------
@@ -223,8 +219,8 @@ class Supervisor:
                     self._take_inbox()
                     self._take_requests()
                 self._save_unsaved()
-                self._check_memory()
-                self._check_time_limits()
+                self.memory.check((w for ws in self.workers.values() for w in ws), self.cfg.limits)
+                enforce_time_limits(self.workers, self.cfg)
                 self._dispatch()
                 self._write_sessions()
                 self._notify()
@@ -487,7 +483,7 @@ class Supervisor:
                 if running_by_batch.get(w.batch_id, 0) >= cap:
                     continue
                 if needs_admission(m):
-                    if self.memory_paused or admitted >= self.cfg.limits.max_sessions_in_memory:
+                    if self.memory.paused or admitted >= self.cfg.limits.max_sessions_in_memory:
                         continue
                     admitted += 1
                 if not self._start(w, stage):
@@ -837,55 +833,6 @@ class Supervisor:
                 errno.EDQUOT: "quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
         logger.error("{} failed ({}); admission paused, retrying in {}s", what, kind, self.cfg.limits.disk_retry_s)
 
-    def _check_memory(self) -> None:
-        now = time.monotonic()
-        if now - self._last_memory_check < MEMORY_CHECK_EVERY_S:
-            return
-        self._last_memory_check = now
-        total = 0
-        hard = self.cfg.limits.memory_hard_mb * 1024 * 1024
-        try:
-            total += psutil.Process().memory_info().rss
-        except psutil.Error:
-            pass
-        for ws in self.workers.values():
-            for w in ws:
-                if w.process is None or w.process.pid is None:
-                    continue
-                try:
-                    rss = psutil.Process(w.process.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                if rss > hard and not w.recycle:
-                    w.recycle = True
-                    w.meta["recycle_why"] = f"{rss // 2**20} MB over memory_hard_mb"
-                    logger.warning("{} worker {} uses {} MB (hard limit {} MB): recycled after its task",
-                                   w.stage, w.process.pid, rss // 2**20, self.cfg.limits.memory_hard_mb)
-        self.memory_rss = total
-        paused = total > self.cfg.limits.memory_soft_mb * 1024 * 1024
-        if paused != self.memory_paused:
-            self.memory_paused = paused
-            logger.warning("memory {} MB {} the soft limit of {} MB: admission {}", total // 2**20,
-                           "over" if paused else "back under", self.cfg.limits.memory_soft_mb,
-                           "paused" if paused else "resumed")
-
-    def _check_time_limits(self) -> None:
-        now = time.monotonic()
-        for stage, ws in self.workers.items():
-            limit = float(getattr(self.cfg, stage).time_limit_s)
-            for w in ws:
-                if not w.tasks or w.process is None:
-                    continue
-                oldest = min(w.tasks.values(), key=lambda t: t.started)
-                if w.term_sent_at is None and now - oldest.started > limit:
-                    w.term_sent_at = now
-                    logger.bind(batch=oldest.episode.batch_id, episode=oldest.episode_id, stage=stage).error(
-                        "{} exceeded its time limit of {}s: stopping its worker", stage, limit)
-                    w.process.terminate()
-                elif w.term_sent_at is not None and now - w.term_sent_at > KILL_AFTER_TERM_S:
-                    w.process.kill()
-
     # ---- status -----------------------------------------------------------------------------
 
     def _counts_line(self) -> str:
@@ -933,8 +880,8 @@ class Supervisor:
             "stopping": self.stopping,
             "admitted": self._admitted(),
             "max_sessions_in_memory": self.cfg.limits.max_sessions_in_memory,
-            "memory": {"rss_bytes": self.memory_rss, "soft_mb": self.cfg.limits.memory_soft_mb,
-                       "hard_mb": self.cfg.limits.memory_hard_mb, "paused": self.memory_paused},
+            "memory": {"rss_bytes": self.memory.rss, "soft_mb": self.cfg.limits.memory_soft_mb,
+                       "hard_mb": self.cfg.limits.memory_hard_mb, "paused": self.memory.paused},
             "rate_limits": self.cfg.rate_limits.parsed(),
             "api_calls": dict(self.api_calls),
             "stages": stages,
