@@ -32,6 +32,15 @@ RATE_LIMITED = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
 PREV = {"production": "research", "audio": "production"}
 
 
+# per-stage gauges straight from snapshot()["stages"]: (metric, key, help)
+STAGE_GAUGES = (
+    ("podspool_stage_queue", "queue", "episodes waiting in a stage folder, not running"),
+    ("podspool_stage_busy_workers", "busy", "worker processes running an episode"),
+    ("podspool_stage_processes", "processes", "live worker processes"),
+    ("podspool_stage_pool_size", "pool_size", "configured worker processes"),
+)
+
+
 def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
 
@@ -89,18 +98,10 @@ def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[s
     o.family("podspool_episodes", "gauge", "episodes by the folder they sit in")
     for loc in LOCATIONS:
         o.sample("podspool_episodes", snap["locations"].get(loc, 0), location=loc)
-    o.family("podspool_stage_queue", "gauge", "episodes waiting in a stage folder, not running")
-    for stage, st in snap["stages"].items():
-        o.sample("podspool_stage_queue", st["queue"], stage=stage)
-    o.family("podspool_stage_busy_workers", "gauge", "worker processes running an episode")
-    for stage, st in snap["stages"].items():
-        o.sample("podspool_stage_busy_workers", st["busy"], stage=stage)
-    o.family("podspool_stage_processes", "gauge", "live worker processes")
-    for stage, st in snap["stages"].items():
-        o.sample("podspool_stage_processes", st["processes"], stage=stage)
-    o.family("podspool_stage_pool_size", "gauge", "configured worker processes")
-    for stage, st in snap["stages"].items():
-        o.sample("podspool_stage_pool_size", st["pool_size"], stage=stage)
+    for name, key, help_ in STAGE_GAUGES:
+        o.family(name, "gauge", help_)
+        for stage, st in snap["stages"].items():
+            o.sample(name, st[key], stage=stage)
     o.family("podspool_admitted_sessions", "gauge", "episodes in flight (admitted), all stages")
     o.sample("podspool_admitted_sessions", snap["admitted"])
     o.family("podspool_max_sessions_in_memory", "gauge", "admission limit")
