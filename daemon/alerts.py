@@ -18,11 +18,10 @@ from urllib.parse import urlsplit
 
 import requests
 from loguru import logger
+from podspool.daemon.hooks import Hook
+from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.secrets import mask
 from tenacity import retry, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
-
-from daemon.hooks import Hook
-from daemon.models import EpisodeManifest, utcnow
-from daemon.secrets import mask
 
 QUEUE_SIZE = 100
 ATTEMPTS = 4

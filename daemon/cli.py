@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from daemon import exitcodes
-from daemon.config import Config, ConfigError, config_path, load_config, spool_root
-from daemon.models import BatchManifest
+from podspool.daemon import exitcodes
+from podspool.daemon.config import Config, ConfigError, config_path, load_config, spool_root
+from podspool.daemon.models import BatchManifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
@@ -44,10 +43,10 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
                                                          "can go, then exit")] = False,
         log_json: Annotated[bool, typer.Option("--log-json", help="log one JSON object per line")] = False) -> None:
     """Run the daemon in the foreground."""
-    from daemon.logs import setup
-    from daemon.secrets import load_secrets
-    from daemon.spool import Spool, SpoolLocked
-    from daemon.supervisor import Supervisor
+    from podspool.daemon.logs import setup
+    from podspool.daemon.secrets import load_secrets
+    from podspool.daemon.spool import Spool, SpoolLocked
+    from podspool.daemon.supervisor import Supervisor
 
     os.umask(0o027)  # nothing the daemon creates is world-readable
     root = spool_root(spool)
@@ -76,7 +75,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
     sup_ref.append(sup)
-    from daemon.observers import build_hooks
+    from podspool.daemon.observers import build_hooks
 
     sup.hooks += build_hooks(sp, cfg, secrets)  # runtime view, metrics, timeline, webhook alerts
     try:
@@ -92,7 +91,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
 def _check_files(files: list[Path], cfg: Config,
                  spool: Path | None) -> tuple[list[tuple[Path, BatchManifest, bytes]], bool]:
-    from daemon.intake import ManifestProblem, check_file
+    from podspool.daemon.intake import ManifestProblem, check_file
 
     ok: list[tuple[Path, BatchManifest, bytes]] = []
     bad = False
@@ -129,8 +128,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")
 def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")], spool: SpoolOpt = None,
            config: ConfigOpt = None) -> None:
     """Validate, then place atomically in the inbox; prints each batch_id."""
-    from daemon.models import default_batch_id
-    from stages import fsio
+    from podspool.daemon.models import default_batch_id
+    from podspool.stages import fsio
 
     root = spool_root(spool)
     cfg = _config(root, config)
@@ -159,7 +158,7 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the batch manifest."""
-    from daemon.models import manifest_schema
+    from podspool.daemon.models import manifest_schema
 
     typer.echo(json.dumps(manifest_schema(), indent=2))
 
@@ -170,7 +169,7 @@ def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--
            watch: Annotated[bool, typer.Option("--watch", help="refresh live until Ctrl-C")] = False,
            interval: Annotated[float, typer.Option("--interval")] = 2.0) -> None:
     """The batch production dashboard."""
-    from daemon.status import collect, render
+    from podspool.daemon.status import collect, render
 
     root = spool_root(spool)
     if not (root / "batches").is_dir():
@@ -183,7 +182,7 @@ def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--
     if not watch:
         typer.echo(render(collect(root, batch)))
         return
-    from daemon.live import watch as live_watch
+    from podspool.daemon.live import watch as live_watch
 
     live_watch(root, batch, interval)
 
@@ -195,10 +194,10 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
           budget: Annotated[float | None, typer.Option("--budget", help="the batch's new budget in USD")] = None,
           spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
     """Move failed episodes back to the stage they failed in; --budget sets a batch's new budget."""
-    from daemon import requests as control
-    from daemon.logs import setup
-    from daemon.spool import Spool, SpoolLocked
-    from daemon.supervisor import Supervisor
+    from podspool.daemon import requests as control
+    from podspool.daemon.logs import setup
+    from podspool.daemon.spool import Spool, SpoolLocked
+    from podspool.daemon.supervisor import Supervisor
 
     if not episodes and not batch and not all_:
         raise _fail(exitcodes.USAGE, "name episodes, --batch ID or --all")
@@ -235,7 +234,7 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
 @app.command()
 def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
     """Check config, spool permissions, providers and keys; exit 1 when something would fail."""
-    from daemon.doctor import run_checks
+    from podspool.daemon.doctor import run_checks
 
     root = spool_root(spool)
     try:

@@ -8,9 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from stages.settings import (
+from podspool.stages.settings import (
     AudioSettings,
     PriceEntry,
     ProductionSettings,
@@ -19,6 +17,7 @@ from stages.settings import (
     ResearchSettings,
     StageSettings,
 )
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-
-from daemon.config import Config
-from daemon.secrets import ENV_NAMES, load_secrets
+from podspool.daemon.config import Config
+from podspool.daemon.secrets import ENV_NAMES, load_secrets
 
 HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
                   "elevenlabs": "elevenlabs"}
@@ -42,8 +41,7 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
     if cfg.audio.provider == "espeak":
         try:
             import espeakng_loader
-
-            from stages.providers.espeak import EspeakSpeech  # noqa: F401
+            from podspool.stages.providers.espeak import EspeakSpeech  # noqa: F401
 
             check(Path(espeakng_loader.get_library_path()).exists(), "espeak-ng library", "missing")
         except Exception as exc:  # any import or load failure is the answer here

@@ -12,10 +12,9 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 from loguru import logger
-
-from daemon.config import Config, Limits
-from daemon.workers import Worker
-from stages.base import StageName
+from podspool.daemon.config import Config, Limits
+from podspool.daemon.workers import Worker
+from podspool.stages.base import StageName
 
 KILL_AFTER_TERM_S = 5.0
 MEMORY_CHECK_EVERY_S = 2.0

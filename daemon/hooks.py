@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from daemon.models import EpisodeManifest
+from podspool.daemon.models import EpisodeManifest
 
 
 class Hook:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from loguru import logger
+from podspool.daemon.spool import is_inbox_name
 from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
@@ -21,8 +22,6 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-
-from daemon.spool import is_inbox_name
 
 
 class _Handler(FileSystemEventHandler):

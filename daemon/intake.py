@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podspool.daemon.models import BatchManifest, describe_errors
 from pydantic import ValidationError
-
-from daemon.models import BatchManifest, describe_errors
 
 
 class ManifestProblem(Exception):
@@ -108,7 +107,7 @@ def parse_json(raw: bytes) -> Any:
 
 def check_manifest(raw: bytes, source_roots: list[Path]) -> BatchManifest:
     """Parse and validate; raise ManifestProblem naming every problem found."""
-    from stages.sources import check_sources
+    from podspool.stages.sources import check_sources
 
     data = parse_json(raw)
     if not isinstance(data, dict):

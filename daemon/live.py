@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podspool.daemon.dashboard import _eta
+from podspool.daemon.status import collect
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
-
-from daemon.dashboard import _eta
-from daemon.status import collect
 
 MAX_EPISODE_ROWS = 12
 

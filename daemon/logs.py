@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from daemon.secrets import masking_patcher
-from stages import fsio
+from podspool.daemon.secrets import masking_patcher
+from podspool.stages import fsio
 
 LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[batch]} | {extra[episode]} | {extra[stage]} | {message}"
 EPISODE_LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[stage]} | {message}\n"

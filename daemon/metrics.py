@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.hooks import Hook
-from daemon.models import EpisodeManifest
-from daemon.ratewatch import headroom
-from daemon.session import parse_time
-from daemon.usage_tally import UsageTally
-from stages import fsio
-from stages.base import STAGE_NAMES
+from podspool.daemon.hooks import Hook
+from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.ratewatch import headroom
+from podspool.daemon.session import parse_time
+from podspool.daemon.usage_tally import UsageTally
+from podspool.stages import fsio
+from podspool.stages.base import STAGE_NAMES
 
 METRICS_FILE = "metrics.prom"
 WRITE_EVERY_S = 5.0

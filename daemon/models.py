@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from podspool.stages.base import STAGE_NAMES, StageName
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -17,8 +18,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from stages.base import STAGE_NAMES, StageName
 
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_EPISODE_NUMBER = 99999

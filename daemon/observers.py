@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from daemon.alerts import AlertsHook
-from daemon.config import Config
-from daemon.hooks import Hook
-from daemon.metrics import MetricsHook
-from daemon.runtime_hook import RuntimeHook
-from daemon.spool import Spool
-from daemon.timeline import TimelineHook
+from podspool.daemon.alerts import AlertsHook
+from podspool.daemon.config import Config
+from podspool.daemon.hooks import Hook
+from podspool.daemon.metrics import MetricsHook
+from podspool.daemon.runtime_hook import RuntimeHook
+from podspool.daemon.spool import Spool
+from podspool.daemon.timeline import TimelineHook
 
 
 def build_hooks(spool: Spool, cfg: Config, secrets: Mapping[str, str]) -> list[Hook]:

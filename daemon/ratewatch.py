@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.ratelimit.filestore import HEADER, MAGIC, SLOT, path_for
+from podspool.daemon.ratelimit.filestore import HEADER, MAGIC, SLOT, path_for
 
 
 def window_usage(state_dir: Path, api: str, window_s: float, now: float | None = None) -> tuple[int, float] | None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages import fsio
+from podspool.stages import fsio
 
 if TYPE_CHECKING:
-    from daemon.spool import Spool
+    from podspool.daemon.spool import Spool
 
 
 @dataclass

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.hooks import Hook
-from daemon.models import utcnow
-from daemon.ratewatch import headroom
-from stages import fsio
+from podspool.daemon.hooks import Hook
+from podspool.daemon.models import utcnow
+from podspool.daemon.ratewatch import headroom
+from podspool.stages import fsio
 
 RUNTIME_FILE = "runtime.json"
 WRITE_EVERY_S = 1.0

@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from daemon.models import STRATEGY_PRESETS, EpisodeManifest
-from stages.base import StageName
+from podspool.daemon.models import STRATEGY_PRESETS, EpisodeManifest
+from podspool.stages.base import StageName
 
 
 @dataclass

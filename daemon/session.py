@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.models import EpisodeManifest, utcnow
 
 CHECKPOINT_RE = re.compile(r"^(?P<bid>.+)_checkpoint_(?P<n>\d+)\.json$")
 

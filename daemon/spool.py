@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from podspool.daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
+from podspool.stages import fsio
 from pydantic import ValidationError
-
-from daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
-from stages import fsio
 
 QUEUES = ("research", "production", "audio")
 FINAL = ("done", "failed")

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.dashboard import render_runtime, render_text
-from daemon.models import EpisodeManifest
-from daemon.runtime_hook import read_runtime
-from daemon.session import derive
-from daemon.spool import Spool
+from podspool.daemon.dashboard import render_runtime, render_text
+from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.runtime_hook import read_runtime
+from podspool.daemon.session import derive
+from podspool.daemon.spool import Spool
 
 
 def collect(root: Path, only: str | None = None) -> dict[str, Any]:

@@ -20,22 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from daemon import requests as control
-from daemon.config import Config
-from daemon.dashboard import render_text
-from daemon.guards import MemoryGuard, enforce_time_limits
-from daemon.hooks import Hook
-from daemon.inbox import Inbox
-from daemon.intake import ManifestProblem, check_file
-from daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, utcnow
-from daemon.notify import Notifier
-from daemon.scheduler import Waiting, batch_stage_cap, needs_admission, order_key, retry_delay
-from daemon.session import CHECKPOINT_RE, checkpoint_doc, derive, summary_doc
-from daemon.spool import QUEUES, Spool
-from daemon.workers import Task, Worker, WorkerSpec
-from stages import fsio
-from stages.base import STAGE_NAMES, EpisodeInput, StageName, StageResult
+from podspool.daemon import requests as control
+from podspool.daemon.config import Config
+from podspool.daemon.dashboard import render_text
+from podspool.daemon.guards import MemoryGuard, enforce_time_limits
+from podspool.daemon.hooks import Hook
+from podspool.daemon.inbox import Inbox
+from podspool.daemon.intake import ManifestProblem, check_file
+from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, utcnow
+from podspool.daemon.notify import Notifier
+from podspool.daemon.scheduler import Waiting, batch_stage_cap, needs_admission, order_key, retry_delay
+from podspool.daemon.session import CHECKPOINT_RE, checkpoint_doc, derive, summary_doc
+from podspool.daemon.spool import QUEUES, Spool
+from podspool.daemon.workers import Task, Worker, WorkerSpec
+from podspool.stages import fsio
+from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName, StageResult
 
 NEXT = {"research": "production", "production": "audio", "audio": "done"}
 SESSION_WRITE_EVERY_S = 1.0

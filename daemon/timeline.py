@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from daemon.hooks import Hook
-from daemon.models import EpisodeManifest
-from daemon.session import parse_time
-from stages import fsio
-from stages.base import STAGE_NAMES
+from podspool.daemon.hooks import Hook
+from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.session import parse_time
+from podspool.stages import fsio
+from podspool.stages.base import STAGE_NAMES
 
 COLORS = {"research": "#4e79a7", "production": "#f28e2b", "audio": "#59a14f"}
 WAIT_COLOR = "#d9d9d9"

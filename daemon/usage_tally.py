@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.models import EpisodeManifest
-from stages import fsio
-from stages.base import STAGE_NAMES
+from podspool.daemon.models import EpisodeManifest
+from podspool.stages import fsio
+from podspool.stages.base import STAGE_NAMES
 
 ARTIFACT = {"research": "research.json", "production": "quality.json", "audio": "audio.json"}
 

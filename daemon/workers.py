@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from stages.base import EpisodeInput, StageContext, StageName
-from stages.settings import StageSettings
+from podspool.stages.base import EpisodeInput, StageContext, StageName
+from podspool.stages.settings import StageSettings
 
 # forkserver, not fork: the supervisor runs threads (the inbox observer), and forking a threaded
 # process can deadlock the child. The fork server is a fresh single-threaded interpreter that has
@@ -30,8 +29,8 @@ from stages.settings import StageSettings
 # re-importing them (numpy is left out: its BLAS may start threads). Workers are the fork server's
 # children; it exits when the supervisor dies, and their parent-death signal follows.
 CTX = mp.get_context("forkserver")
-CTX.set_forkserver_preload(["daemon.workers", "daemon.ratelimit", "stages.registry", "stages.research",
-                            "stages.production", "stages.providers.http", "stages.providers.sim"])
+CTX.set_forkserver_preload(["podspool.daemon.workers", "podspool.daemon.ratelimit", "podspool.stages.registry", "podspool.stages.research",
+                            "podspool.stages.production", "podspool.stages.providers.http", "podspool.stages.providers.sim"])
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
@@ -125,7 +124,7 @@ def _name_process(stage: str) -> None:
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     _die_with_parent(spec.supervisor_pid)
     _name_process(spec.stage)
-    from stages import fsio
+    from podspool.stages import fsio
 
     fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart
     # Ctrl-C reaches the whole process group; the supervisor decides how in-flight work ends.
@@ -156,8 +155,8 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     logger.remove()
     logger.add(log_sink, level="DEBUG", format="{message}")
 
-    from daemon.ratelimit import SharedLimiter
-    from stages.registry import run_stage, warm_up
+    from podspool.daemon.ratelimit import SharedLimiter
+    from podspool.stages.registry import run_stage, warm_up
 
     limiter = SharedLimiter(state / "ratelimit", spec.rates)
     gate_lock = _FileLock(state / "quality.lock")

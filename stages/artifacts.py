@@ -6,8 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from stages import fsio
-from stages.base import Finding, ResearchOutput, Usage
+from podspool.stages import fsio
+from podspool.stages.base import Finding, ResearchOutput, Usage
 
 RESEARCH_JSON = "research.json"
 SCRIPT_MD = "script.md"

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from stages import artifacts, fsio, pcm
-from stages.base import EpisodeInput, SpeechOutput, StageContext, StageError, StageResult, Turn
-from stages.costs import cost_of
-from stages.providers import registry
-from stages.script_format import parse_turns
-from stages.settings import AudioSettings
-from stages.words import words
+from podspool.stages import artifacts, fsio, pcm
+from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError, StageResult, Turn
+from podspool.stages.costs import cost_of
+from podspool.stages.providers import registry
+from podspool.stages.script_format import parse_turns
+from podspool.stages.settings import AudioSettings
+from podspool.stages.words import words
 
 __all__ = ["parse_turns", "run", "validate"]
 

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from stages.settings import StageSettings
+from podspool.stages.settings import StageSettings
 
 StageName = Literal["research", "production", "audio"]
 STAGE_NAMES: tuple[StageName, ...] = ("research", "production", "audio")
@@ -166,16 +166,32 @@ class Turn:
     text: str
 
 
+@dataclass(frozen=True)
+class TurnSpan:
+    """Where one turn's speech lies in a provider's audio, measured, not estimated (seconds)."""
+
+    turn: int  # index into the turns given to `synthesize`
+    start: float
+    end: float
+
+
 @dataclass
 class SpeechOutput:
     pcm: bytes  # signed 16-bit little-endian mono at `sample_rate`
     sample_rate: int
     usage: list[Usage] = field(default_factory=list)
+    # One span per turn, in order, timed in `pcm` as the provider made it (from its per-turn synthesis or
+    # the API's own timestamps). Empty only when a provider cannot know (sim): chapters then fall back to
+    # proportional estimates, and say so.
+    spans: list[TurnSpan] = field(default_factory=list)
 
 
 class SpeechProvider(Protocol):
     name: str
 
-    def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput: ...
+    def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
+        """Speak every turn, in order, in its host's voice. Ask the API for
+        `ctx.settings.audio.sample_rate` where it offers it, so the audio stage need not resample."""
+        ...
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stages.base import Usage
-from stages.settings import PriceEntry, StageSettings
+from podspool.stages.base import Usage
+from podspool.stages.settings import PriceEntry, StageSettings
 
 
 def _tokens(per_m_in: float, per_m_out: float, per_request: float = 0.0) -> PriceEntry:

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from stages import artifacts, fsio, quality
-from stages.base import EpisodeInput, StageContext, StageError, StageResult, Usage
-from stages.costs import cost_of
-from stages.providers import registry
+from podspool.stages import artifacts, fsio, quality
+from podspool.stages.base import EpisodeInput, StageContext, StageError, StageResult, Usage
+from podspool.stages.costs import cost_of
+from podspool.stages.providers import registry
 
 REJECTED_MD = "script.rejected.md"  # the last refused draft, kept for the operator who reads failed/
 

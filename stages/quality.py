@@ -12,10 +12,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stages.base import ResearchOutput
-from stages.script_format import TURN_RE, cited_numbers, parse_turns, sections, source_numbers, spoken
-from stages.settings import StageSettings
-from stages.words import flesch_reading_ease, tokens, words
+from podspool.stages.base import ResearchOutput
+from podspool.stages.script_format import (
+    TURN_RE,
+    cited_numbers,
+    parse_turns,
+    sections,
+    source_numbers,
+    spoken,
+)
+from podspool.stages.settings import StageSettings
+from podspool.stages.words import flesch_reading_ease, tokens, words
 
 READABILITY_RANGE = (30.0, 100.0)  # Flesch: below 30 is academic prose, above 100 is baby talk
 COVERAGE_TOP = 5  # how many of the best findings the script must carry

@@ -7,14 +7,13 @@ import traceback
 from pathlib import Path
 
 from loguru import logger
-
-from stages.base import EpisodeInput, StageContext, StageError, StageName, StageResult
-from stages.costs import cost_of
-from stages.settings import StageSettings
+from podspool.stages.base import EpisodeInput, StageContext, StageError, StageName, StageResult
+from podspool.stages.costs import cost_of
+from podspool.stages.settings import StageSettings
 
 
 def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
-    module = importlib.import_module(f"stages.{stage}")  # only this stage's libraries, not all three
+    module = importlib.import_module(f"podspool.stages.{stage}")  # only this stage's libraries, not all three
     try:
         return module.run(folder, episode, ctx)
     except StageError as exc:
@@ -29,9 +28,9 @@ def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageC
 
 def warm_up(stage: StageName, settings: StageSettings) -> None:
     """Import a stage and its provider (numpy, BM25, libespeak...) before the first episode needs them."""
-    from stages.providers import registry as providers
+    from podspool.stages.providers import registry as providers
 
-    importlib.import_module(f"stages.{stage}")
+    importlib.import_module(f"podspool.stages.{stage}")
     table = {"research": providers.RESEARCH, "production": providers.WRITERS, "audio": providers.SPEECH}[stage]
     try:
         providers.load(table, getattr(settings, stage).provider)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from loguru import logger
-
-from stages import artifacts
-from stages.base import EpisodeInput, StageContext, StageResult
-from stages.costs import cost_of
-from stages.providers import registry
+from podspool.stages import artifacts
+from podspool.stages.base import EpisodeInput, StageContext, StageResult
+from podspool.stages.costs import cost_of
+from podspool.stages.providers import registry
 
 
 def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from stages.base import Turn
+from podspool.stages.base import Turn
 
 SCRIPT_RULES = """\
 Format the script as markdown:

@@ -39,13 +39,13 @@ def make_spool(root: Path, extra: str = "", latency_ms: float = 20, error_rate: 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PODSPOOL_CONFIG": "", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "podspool.daemon", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=timeout)
 
 
 def start_daemon(spool: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PODSPOOL_CONFIG": "", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "daemon", "run", "--spool", str(spool), *args],
+    return subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full_env)
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stages import artifacts, fsio, pcm
-from stages.audio import validate
-from stages.base import EpisodeInput, SpeechOutput, StageContext, StageError
-from stages.providers.espeak import EspeakSpeech, voices_for
-from stages.registry import run_stage
-from stages.script_format import parse_turns
-from stages.settings import AudioSettings, StageSettings
+from podspool.stages import artifacts, fsio, pcm
+from podspool.stages.audio import validate
+from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError
+from podspool.stages.providers.espeak import EspeakSpeech, voices_for
+from podspool.stages.registry import run_stage
+from podspool.stages.script_format import parse_turns
+from podspool.stages.settings import AudioSettings, StageSettings
 
 SCRIPT = """# Test
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.config import Limits
-from daemon.guards import MemoryGuard
+from podspool.daemon.config import Limits
+from podspool.daemon.guards import MemoryGuard
 
 
 def test_memory_guard_pauses_and_resumes() -> None:

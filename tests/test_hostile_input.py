@@ -153,7 +153,7 @@ def test_disk_full_pauses_then_resumes_losing_nothing(small_fs: Path, tmp_path: 
     stderr = tmp_path / "stderr.txt"
     # the log lives on the full disk; the journal (stderr, here a file elsewhere) does not
     with open(stderr, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--spool", str(spool)],
+        proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
                                 stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
         try:
             wait_for(lambda: len(episodes_in(spool, "done")) >= 1, 60, proc, "one episode done")

@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 from fakeapi import FakeApi, Reply, Request, error, http_date
-
-from daemon.ratelimit import SharedLimiter
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn, Usage
-from stages.costs import cost_of
-from stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
-from stages.providers.openai_compat import OpenAIWriter
-from stages.providers.perplexity import PerplexityResearch
-from stages.providers.websearch import WebSearchResearch
-from stages.settings import StageSettings
+from podspool.daemon.ratelimit import SharedLimiter
+from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.costs import cost_of
+from podspool.stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
+from podspool.stages.providers.openai_compat import OpenAIWriter
+from podspool.stages.providers.perplexity import PerplexityResearch
+from podspool.stages.providers.websearch import WebSearchResearch
+from podspool.stages.settings import StageSettings
 
 KEY = "sk-TESTKEY-0123456789abcdef"
 EPISODE = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="Dark matter", notes="galaxy rotation")

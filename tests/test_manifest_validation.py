@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from daemon.intake import ManifestProblem, check_file, check_manifest
-from daemon.models import BatchManifest, episode_id
+from podspool.daemon.intake import ManifestProblem, check_file, check_manifest
+from podspool.daemon.models import BatchManifest, episode_id
 
 
 def check(doc: object, roots: list[Path] | None = None) -> BatchManifest:

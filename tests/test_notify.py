@@ -13,10 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from podspool.daemon.models import BatchManifest
+from podspool.daemon.spool import Spool
 from podspool_helpers import make_spool, wait_for
-
-from daemon.models import BatchManifest
-from daemon.spool import Spool
 
 RECOVERY_LINE = "was in flight; it runs again from the start of research"
 
@@ -59,7 +58,7 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, kind: str) -> None:
     sock, address = _bind(kind, tmp_path)
     err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file, not a pipe nobody reads (64 KiB would block it)
     env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "30000000"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--spool", str(root)],
+    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(root)],
                             stdout=subprocess.DEVNULL, stderr=err, env=env)
     messages: list[dict[str, str]] = []
     log = root / "logs" / "podspool.log"

@@ -6,13 +6,19 @@ import re
 from pathlib import Path
 
 import pytest
-
-from stages import artifacts, fsio, quality
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageResult, WriterOutput
-from stages.providers import registry
-from stages.providers.local_writer import LocalWriter
-from stages.registry import run_stage
-from stages.settings import ProductionSettings, QualitySettings, StageSettings
+from podspool.stages import artifacts, fsio, quality
+from podspool.stages.base import (
+    EpisodeInput,
+    Finding,
+    ResearchOutput,
+    StageContext,
+    StageResult,
+    WriterOutput,
+)
+from podspool.stages.providers import registry
+from podspool.stages.providers.local_writer import LocalWriter
+from podspool.stages.registry import run_stage
+from podspool.stages.settings import ProductionSettings, QualitySettings, StageSettings
 
 FACTS = [
     "Honeybees tell their nestmates where food is by dancing on the comb. The Austrian scientist Karl von "

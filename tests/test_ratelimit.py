@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 from fakeapi import FakeApi, max_in_window, utilisation
-
-from daemon.ratelimit import FileBackend, MemoryBackend, RateLimiter, SharedLimiter
-from daemon.ratelimit.filestore import path_for
+from podspool.daemon.ratelimit import FileBackend, MemoryBackend, RateLimiter, SharedLimiter
+from podspool.daemon.ratelimit.filestore import path_for
 
 
 class FakeClock:

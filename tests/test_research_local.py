@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from stages import artifacts
-from stages.base import EpisodeInput, StageContext
-from stages.passages import html_passages, text_passages
-from stages.registry import run_stage
-from stages.settings import ResearchSettings, StageSettings
+from podspool.stages import artifacts
+from podspool.stages.base import EpisodeInput, StageContext
+from podspool.stages.passages import html_passages, text_passages
+from podspool.stages.registry import run_stage
+from podspool.stages.settings import ResearchSettings, StageSettings
 
 TIDES = """# Tides
 

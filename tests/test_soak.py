@@ -42,7 +42,7 @@ def test_random_sigkills_lose_nothing(tmp_path: Path) -> None:
     survived = 0
     started = time.monotonic()
     for n in range(KILLS):
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--spool", str(spool)],
+        proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             # anywhere from start-up and recovery to full flow

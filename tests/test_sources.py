@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from stages.sources import SourceError, check_sources, is_url, resolve_source, roots_from_settings
+from podspool.stages.sources import SourceError, check_sources, is_url, resolve_source, roots_from_settings
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ import wave
 from pathlib import Path
 
 import pytest
-
-from stages import artifacts, fsio
-from stages.base import EpisodeInput, StageContext
-from stages.registry import run_stage
-from stages.settings import ResearchSettings, StageSettings
-from stages.sources import check_sources
+from podspool.stages import artifacts, fsio
+from podspool.stages.base import EpisodeInput, StageContext
+from podspool.stages.registry import run_stage
+from podspool.stages.settings import ResearchSettings, StageSettings
+from podspool.stages.sources import check_sources
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "examples" / "small_batch.json"

@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.ratelimit import window
-from daemon.ratelimit.backend import Backend
-from daemon.ratelimit.filestore import FileBackend
-from daemon.ratelimit.memory import MemoryBackend
-from daemon.ratelimit.window import Rate
+from podspool.daemon.ratelimit import window
+from podspool.daemon.ratelimit.backend import Backend
+from podspool.daemon.ratelimit.filestore import FileBackend
+from podspool.daemon.ratelimit.memory import MemoryBackend
+from podspool.daemon.ratelimit.window import Rate
 
 __all__ = ["Backend", "FileBackend", "MAX_PAUSE_S", "MemoryBackend", "Rate", "RateLimiter", "SharedLimiter"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from daemon.ratelimit.window import WindowState
+from podspool.daemon.ratelimit.window import WindowState
 
 
 class Backend(Protocol):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from daemon.ratelimit.backend import resized
+from podspool.daemon.ratelimit.backend import resized
 
 MAGIC = b"PSRLWIN1"
 HEADER = struct.Struct("<8sIIdd")

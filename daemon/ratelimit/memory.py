@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from daemon.ratelimit.backend import resized
+from podspool.daemon.ratelimit.backend import resized
 
 
 class _MemoryState:

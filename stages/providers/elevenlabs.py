@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import requests
-
-from stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
-from stages.providers.http import HttpClient, MalformedResponse, require_key
+from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers.http import HttpClient, MalformedResponse, require_key
 
 API = "elevenlabs"
 # ElevenLabs' premade voices: Rachel and Adam. Hosts beyond two alternate between them.

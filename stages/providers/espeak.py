@@ -13,9 +13,8 @@ import ctypes
 import threading
 
 from loguru import logger
-
-from stages import pcm
-from stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages import pcm
+from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of calling exit() on a bad data path

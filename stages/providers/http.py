@@ -22,14 +22,13 @@ from urllib.parse import urlsplit
 
 import requests
 from loguru import logger
+from podspool.stages.base import StageContext, StageError
+from podspool.stages.settings import HttpProviderSettings
 from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
 )
-
-from stages.base import StageContext, StageError
-from stages.settings import HttpProviderSettings
 
 T = TypeVar("T")
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from loguru import logger
+from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Usage
+from podspool.stages.passages import Passage, file_passages
+from podspool.stages.sources import SOURCE_SUFFIXES, SourceError, is_url, resolve_source, roots_from_settings
+from podspool.stages.words import tokens
 from rank_bm25 import BM25Plus
-
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Usage
-from stages.passages import Passage, file_passages
-from stages.sources import SOURCE_SUFFIXES, SourceError, is_url, resolve_source, roots_from_settings
-from stages.words import tokens
 
 MAX_DIR_FILES = 2000  # a sources_dir is a curated folder; a runaway tree should not stall a worker
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import re
 
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
-from stages.passages import split_sentences
-from stages.words import words
+from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
+from podspool.stages.passages import split_sentences
+from podspool.stages.words import words
 
 # Openers and replies rotate by segment number; each carries the segment's label, so no two
 # paragraphs of a script come out the same however many segments there are.

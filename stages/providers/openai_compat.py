@@ -13,9 +13,8 @@ from typing import Any
 
 import requests
 from loguru import logger
-
-from stages.base import EpisodeInput, ResearchOutput, StageContext, Usage, WriterOutput
-from stages.providers.http import HttpClient, MalformedResponse, parse_json
+from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, Usage, WriterOutput
+from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 
 API = "openai"
 SYSTEM_PROMPT = "You are a careful podcast scriptwriter. You follow the output format exactly."
@@ -25,7 +24,7 @@ DIRECTION = re.compile(r"^\s*[\[(].*[\])]\s*$")  # "[Intro music]", "(laughs)"
 
 
 def _template(name: str) -> Template:
-    return Template(resources.files("stages.providers").joinpath("prompts", name).read_text(encoding="utf-8"))
+    return Template(resources.files("podspool.stages.providers").joinpath("prompts", name).read_text(encoding="utf-8"))
 
 
 def research_block(research: ResearchOutput) -> str:

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
-from stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
-from stages.settings import PerplexitySettings
+from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
+from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
+from podspool.stages.settings import PerplexitySettings
 
 API = "perplexity"
 SYSTEM_PROMPT = (

@@ -7,20 +7,20 @@ import importlib
 from typing import Any
 
 RESEARCH = {
-    "sim": "stages.providers.sim:SimProvider",
-    "local": "stages.providers.local_research:LocalResearch",
-    "perplexity": "stages.providers.perplexity:PerplexityResearch",
-    "websearch": "stages.providers.websearch:WebSearchResearch",
+    "sim": "podspool.stages.providers.sim:SimProvider",
+    "local": "podspool.stages.providers.local_research:LocalResearch",
+    "perplexity": "podspool.stages.providers.perplexity:PerplexityResearch",
+    "websearch": "podspool.stages.providers.websearch:WebSearchResearch",
 }
 WRITERS = {
-    "sim": "stages.providers.sim:SimProvider",
-    "local": "stages.providers.local_writer:LocalWriter",
-    "openai": "stages.providers.openai_compat:OpenAIWriter",
+    "sim": "podspool.stages.providers.sim:SimProvider",
+    "local": "podspool.stages.providers.local_writer:LocalWriter",
+    "openai": "podspool.stages.providers.openai_compat:OpenAIWriter",
 }
 SPEECH = {
-    "sim": "stages.providers.sim:SimProvider",
-    "espeak": "stages.providers.espeak:EspeakSpeech",
-    "elevenlabs": "stages.providers.elevenlabs:ElevenLabsSpeech",
+    "sim": "podspool.stages.providers.sim:SimProvider",
+    "espeak": "podspool.stages.providers.espeak:EspeakSpeech",
+    "elevenlabs": "podspool.stages.providers.elevenlabs:ElevenLabsSpeech",
 }
 
 

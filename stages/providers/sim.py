@@ -11,7 +11,7 @@ import random
 import struct
 import time
 
-from stages.base import (
+from podspool.stages.base import (
     EpisodeInput,
     Finding,
     ResearchOutput,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-
-from stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
-from stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
+from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
+from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
 
 API = "websearch"
 
