@@ -54,7 +54,7 @@ def run(episodes: int, r: float, p: float, a: float) -> dict[str, float]:
         (spool / "inbox" / "b.json").write_text(json.dumps(
             {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(episodes)], "strategy": "large_batch"}))
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "daemon", "run", "--once", "--spool", str(spool)], check=True)
+        subprocess.run([sys.executable, "-m", "podspool.daemon", "run", "--once", "--spool", str(spool)], check=True)
         wall = time.monotonic() - t0
         manifests = [json.loads(m.read_text()) for m in (spool / "done").glob("*/manifest.json")]
         assert len(manifests) == episodes, f"only {len(manifests)} of {episodes} done"

@@ -63,7 +63,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     sup_ref: list[Supervisor] = []
 
     def folder_of(eid: str) -> Path | None:
-        w = sup_ref[0].episodes.get(eid) if sup_ref else None
+        w = sup_ref[0].episodes.get(eid) if sup_ref else None  # finished episodes log to their folder no more
         return sp.folder(w.location, eid) if w is not None else None
 
     lg = cfg.logging
@@ -224,7 +224,8 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
     moved = sup.apply_request(body)
     sup._write_sessions(force=True)
     for eid in moved:
-        typer.echo(f"{eid}: back in {sup.episodes[eid].location}")
+        ep = sup.episodes.get(eid)
+        typer.echo(f"{eid}: back in {ep.location if ep else '?'}")
     if budget is not None:
         typer.echo(f"{batch}: budget ${budget:.2f}")
     if not moved and budget is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -25,22 +26,27 @@ from watchdog.observers import Observer
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, ready: queue.SimpleQueue[str]) -> None:
+    def __init__(self, ready: queue.SimpleQueue[str], wake: Callable[[], None]) -> None:
         self.ready = ready
+        self.wake = wake
 
     def on_closed(self, event: FileClosedEvent) -> None:
         self.ready.put(str(event.src_path))
+        self.wake()  # a file closed after writing is complete: take it now, not at the next tick
 
     def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         self.ready.put(str(event.dest_path))
+        self.wake()  # a file renamed in is complete by definition
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         return None
 
 
 class Inbox:
-    def __init__(self, folder: Path, settle_s: float, rescan_s: float) -> None:
+    def __init__(self, folder: Path, settle_s: float, rescan_s: float,
+                 wake: Callable[[], None] = lambda: None) -> None:
         self.folder = folder
+        self.wake = wake  # wakes the main loop (called from the observer's thread)
         self.settle_s = settle_s
         self.rescan_s = rescan_s
         self.ready: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -51,7 +57,7 @@ class Inbox:
     def start_watching(self) -> None:
         try:
             obs = Observer()
-            obs.schedule(_Handler(self.ready), str(self.folder), recursive=False)
+            obs.schedule(_Handler(self.ready, self.wake), str(self.folder), recursive=False)
             obs.daemon = True
             obs.start()
             self._observer = obs
@@ -107,6 +113,16 @@ class Inbox:
         for gone in set(self._seen) - names:
             del self._seen[gone]
         return found
+
+    def settle(self, paths: list[Path]) -> list[Path]:
+        """--once at start-up: a file written moments ago gets settle_s to stand still before it is read."""
+        deadline = time.monotonic() + self.settle_s * 3
+        while time.monotonic() < deadline:
+            young = [p for p in paths if p.exists() and time.time() - p.stat().st_mtime < self.settle_s]
+            if not young:
+                break
+            time.sleep(0.1)
+        return [p for p in paths if os.path.lexists(p)]
 
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)

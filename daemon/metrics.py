@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,77 @@ class _Out:
         lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
         self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
 
-    def histogram(self, name: str, help_: str, series: dict[str, list[float]], label: str) -> None:
+    def histogram(self, name: str, help_: str, series: Mapping[Any, Histo], label: str) -> None:
         self.family(name, "histogram", help_)
-        for key, values in series.items():
-            for b in BUCKETS:
-                self.sample(f"{name}_bucket", sum(1 for v in values if v <= b), **{label: key, "le": _num(float(b))})
-            self.sample(f"{name}_bucket", len(values), **{label: key, "le": "+Inf"})
-            self.sample(f"{name}_sum", round(sum(values), 3), **{label: key})
-            self.sample(f"{name}_count", len(values), **{label: key})
+        for key, h in series.items():
+            for b, n in zip(BUCKETS, h.buckets, strict=True):
+                self.sample(f"{name}_bucket", n, **{label: key, "le": _num(float(b))})
+            self.sample(f"{name}_bucket", h.count, **{label: key, "le": "+Inf"})
+            self.sample(f"{name}_sum", round(h.total, 3), **{label: key})
+            self.sample(f"{name}_count", h.count, **{label: key})
+
+
+class Histo:
+    """Bucket counts, not the values: a histogram's memory does not grow with the daemon's history."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(BUCKETS)
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, v: float) -> None:
+        for i, b in enumerate(BUCKETS):
+            if v <= b:
+                self.buckets[i] += 1
+        self.count += 1
+        self.total += v
+
+    def merged(self, other: Histo) -> Histo:
+        h = Histo()
+        h.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        h.count, h.total = self.count + other.count, self.total + other.total
+        return h
+
+
+class Totals:
+    """What the metrics need of a set of episodes, folded once (closed batches) or recomputed (open ones)."""
+
+    def __init__(self) -> None:
+        self.run = {s: Histo() for s in STAGE_NAMES}
+        self.wait = {s: Histo() for s in STAGE_NAMES}
+        self.spend = dict.fromkeys(STAGE_NAMES, 0.0)
+        self.errors = dict.fromkeys(STAGE_NAMES, 0)
+        self.limited = dict.fromkeys(STAGE_NAMES, 0)
+        self.requests: dict[str, int] = {}
+        self.batches_complete = 0
+
+    def fold(self, episodes: Iterable[EpisodeManifest]) -> Totals:
+        for m in episodes:
+            run, wait = stage_seconds([m])
+            for s in STAGE_NAMES:
+                for v in run[s]:
+                    self.run[s].add(v)
+                for v in wait[s]:
+                    self.wait[s].add(v)
+                self.spend[s] += getattr(m.costs, s)
+            for e in m.errors:
+                self.errors[e.phase] = self.errors.get(e.phase, 0) + 1
+                if RATE_LIMITED.search(e.error):
+                    self.limited[e.phase] = self.limited.get(e.phase, 0) + 1
+        return self
+
+    def plus(self, other: Totals) -> Totals:
+        t = Totals()
+        for s in STAGE_NAMES:
+            t.run[s], t.wait[s] = self.run[s].merged(other.run[s]), self.wait[s].merged(other.wait[s])
+            t.spend[s] = self.spend[s] + other.spend[s]
+            t.errors[s] = self.errors[s] + other.errors[s]
+            t.limited[s] = self.limited[s] + other.limited[s]
+        t.batches_complete = self.batches_complete + other.batches_complete
+        for src in (self.requests, other.requests):
+            for api, n in src.items():
+                t.requests[api] = t.requests.get(api, 0) + n
+        return t
 
 
 def stage_seconds(episodes: Iterable[EpisodeManifest]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -89,10 +152,10 @@ def stage_seconds(episodes: Iterable[EpisodeManifest]) -> tuple[dict[str, list[f
     return run, wait
 
 
-def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[str, dict[str, Any]],
+def render_metrics(snap: dict[str, Any], totals: Totals, rates: dict[str, dict[str, Any]],
                    *, up: bool = True) -> str:
+    """`totals`: the episodes of closed batches (folded once) plus those in `snap` (recomputed)."""
     o = _Out()
-    episodes: list[EpisodeManifest] = snap["episodes"]
     o.family("podspool_up", "gauge", "1 while the daemon runs, 0 once it stopped")
     o.sample("podspool_up", 1 if up else 0)
     o.family("podspool_episodes", "gauge", "episodes by the folder they sit in")
@@ -116,20 +179,10 @@ def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[s
     o.family("podspool_admission_paused", "gauge", "1 while admission is paused for memory")
     o.sample("podspool_admission_paused", 1 if mem["paused"] else 0, reason="memory")
 
-    run, wait = stage_seconds(episodes)
-    o.histogram("podspool_stage_duration_seconds", "successful run time of a stage", run, "stage")
-    o.histogram("podspool_stage_wait_seconds", "queue wait before a stage started (first attempts)", wait, "stage")
-
-    spend = {s: 0.0 for s in STAGE_NAMES}
-    errors = {s: 0 for s in STAGE_NAMES}
-    limited = {s: 0 for s in STAGE_NAMES}
-    for m in episodes:
-        for s in STAGE_NAMES:
-            spend[s] += getattr(m.costs, s)
-        for e in m.errors:
-            errors[e.phase] = errors.get(e.phase, 0) + 1
-            if RATE_LIMITED.search(e.error):
-                limited[e.phase] = limited.get(e.phase, 0) + 1
+    o.histogram("podspool_stage_duration_seconds", "successful run time of a stage", totals.run, "stage")
+    o.histogram("podspool_stage_wait_seconds", "queue wait before a stage started (first attempts)", totals.wait,
+                "stage")
+    spend, errors, limited, requests = totals.spend, totals.errors, totals.limited, totals.requests
     o.family("podspool_spend_usd", "gauge", "USD spent by the episodes in the spool, failed attempts included")
     for s in STAGE_NAMES:
         o.sample("podspool_spend_usd", round(spend[s], 6), stage=s)
@@ -160,7 +213,7 @@ def render_metrics(snap: dict[str, Any], requests: dict[str, int], rates: dict[s
         o.sample("podspool_rate_limit_used", r["used"], api=api)
 
     o.family("podspool_batches", "gauge", "batches by state")
-    states: dict[str, int] = {"running": 0, "held": 0, "complete": 0}
+    states: dict[str, int] = {"running": 0, "held": 0, "complete": totals.batches_complete}
     for b in snap["batches"]:
         states[b["state"]] = states.get(b["state"], 0) + 1
     for state, n in states.items():
@@ -190,16 +243,19 @@ class MetricsHook(Hook):
         self.root = Path(root)
         self.every_s = every_s
         self.tally = UsageTally(self.root)
+        self.closed = Totals()  # the episodes of batches that completed while this daemon ran
         self._last = 0.0
         self._snapshot: Callable[[], dict[str, Any]] | None = None
 
     def write(self, snap: dict[str, Any], up: bool = True) -> None:
-        requests = self.tally.requests_by_api(locations_of(snap))
+        live = Totals().fold(snap["episodes"])
+        live.requests = self.tally.requests_by_api(locations_of(snap))
+        totals = self.closed.plus(live)
         rates = headroom(self.root / "state" / "ratelimit", snap["rate_limits"], snap["time"])
         # fsio's temp name would end in ".prom" beside the target, and node_exporter globs *.prom (dot-files
         # included), so it could read half a file: write it whole under state/, then rename it in
         staged = self.root / "state" / (METRICS_FILE + ".next")
-        fsio.write_text(staged, render_metrics(snap, requests, rates, up=up))
+        fsio.write_text(staged, render_metrics(snap, totals, rates, up=up))
         os.replace(staged, self.root / METRICS_FILE)
         fsio.fsync_dir(self.root)
 
@@ -211,6 +267,15 @@ class MetricsHook(Hook):
             self.write(snapshot())
 
     def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+        where = {r["episode_id"]: r["location"] for r in session.get("episodes", [])}
+        located = [(where.get(m.session_id, m.status if m.status in ("done", "failed") else "done"), m)
+                   for m in episodes]
+        closed = Totals().fold(episodes)
+        closed.batches_complete = 1
+        self.closed = self.closed.plus(closed)
+        counted = UsageTally(self.root).requests_by_api(located)  # read once, then forgotten
+        for api, n in counted.items():
+            self.closed.requests[api] = self.closed.requests.get(api, 0) + n
         self._last = 0.0  # a finished batch is worth publishing now, not in 5 s
 
     def close(self) -> None:

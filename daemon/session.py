@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,41 +34,95 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def derive(meta: dict[str, Any], episodes: Iterable[tuple[str, EpisodeManifest]],
+@dataclass
+class Tally:
+    """A batch's running totals: kept incrementally by the daemon, or counted from the folders by `status`.
+
+    One formula for both, so the daemon's session.json and `podspool status` can never disagree.
+    """
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    revised: int = 0
+    quality_sum: float = 0.0
+    quality_n: int = 0
+    last_finished: float | None = None
+    costs: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("research", "production", "audio",
+                                                                            "total"), 0.0))
+    numbers: list[int] = field(default_factory=list)
+
+    def add_cost(self, stage: str, usd: float) -> None:
+        if usd:
+            self.costs[stage] += usd
+            self.costs["total"] += usd
+
+    def add_costs(self, m: EpisodeManifest) -> None:
+        for stage in ("research", "production", "audio"):
+            self.add_cost(stage, getattr(m.costs, stage))
+
+    def finish(self, location: str, m: EpisodeManifest) -> None:
+        if location == "done":
+            self.completed += 1
+            if m.quality is not None:
+                self.quality_sum += m.quality
+                self.quality_n += 1
+        else:
+            self.failed += 1
+        if m.revisions > 0:
+            self.revised += 1
+        end = parse_time(m.finished_at)
+        if end is not None:
+            self.last_finished = max(end, self.last_finished or end)
+
+    def unfinish(self, location: str, m: EpisodeManifest) -> None:
+        """`podspool retry` took a failed episode back."""
+        if location == "failed":
+            self.failed -= 1
+        if m.revisions > 0:
+            self.revised -= 1
+
+    @classmethod
+    def of(cls, episodes: Iterable[tuple[str, EpisodeManifest]]) -> Tally:
+        t = cls()
+        for loc, m in episodes:
+            t.total += 1
+            t.numbers.append(m.episode_number)
+            t.add_costs(m)
+            if loc in ("done", "failed"):
+                t.finish(loc, m)
+        return t
+
+
+def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, EpisodeManifest]],
            running: set[str] | None = None, checkpoints: list[str] | None = None,
            now: float | None = None) -> dict[str, Any]:
-    """session.json for one batch from its static `meta` and (location, manifest) of each episode."""
+    """session.json for one batch: its static `meta`, its `tally`, and rows for the episodes given
+    (the unfinished ones, and the finished ones too when the caller has them at hand)."""
     now = time.time() if now is None else now
     running = running or set()
-    eps = sorted(episodes, key=lambda e: e[1].episode_number)
     budget = meta.get("budget_usd")
-    costs = {"research": 0.0, "production": 0.0, "audio": 0.0, "total": 0.0}
-    completed = failed = in_progress = waiting = 0
+    in_progress = waiting = 0
     rows = []
-    for loc, m in eps:
-        for k in costs:
-            costs[k] += getattr(m.costs, k)
-        if loc == "done":
-            completed += 1
-        elif loc == "failed":
-            failed += 1
-        elif m.session_id in running or m.status == "in_progress":
-            in_progress += 1
-        else:
-            waiting += 1
+    for loc, m in sorted(unfinished, key=lambda e: e[1].episode_number):
+        if loc not in ("done", "failed"):
+            if m.session_id in running or m.status == "in_progress":
+                in_progress += 1
+            else:
+                waiting += 1
         rows.append({"episode_id": m.session_id, "number": m.episode_number, "topic": m.topic,
                      "location": loc, "status": m.status, "phases": m.phases.model_dump(),
                      "attempts": m.attempts, "quality": m.quality, "costs": m.costs.model_dump(),
                      "running": m.session_id in running})
-    costs = {k: round(v, 6) for k, v in costs.items()}
+    costs = {k: round(v, 6) for k, v in tally.costs.items()}
+    completed, failed, total = tally.completed, tally.failed, tally.total
     over_budget = budget is not None and costs["total"] >= budget
     held = sum(1 for r in rows if r["location"] not in ("done", "failed") and not r["running"]) if over_budget else 0
-    total = len(eps)
     started = parse_time(meta.get("start_time")) or parse_time(meta.get("accepted_at"))
     finished = completed + failed == total and total > 0
     end = parse_time(meta.get("end_time")) if finished else None
     if finished and end is None:
-        end = max((parse_time(m.finished_at) or now) for _, m in eps)
+        end = tally.last_finished or now
     elapsed = max(1e-9, ((end or now) - started)) if started else None
     per_hour = completed / (elapsed / 3600) if elapsed and completed else 0.0
     remaining = total - completed - failed
@@ -75,7 +130,7 @@ def derive(meta: dict[str, Any], episodes: Iterable[tuple[str, EpisodeManifest]]
     return {
         **{k: v for k, v in meta.items() if k not in ("progress", "costs", "episodes", "checkpoints")},
         "total": total,
-        "episodes_numbers": [m.episode_number for _, m in eps],
+        "episodes_numbers": sorted(tally.numbers),
         "progress": {"completed": completed, "in_progress": in_progress, "failed": failed,
                      "waiting": waiting, "held": held, "total": total},
         "completed": completed, "in_progress": in_progress, "failed": failed, "held": held,
@@ -86,22 +141,21 @@ def derive(meta: dict[str, Any], episodes: Iterable[tuple[str, EpisodeManifest]]
         "eta_seconds": None if eta_s is None else round(eta_s, 1),
         "end_time": iso(end) if finished else None,
         "checkpoints": list(checkpoints or []),
-        "revised": sum(1 for _, m in eps if m.revisions > 0),
-        "quality_average": _mean([m.quality for loc, m in eps if loc == "done" and m.quality is not None]),
+        "revised": tally.revised,
+        "quality_average": round(tally.quality_sum / tally.quality_n, 4) if tally.quality_n else None,
         "episodes": rows,
         "updated_at": utcnow(),
     }
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
-
-
-def checkpoint_doc(session: dict[str, Any], n: int) -> dict[str, Any]:
+def checkpoint_doc(session: dict[str, Any], n: int, finished: list[tuple[str, EpisodeManifest]]) -> dict[str, Any]:
+    """Checkpoint n: the batch's progress and costs, and the episodes finished since checkpoint n-1 (so
+    writing one costs the same at the 2,000th checkpoint as at the first)."""
     return {"checkpoint": n, "written_at": utcnow(), "batch_id": session["batch_id"],
             "progress": session["progress"], "costs": session["costs"],
-            "episodes": [{k: r[k] for k in ("episode_id", "location", "status", "phases", "attempts", "costs")}
-                         for r in session["episodes"]]}
+            "finished_since_previous": [
+                {"episode_id": m.session_id, "location": loc, "status": m.status, "phases": m.phases.model_dump(),
+                 "attempts": m.attempts, "costs": m.costs.model_dump()} for loc, m in finished]}
 
 
 def summary_doc(session: dict[str, Any], episodes: list[EpisodeManifest]) -> dict[str, Any]:

@@ -123,15 +123,17 @@ class Spool:
     def scan(self) -> Iterator[Located]:
         """Every episode folder in every location (the recovery scan)."""
         for loc in LOCATIONS:
-            try:
-                names = sorted(os.listdir(self.where(loc)))
-            except FileNotFoundError:
+            yield from self.scan_location(loc)
+
+    def scan_location(self, loc: str) -> Iterator[Located]:
+        try:
+            entries = sorted(os.scandir(self.where(loc)), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if e.name.startswith(".") or e.is_symlink() or not e.is_dir():
                 continue
-            for name in names:
-                path = self.where(loc) / name
-                if name.startswith(".") or not path.is_dir() or path.is_symlink():
-                    continue
-                yield Located(loc, name, path)
+            yield Located(loc, e.name, Path(e.path))
 
     # ---- temp files -------------------------------------------------------------------------
 

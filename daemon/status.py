@@ -12,7 +12,7 @@ from typing import Any
 from podspool.daemon.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.runtime_hook import read_runtime
-from podspool.daemon.session import derive
+from podspool.daemon.session import Tally, derive
 from podspool.daemon.spool import Spool
 
 
@@ -37,7 +37,8 @@ def collect(root: Path, only: str | None = None) -> dict[str, Any]:
         running = {r["episode_id"] for r in meta.get("episodes", []) if r.get("running")} if runtime else set()
         # session.json is up to a second old: a folder already in done/ or failed/ is not running
         running -= {m.session_id for loc, m in by_batch.get(bid, []) if loc in ("done", "failed")}
-        session = derive(meta, by_batch.get(bid, []), running=running, checkpoints=meta.get("checkpoints", []))
+        eps = by_batch.get(bid, [])
+        session = derive(meta, Tally.of(eps), eps, running=running, checkpoints=meta.get("checkpoints", []))
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
     return {"spool": str(root), "batches": batches, "runtime": runtime}

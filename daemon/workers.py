@@ -171,7 +171,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
             result = run_stage(spec.stage, Path(folder), episode, ctx)
         if ctx.calls:
-            result.details["api_calls"] = dict(ctx.calls)
+            result.api_calls = dict(ctx.calls)
         try:
             send(("result", task_id, result))
         except (OSError, ValueError):

@@ -103,6 +103,10 @@ class StageResult:
     retryable: bool = True
     reused: bool = False  # the artifact was already there from an earlier run: nothing was paid again
     details: dict[str, Any] = field(default_factory=dict)  # e.g. audio_seconds, words
+    # The errno when the stage failed on an OSError (a full or read-only disk is not the episode's fault)
+    disk_errno: int | None = None
+    # Every HTTP attempt of this run by "api:outcome" (outcome: requests, errors, 429), retries included
+    api_calls: dict[str, int] = field(default_factory=dict)
 
 
 class StageError(Exception):

@@ -19,6 +19,9 @@ def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageC
     except StageError as exc:
         cost = exc.cost_usd or cost_of(exc.usage, ctx.settings)
         return StageResult(ok=False, error=str(exc), retryable=exc.retryable, cost_usd=cost, usage=exc.usage)
+    except OSError as exc:  # typed, so the supervisor can tell a full disk from a broken episode
+        logger.opt(exception=exc).error("stage {} raised {}", stage, type(exc).__name__)
+        return StageResult(ok=False, error=f"{type(exc).__name__}: {exc}", disk_errno=exc.errno)
     except Exception as exc:  # a bug or an unexpected library error: fail this attempt, keep the worker
         logger.opt(exception=exc).error("stage {} raised {}", stage, type(exc).__name__)
         last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []

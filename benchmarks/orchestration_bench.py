@@ -1,0 +1,98 @@
+"""Orchestration benchmark: the daemon's own cost per episode as batches grow. Prints figures; asserts nothing.
+
+One batch of N episodes through the real `podspool run --once`, with the `sim` providers at zero latency,
+so what is measured is the daemon's own work: intake, durable moves and manifests, IPC, scheduling.
+Time per episode should stay flat as N grows (linear orchestration), and the supervisor's peak RSS
+should grow with what is queued, not explode. A small separate run counts durable operations (every
+rename that makes something durable, through the PODSPOOL_CRASH_COUNT hook of stages/fsio.py).
+
+    python benchmarks/orchestration_bench.py [--sizes 300,1000,3000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+CONFIG = """
+[limits]
+max_sessions_in_memory = 10
+[research]
+provider = "sim"
+[production]
+provider = "sim"
+[audio]
+provider = "sim"
+[providers.sim]
+latency_ms = 0
+[logging]
+stderr = false
+"""
+
+
+def run(episodes: int, env: dict[str, str] | None = None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        spool = Path(tmp) / "spool"
+        (spool / "inbox").mkdir(parents=True)
+        (spool / "podspool.toml").write_text(CONFIG)
+        (spool / "inbox" / "b.json").write_text(json.dumps(
+            {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(episodes)], "strategy": "large_batch"}))
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--once", "--spool", str(spool)],
+                                env={**os.environ, **(env or {})})
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, ps.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.05)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"daemon exited {proc.returncode}")
+        done = sum(1 for _ in (spool / "done").iterdir())
+        if done != episodes:
+            raise SystemExit(f"only {done} of {episodes} done")
+        return {"wall_s": wall, "peak_rss_mib": peak / 2**20}
+
+
+def durable_ops(episodes: int = 30) -> Counter[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        count = Path(tmp) / "ops.txt"
+        run(episodes, {"PODSPOOL_CRASH_COUNT": str(count)})
+        roles: Counter[str] = Counter()
+        for line in count.read_text().splitlines():
+            roles[line.split()[0].split("-", 1)[0]] += 1
+        return roles
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="300,1000,3000,10000")
+    args = ap.parse_args()
+    ops = durable_ops(30)
+    total = sum(ops.values())
+    print(f"durable operations per episode (30-episode batch): {total / 30:.2f} "
+          f"(" + ", ".join(f"{k} {v / 30:.2f}" for k, v in sorted(ops.items())) + ")")
+    base = None
+    for n in (int(x) for x in args.sizes.split(",")):
+        r = run(n)
+        per_ms = r["wall_s"] / n * 1000
+        base = base or per_ms
+        print(f"{n:>6} episodes: {r['wall_s']:7.2f}s  {n / r['wall_s']:7.1f} episodes/s  "
+              f"{per_ms:6.2f} ms/episode ({per_ms / base:.2f}x of the first)  supervisor peak RSS "
+              f"{r['peak_rss_mib']:.1f} MiB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Taking a manifest from the inbox: accepted as a batch (its episode folders made in research/), or
+moved to rejected/ with the reasons. Never raises for bad input; a disk error is the caller's to pause on."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from loguru import logger
+from podspool.daemon.config import Config
+from podspool.daemon.intake import ManifestProblem, check_file
+from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.spool import Spool
+
+
+def source_roots(cfg: Config) -> list[Path]:
+    roots = [Path(r) for r in cfg.research.source_roots] or [Path.cwd()]
+    return [r if r.is_absolute() else Path.cwd() / r for r in roots]
+
+
+def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[EpisodeManifest]] | None:
+    """Accept or reject one inbox file. Returns (batch_id, new episode manifests) when accepted."""
+    if not os.path.lexists(path):
+        return None
+    roots = source_roots(cfg)
+    try:
+        if not path.name.endswith(".json"):
+            raise ManifestProblem([f"only *.json batch manifests are read from the inbox, not {path.name!r}"])
+        checked = check_file(path, cfg.limits.max_manifest_bytes, roots)
+        manifest = checked.manifest
+        if manifest.batch_id and spool.known_batch(manifest.batch_id):
+            if spool.is_leftover_of_accepted(path, checked.raw, manifest.batch_id):
+                logger.info("inbox: {} was already accepted as {}; removing it", path.name, manifest.batch_id)
+                spool.remove_inbox_file(path)
+                return None
+            raise ManifestProblem([f"batch_id: {manifest.batch_id!r} is already known"])
+        if manifest.batch_id is None and spool.is_leftover_of_accepted(path, checked.raw, None):
+            spool.remove_inbox_file(path)
+            return None
+        return spool.accept(path, manifest, checked.raw, time.time(), roots)
+    except ManifestProblem as exc:
+        target = spool.reject(path, exc.problems)
+        logger.warning("inbox: rejected {} -> {}: {}", path.name, target.name, "; ".join(exc.problems))
+        return None

@@ -1,0 +1,165 @@
+"""Batch bookkeeping: each batch's static facts, its running tally, checkpoints, summary and session files.
+
+The tally is kept incrementally (a result adds its cost, a finished episode its count), so deciding
+whether a batch is over budget or due a checkpoint costs O(1) whatever its size. The summary, written
+once when a batch completes, is read back from the episode folders themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from podspool.daemon.dashboard import render_text
+from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
+from podspool.daemon.session import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
+from podspool.daemon.spool import FINAL, Spool
+from podspool.stages import fsio
+
+SUMMARY_SUFFIX = "_summary.json"
+
+
+def checkpoint_name(bid: str, n: int) -> str:
+    return f"{bid}_checkpoint_{n}.json"
+
+
+def summary_name(bid: str) -> str:
+    return f"{bid}{SUMMARY_SUFFIX}"
+
+
+@dataclass
+class BatchState:
+    meta: dict[str, Any]
+    tally: Tally = field(default_factory=Tally)
+    checkpoints: list[str] = field(default_factory=list)
+    finished_since_checkpoint: list[tuple[str, EpisodeManifest]] = field(default_factory=list)
+    # finished episodes while the batch is open (dashboards, metrics); dropped with the batch
+    finished: list[tuple[str, EpisodeManifest]] = field(default_factory=list)
+    dirty: bool = True
+    summarised: bool = False  # its summary is written for its current state
+    held_logged: bool = False
+
+    @property
+    def seq(self) -> float:
+        return float(self.meta.get("seq") or 0.0)
+
+    @property
+    def priority(self) -> int:
+        return int(self.meta.get("priority") or 0)
+
+    @property
+    def complete(self) -> bool:
+        t = self.tally
+        return t.total > 0 and t.completed + t.failed == t.total
+
+    def over_budget(self) -> bool:
+        budget = self.meta.get("budget_usd")
+        return budget is not None and self.tally.costs["total"] >= float(budget)
+
+
+class BatchBook:
+    """Every known batch, in admission order (priority, then age)."""
+
+    def __init__(self, spool: Spool, checkpoint_every: int) -> None:
+        self.spool = spool
+        self.checkpoint_every = checkpoint_every
+        self.by_id: dict[str, BatchState] = {}
+        self.order: list[str] = []  # admission order; batches are few, so a sorted list is enough
+
+    def __contains__(self, bid: str) -> bool:
+        return bid in self.by_id
+
+    def __getitem__(self, bid: str) -> BatchState:
+        return self.by_id[bid]
+
+    def add(self, bid: str, meta: dict[str, Any], checkpoints: list[str] | None = None) -> BatchState:
+        b = BatchState(meta=meta, checkpoints=list(checkpoints or []))
+        self.by_id[bid] = b
+        self.order.append(bid)
+        self.order.sort(key=lambda x: (-self.by_id[x].priority, self.by_id[x].seq))
+        return b
+
+    def load(self, bid: str) -> BatchState:
+        """A batch as its folder records it (recovery, intake)."""
+        meta = self.spool.read_session(bid)
+        static: dict[str, Any] = {k: meta[k] for k in ("batch_id", "accepted_at", "seq", "priority", "budget_usd",
+                                                       "strategy", "source", "start_time", "end_time") if k in meta}
+        static.setdefault("batch_id", bid)
+        if "seq" not in static:
+            static["seq"] = os.stat(self.spool.batch_dir(bid)).st_mtime
+        if "strategy" not in static or "budget_usd" not in static:
+            batch = self.spool.read_batch(bid)
+            if batch is not None:
+                static.setdefault("strategy", batch.effective_strategy())
+                static.setdefault("budget_usd", batch.budget_usd)
+                static.setdefault("priority", batch.priority)
+        cps = sorted((n for n in os.listdir(self.spool.batch_dir(bid)) if CHECKPOINT_RE.match(n)),
+                     key=lambda n: int(CHECKPOINT_RE.match(n).group("n")))  # type: ignore[union-attr]
+        return self.add(bid, static, cps)
+
+    def placeholder(self, bid: str) -> BatchState:
+        """An episode whose batch folder is gone still belongs somewhere."""
+        return self.add(bid, {"batch_id": bid, "seq": time.time()})
+
+    def forget(self, bid: str) -> None:
+        """A complete batch needs nothing in memory (its files say everything)."""
+        self.by_id.pop(bid, None)
+        if bid in self.order:
+            self.order.remove(bid)
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def session(self, bid: str, unfinished: Iterable[tuple[str, EpisodeManifest]], running: set[str]) -> dict[str, Any]:
+        b = self.by_id[bid]
+        return derive(b.meta, b.tally, unfinished, running, b.checkpoints)
+
+    def write_session(self, bid: str, session: dict[str, Any]) -> None:
+        folder = self.spool.batch_dir(bid)
+        fsio.write_json(folder / "session.json", session)
+        fsio.write_text(folder / "dashboard.txt", render_text(session))
+        self.by_id[bid].dirty = False
+
+    def after_change(self, bid: str, session_of: Callable[[], dict[str, Any]],
+                     on_complete: Callable[[dict[str, Any], list[EpisodeManifest]], None]) -> None:
+        """Write the checkpoints that fell due, and the summary once the batch is complete."""
+        b = self.by_id[bid]
+        due = b.tally.completed // self.checkpoint_every
+        if len(b.checkpoints) < due:
+            session = session_of()
+            while len(b.checkpoints) < due:
+                n = len(b.checkpoints) + 1
+                name = checkpoint_name(bid, n)
+                doc = checkpoint_doc(session, n, b.finished_since_checkpoint)
+                fsio.write_json(self.spool.batch_dir(bid) / name, doc)
+                b.checkpoints.append(name)
+                b.finished_since_checkpoint = []
+                logger.bind(batch=bid).info("checkpoint {} written ({} episodes complete)", name, b.tally.completed)
+        if b.complete and not b.summarised:
+            b.meta.setdefault("end_time", utcnow())
+            session = session_of()
+            manifests = self.finished_manifests(bid)
+            self.write_session(bid, session)
+            fsio.write_json(self.spool.batch_dir(bid) / summary_name(bid), summary_doc(session, manifests))
+            b.summarised = True
+            on_complete(session, manifests)
+            logger.bind(batch=bid).info("batch {} complete: {} done, {} failed, ${:.4f}", bid, b.tally.completed,
+                                        b.tally.failed, session["costs"]["total"])
+        elif not b.complete:
+            b.meta.pop("end_time", None)
+
+    def finished_manifests(self, bid: str) -> list[EpisodeManifest]:
+        """Every finished episode of a batch, read from its folder (once, when the batch completes)."""
+        out = []
+        for number in self.by_id[bid].tally.numbers:
+            eid = episode_id(number, bid)
+            for loc in FINAL:
+                try:
+                    out.append(self.spool.read_manifest(self.spool.folder(loc, eid)))
+                    break
+                except (FileNotFoundError, ValueError):
+                    continue
+        return out

@@ -1,0 +1,131 @@
+"""The episode lifecycle as pure functions: a stage starts, a result comes back, recovery finds a folder.
+
+Each function changes a manifest and says where the episode goes next; none touches the spool, the
+clock or a process, so every rule here is testable on plain values (tests/test_lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import Literal
+
+from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming
+from podspool.stages.base import STAGE_NAMES, StageName, StageResult
+
+# Where an episode goes when a stage is done: the next stage, and "done" after the last one.
+NEXT: dict[StageName, str] = {s: (STAGE_NAMES[i + 1] if i + 1 < len(STAGE_NAMES) else "done")
+                              for i, s in enumerate(STAGE_NAMES)}
+# A stage that could not save its work for one of these reasons failed because of the disk, not the episode.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+Outcome = Literal["advanced", "done", "retry", "failed", "disk"]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a result means: where the folder goes and why."""
+
+    outcome: Outcome
+    target: str  # the location after this result; the stage itself when the episode stays
+    retry_in: float | None = None  # seconds before a retry may start
+
+    @property
+    def moves(self) -> bool:
+        return self.outcome in ("advanced", "done", "failed")
+
+
+def begin(m: EpisodeManifest, stage: StageName, now_iso: str, now_mono: float) -> bool:
+    """Mark `stage` as running. Returns True when the episode takes a session slot (it was not in progress).
+
+    An attempt is counted when a phase starts afresh or after a failure, not when a crash interrupted it:
+    a crash is the daemon's fault, not the episode's.
+    """
+    takes_slot = m.status != "in_progress"
+    if m.phases.get(stage) == "failed" or m.attempts == 0:
+        m.attempts += 1
+    m.status = "in_progress"
+    m.phases.set(stage, "in_progress")
+    m.not_before = None
+    m.timings[stage] = PhaseTiming(started=now_iso, started_mono=now_mono)
+    return takes_slot
+
+
+def settle(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_retries: int, now_iso: str,
+           now_mono: float, now_unix: float, retry_delay_s: float) -> Transition:
+    """Apply a stage's result to the manifest and decide the episode's next location."""
+    m.costs.add(stage, result.cost_usd)  # failed attempts cost money too
+    timing = m.timings.setdefault(stage, PhaseTiming())
+    if result.ok:
+        m.phases.set(stage, "done")
+        timing.finished = now_iso
+        if timing.started_mono is not None:
+            timing.seconds = round(now_mono - timing.started_mono, 3)
+        if stage == "production":
+            m.quality = result.quality
+            m.quality_scores = dict(result.quality_scores)
+            m.revisions = result.revisions
+        if result.details:
+            m.details[stage] = result.details
+        target = NEXT[stage]
+        if target == "done":
+            m.status = "done"
+            m.finished_at = now_iso
+            return Transition("done", "done")
+        return Transition("advanced", target)
+    if result.disk_errno in DISK_ERRNOS:
+        # The worker could not save its artifacts: burning the episode's retries now would send it to
+        # failed/ within a second. The attempt is not counted; it runs again once the disk recovers.
+        m.phases.set(stage, "pending")
+        m.status = "pending"
+        return Transition("disk", stage)
+    m.errors.append(EpisodeError(phase=stage, attempt=m.attempts, at=now_iso,
+                                 error=str(result.error or "unknown error")[:4000]))
+    m.phases.set(stage, "failed")
+    if not result.retryable or m.attempts >= max_retries + 1:
+        m.status = "failed"
+        m.finished_at = now_iso
+        return Transition("failed", "failed")
+    m.status = "pending"
+    m.not_before = now_unix + retry_delay_s
+    return Transition("retry", stage, retry_in=retry_delay_s)
+
+
+def reopen(m: EpisodeManifest) -> StageName:
+    """`podspool retry`: a failed episode goes back to the stage it failed in, with fresh attempts."""
+    stage = m.current_stage() or STAGE_NAMES[-1]
+    m.status = "pending"
+    m.phases.set(stage, "pending")
+    m.attempts = 0
+    m.retry_rounds += 1
+    m.not_before = None
+    m.finished_at = None
+    return stage
+
+
+def recovered(m: EpisodeManifest, location: str, now_iso: str) -> tuple[list[str], bool]:
+    """Where a folder found at `location` after a crash belongs, finishing any move the crash interrupted.
+
+    Returns the locations to move it through, in order (empty: it stays), and whether the manifest
+    changed. An in-progress phase runs again from its start.
+    """
+    path: list[str] = []
+    changed = False
+    while location in STAGE_NAMES:
+        stage: StageName = location
+        if m.status == "failed":
+            path.append("failed")
+            break
+        if m.phases.get(stage) == "done":
+            location = NEXT[stage]
+            if location == "done" and m.status != "done":
+                m.status = "done"
+                m.finished_at = m.finished_at or now_iso
+                changed = True
+            path.append(location)
+            continue
+        if m.phases.get(stage) == "in_progress":
+            m.phases.set(stage, "pending")
+            changed = True
+        break
+    return path, changed

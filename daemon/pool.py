@@ -1,0 +1,237 @@
+"""The local executor: long-lived worker processes per stage on this host (daemon/workers.py).
+
+It owns the workers' lives: pre-spawning, respawning one at a time, recycling (SIGHUP,
+max_tasks_per_child, the memory guard), time limits, and turning a dead worker's tasks into failed
+outcomes. The supervisor only sees the Executor protocol (daemon/executor.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+from loguru import logger
+from podspool.daemon.config import Config
+from podspool.daemon.executor import StageTask, TaskOutcome, WorkerView
+from podspool.daemon.guards import MemoryGuard, enforce_time_limits
+from podspool.daemon.workers import Task, Worker, WorkerSpec
+from podspool.stages.base import STAGE_NAMES, StageName, StageResult
+
+BOOT_WAIT_S = 60.0
+
+
+class LocalExecutor:
+    def __init__(self, cfg: Config, state_dir: str, secrets: dict[str, str], clean_temps: Any) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.secrets = secrets
+        self.clean_temps = clean_temps  # (folder) -> int: a killed worker's half-written file
+        self.pools: dict[StageName, list[Worker]] = {s: [] for s in STAGE_NAMES}
+        self.memory = MemoryGuard()
+        self._outcomes: list[TaskOutcome] = []
+
+    # ---- configuration ----------------------------------------------------------------------
+
+    def size(self, stage: StageName) -> int:
+        return int(getattr(self.cfg.concurrency, stage))
+
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: every worker restarts after its current task, with the new settings."""
+        self.cfg = cfg
+        for w in self._all():
+            w.recycle = True
+            w.meta["recycle_why"] = "configuration reloaded"
+
+    def _spec(self, stage: StageName) -> WorkerSpec:
+        return WorkerSpec(stage=stage, settings=self.cfg.stage_settings(), state_dir=self.state_dir,
+                          rates=self.cfg.rate_limits.parsed(), secrets=self.secrets, supervisor_pid=os.getpid(),
+                          time_limit_s=float(getattr(self.cfg, stage).time_limit_s))
+
+    def _all(self) -> list[Worker]:
+        return [w for ws in self.pools.values() for w in ws]
+
+    def _spawn(self, stage: StageName) -> Worker:
+        w = Worker(spec=self._spec(stage))
+        w.start()
+        self.pools[stage].append(w)
+        return w
+
+    # ---- Executor ---------------------------------------------------------------------------
+
+    def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
+        """Start the pools up front (as gunicorn does), so no stage's first task waits for a spawn, and
+        let the workers that have work now boot before work starts."""
+        for stage in STAGE_NAMES:
+            want = min(self.size(stage), queued) if once else self.size(stage)
+            while len(self.pools[stage]) < want:
+                self._spawn(stage)
+        started = time.monotonic()
+        while time.monotonic() - started < BOOT_WAIT_S and stages_with_work:
+            workers = [w for s in stages_with_work for w in self.pools[s]]
+            if all(w.ready for w in workers) or not any(w.alive() for w in workers):
+                break
+            wait_for(self.handles(), 0.1)
+            self._collect()
+        if stages_with_work:
+            logger.info("workers ready in {:.2f}s", time.monotonic() - started)
+
+    def free_slots(self, stage: StageName) -> int:
+        self._retire_idle(stage)
+        pool = self.pools[stage]
+        return sum(1 for w in pool if w.alive() and not w.recycle and w.can_take()) \
+            + max(0, self.size(stage) - len(pool))
+
+    def submit(self, task: StageTask) -> bool:
+        worker = self._idle_worker(task.stage)
+        if worker is None:
+            return False
+        try:
+            worker.submit(Task(task.task_id, task.episode.episode_id, _path(task.folder), time.monotonic(),
+                               task.episode))
+        except (OSError, ValueError) as exc:
+            logger.error("could not hand {} to a {} worker: {}", task.episode.episode_id, task.stage, exc)
+            worker.tasks.pop(task.task_id, None)
+            # The worker died under us: make sure it is dead and let _collect record its death (and its
+            # other task's) like any other (found by the crash sweep).
+            worker.recycle = True
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.kill()
+            return False
+        if worker.tasks_started >= self.cfg.limits.max_tasks_per_child:
+            # counted when handed over, not when done: a worker that overlaps two tasks must not take a
+            # third past its limit
+            worker.recycle = True
+            worker.meta["recycle_why"] = f"max_tasks_per_child = {self.cfg.limits.max_tasks_per_child}"
+        return True
+
+    def poll(self) -> list[TaskOutcome]:
+        self.memory.check(self._all(), self.cfg.limits)
+        enforce_time_limits(self.pools, self.cfg)
+        self._collect()
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    def handles(self) -> list[Any]:
+        out: list[Any] = []
+        for w in self._all():
+            if w.conn is not None:
+                out.append(w.conn)
+            if w.process is not None:
+                out.append(w.process.sentinel)
+        return out
+
+    def in_flight(self) -> list[StageTask]:
+        return [StageTask(t.task_id, w.stage, t.episode, str(t.folder)) for w in self._all() for t in w.tasks.values()]
+
+    def busy(self) -> bool:
+        return any(w.busy for w in self._all())
+
+    def abandon(self) -> list[StageTask]:
+        lost = self.in_flight()
+        for w in self._all():
+            if w.busy:
+                folders = [t.folder for t in w.tasks.values()]
+                w.tasks.clear()
+                w.freed.clear()
+                w.kill()
+                for folder in folders:
+                    self.clean_temps(folder)
+        return lost
+
+    def stop(self) -> None:
+        for ws in self.pools.values():
+            for w in ws:
+                w.stop() if not w.busy else w.kill()
+            ws.clear()
+
+    def workers(self) -> list[WorkerView]:
+        host = os.uname().nodename
+        return [WorkerView(host, w.process.pid, w.stage, len(w.tasks), time.time())
+                for w in self._all() if w.process is not None]
+
+    def stage_view(self, stage: StageName) -> dict[str, int]:
+        ws = self.pools[stage]
+        return {"busy": sum(w.calling for w in ws), "saving": sum(len(w.tasks) - w.calling for w in ws),
+                "processes": sum(1 for w in ws if w.alive()), "pool_size": self.size(stage)}
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def _retire_idle(self, stage: StageName) -> None:
+        """Retire idle workers marked for recycling first, so their slots count as free: when every
+        worker of a stage was marked, nothing was dispatched again and the batch stalled (SIGHUP test)."""
+        pool = self.pools[stage]
+        for w in list(pool):
+            if w.busy:
+                continue
+            if w.process is None:
+                pool.remove(w)  # an abandoned handle would fill a slot for good (crash sweep)
+            elif w.recycle or not w.alive():
+                pid, done, why = w.process.pid, w.tasks_done, w.meta.get("recycle_why", "not alive")
+                w.stop()
+                pool.remove(w)
+                logger.info("{} worker {} recycled after {} task(s): {}", stage, pid, done, why)
+
+    def _idle_worker(self, stage: StageName) -> Worker | None:
+        pool = self.pools[stage]
+        for w in sorted(pool, key=lambda w: len(w.tasks)):  # an idle worker before one that is saving
+            if w.alive() and not w.recycle and w.can_take():
+                return w
+        self._retire_idle(stage)
+        if len(pool) < self.size(stage):
+            return self._spawn(stage)
+        return None
+
+    def _collect(self) -> None:
+        for stage, pool in self.pools.items():
+            for worker in list(pool):
+                self._drain(worker)
+                if worker.process is not None and not worker.process.is_alive():
+                    self._drain(worker)
+                    reason = worker.exit_reason()
+                    if worker.term_sent_at is not None:
+                        reason = f"timed out after {getattr(self.cfg, stage).time_limit_s}s ({reason})"
+                    for task in worker.tasks.values():
+                        logger.bind(batch=task.episode.batch_id, episode=task.episode_id, stage=stage).error(
+                            "{} worker (pid {}) died: {}", stage, worker.process.pid, reason)
+                        self.clean_temps(task.folder)  # nobody else would ever remove its temp file
+                        self._outcomes.append(TaskOutcome(task.task_id, task.episode_id, stage,
+                                                          StageResult(ok=False, error=reason),
+                                                          f"pid {worker.process.pid}"))
+                    worker.tasks.clear()
+                    worker.close()
+                    pool.remove(worker)
+
+    def _drain(self, worker: Worker) -> None:
+        conn = worker.conn
+        while conn is not None:
+            try:
+                if not conn.poll():
+                    return
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            kind = msg[0]
+            if kind == "log":
+                _, level, text, extra = msg
+                logger.bind(**extra).log(level, text)
+            elif kind == "ready":
+                worker.ready = True
+            elif kind == "free":
+                worker.freed.add(msg[1])
+            elif kind == "result":
+                _, task_id, result = msg
+                task = worker.tasks.pop(task_id, None)
+                worker.freed.discard(task_id)
+                if task is None:
+                    continue
+                worker.tasks_done += 1
+                pid = worker.process.pid if worker.process is not None else 0
+                self._outcomes.append(TaskOutcome(task_id, task.episode_id, worker.stage, result, f"pid {pid}"))
+
+
+def _path(folder: str) -> Any:
+    from pathlib import Path
+
+    return Path(folder)

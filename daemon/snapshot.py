@@ -1,0 +1,63 @@
+"""A plain view of a running supervisor, for dashboards, metrics and systemd's STATUS line.
+
+Built on demand (hooks call it at most every second or so), from the indexes: what is queued and in
+flight, and the open batches with the episodes they finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from podspool.daemon.spool import FINAL
+from podspool.stages.base import STAGE_NAMES
+
+if TYPE_CHECKING:
+    from podspool.daemon.supervisor import Supervisor
+
+
+def locations(sup: Supervisor) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(STAGE_NAMES, 0)
+    for ep in sup.episodes:
+        counts[ep.location] = counts.get(ep.location, 0) + 1
+    for loc in FINAL:
+        try:
+            counts[loc] = sum(1 for e in os.scandir(sup.spool.where(loc)) if not e.name.startswith("."))
+        except FileNotFoundError:
+            counts[loc] = 0
+    return counts
+
+
+def counts_line(sup: Supervisor) -> str:
+    c = locations(sup)
+    busy = sum(1 for _ in sup.executor.in_flight())
+    return (f"done {c.get('done', 0)}, failed {c.get('failed', 0)}, research {c.get('research', 0)}, "
+            f"production {c.get('production', 0)}, audio {c.get('audio', 0)}, busy workers {busy}")
+
+
+def snapshot(sup: Supervisor) -> dict[str, Any]:
+    stages = {}
+    for stage in STAGE_NAMES:
+        view = sup.executor.stage_view(stage)
+        stages[stage] = {"queue": max(0, sup.episodes.waiting_by_stage[stage]), **view}
+    memory = sup.executor.memory
+    episodes = [ep.manifest for ep in sup.episodes]
+    for bid in sup.batches.order:
+        episodes += [m for _, m in sup.batches[bid].finished]
+    return {
+        "time": time.time(),
+        "pid": os.getpid(),
+        "spool": str(sup.spool.root),
+        "stopping": sup.stopping,
+        "admitted": len(sup.episodes.in_progress),
+        "max_sessions_in_memory": sup.cfg.limits.max_sessions_in_memory,
+        "memory": {"rss_bytes": memory.rss, "soft_mb": sup.cfg.limits.memory_soft_mb,
+                   "hard_mb": sup.cfg.limits.memory_hard_mb, "paused": memory.paused},
+        "rate_limits": sup.cfg.rate_limits.parsed(),
+        "api_calls": dict(sup.api_calls),
+        "stages": stages,
+        "locations": locations(sup),
+        "batches": [sup.batches_session(bid) for bid in sup.batches.order],
+        "episodes": episodes,
+    }
