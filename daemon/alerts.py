@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import requests
 from loguru import logger
+from podspool.daemon.credentials import mask
 from podspool.daemon.hooks import Hook
 from podspool.daemon.models import EpisodeManifest, utcnow
-from podspool.daemon.secrets import mask
 from tenacity import retry, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
 QUEUE_SIZE = 100

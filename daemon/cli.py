@@ -43,8 +43,8 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
                                                          "can go, then exit")] = False,
         log_json: Annotated[bool, typer.Option("--log-json", help="log one JSON object per line")] = False) -> None:
     """Run the daemon in the foreground."""
+    from podspool.daemon.credentials import load_secrets
     from podspool.daemon.logs import setup
-    from podspool.daemon.secrets import load_secrets
     from podspool.daemon.spool import Spool, SpoolLocked
     from podspool.daemon.supervisor import Supervisor
 
@@ -194,7 +194,7 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
           budget: Annotated[float | None, typer.Option("--budget", help="the batch's new budget in USD")] = None,
           spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
     """Move failed episodes back to the stage they failed in; --budget sets a batch's new budget."""
-    from podspool.daemon import requests as control
+    from podspool.daemon import control
     from podspool.daemon.logs import setup
     from podspool.daemon.spool import Spool, SpoolLocked
     from podspool.daemon.supervisor import Supervisor

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 from podspool.daemon.config import Config
-from podspool.daemon.secrets import ENV_NAMES, load_secrets
+from podspool.daemon.credentials import ENV_NAMES, load_secrets
 
 HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
                   "elevenlabs": "elevenlabs"}

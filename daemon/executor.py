@@ -50,8 +50,21 @@ class WorkerView:
 class Executor(Protocol):
     """Runs stage tasks. Every method is called from the supervisor's main thread only."""
 
-    def start(self, stages_with_work: set[StageName]) -> None:
-        """Get ready (pre-spawn, connect); may wait briefly for the stages that have work now."""
+    def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
+        """Get ready (pre-spawn, connect); may wait briefly for the stages that have work now.
+        `once`/`queued`: a `run --once` with this many episodes queued (no need for more workers)."""
+        ...
+
+    def size(self, stage: StageName) -> int:
+        """The stage's configured concurrency (a batch strategy's cap is compared with it)."""
+        ...
+
+    def reconfigure(self, cfg: Any) -> None:
+        """SIGHUP: take the new configuration (workers restart after their current task)."""
+        ...
+
+    def stage_view(self, stage: StageName) -> dict[str, int]:
+        """{busy, saving, processes, pool_size} for dashboards and metrics."""
         ...
 
     def free_slots(self, stage: StageName) -> int:
@@ -83,4 +96,9 @@ class Executor(Protocol):
         ...
 
     def workers(self) -> list[WorkerView]:
+        ...
+
+    @property
+    def memory(self) -> Any:
+        """A MemoryGuard-like object: `.rss` (bytes) and `.paused` (admission paused for memory)."""
         ...

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from podspool.daemon.secrets import masking_patcher
+from podspool.daemon.credentials import masking_patcher
 from podspool.stages import fsio
 
 LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[batch]} | {extra[episode]} | {extra[stage]} | {message}"

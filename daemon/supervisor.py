@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from podspool.daemon import accept, lifecycle, recovery
-from podspool.daemon import requests as control
+from podspool.daemon import accept, control, lifecycle, recovery, retry
 from podspool.daemon.batchbook import BatchBook
 from podspool.daemon.commit import CommitGroup, GroupFailed
 from podspool.daemon.config import Config
@@ -216,45 +215,7 @@ class Supervisor:
                 control.done(req)
 
     def apply_request(self, body: dict[str, Any]) -> list[str]:
-        """A `podspool retry` request: a new budget and/or failed episodes back to their stage."""
-        bid = body.get("batch")
-        if bid and body.get("budget") is not None and bid in self.batches:
-            b = self.batches[bid]
-            b.meta["budget_usd"] = float(body["budget"])
-            b.dirty, b.held_logged = True, False
-            logger.bind(batch=bid).info("budget of {} set to ${:.2f}", bid, float(body["budget"]))
-        wanted = set(body.get("episodes") or [])
-        if not (body.get("all") or wanted or (bid and body.get("budget") is None)):
-            return []
-        out = []
-        for loc in self.spool.scan_location("failed"):
-            if not (body.get("all") or loc.episode_id in wanted or (bid and not wanted)):
-                continue
-            try:
-                m = self.spool.read_manifest(loc.folder)
-            except (FileNotFoundError, ValueError):
-                continue
-            if bid and m.batch_id != bid:
-                continue
-            self._reopen(m)
-            out.append(loc.episode_id)
-        return out
-
-    def _reopen(self, m: EpisodeManifest) -> None:
-        bid = m.batch_id
-        if bid not in self.batches:
-            self.batches.load(bid) if self.spool.batch_dir(bid).is_dir() else self.batches.placeholder(bid)
-            self.batches[bid].tally = recovery_tally(self, bid)
-        b = self.batches[bid]
-        b.tally.unfinish("failed", m)
-        b.summarised = False
-        stage = lifecycle.reopen(m)
-        self.spool.write_manifest(self.spool.folder("failed", m.session_id), m)
-        self.spool.move(m.session_id, "failed", stage)
-        self.episodes.add(Episode(manifest=m, location=stage))
-        b.dirty = True
-        logger.bind(batch=bid, episode=m.session_id, stage=stage).info(
-            "retry: {} is back in {} (retry round {})", m.session_id, stage, m.retry_rounds)
+        return retry.apply(self, body)
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -517,17 +478,3 @@ class Supervisor:
                 logger.error("hook {} did not close cleanly: {}", type(hook).__name__, exc)
         logger.info("podspool stopped ({})", counts_line(self))
 
-
-def recovery_tally(sup: Supervisor, bid: str) -> Any:
-    """A forgotten (complete) batch's tally, counted again from its folders when a retry reopens it."""
-    from podspool.daemon.session import Tally
-
-    pairs = []
-    for loc in ("done", "failed"):
-        for found in sup.spool.scan_location(loc):
-            if recovery.batch_of_folder(found.episode_id) == bid:
-                try:
-                    pairs.append((loc, sup.spool.read_manifest(found.folder)))
-                except (FileNotFoundError, ValueError):
-                    continue
-    return Tally.of(pairs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from loguru import logger
-from podspool.daemon.secrets import install_log_masking, load_secrets, mask
+from podspool.daemon.credentials import install_log_masking, load_secrets, mask
 
 KEY = "pplx-SECRETKEY1234567890"
 

@@ -32,7 +32,7 @@ from tenacity import (
 
 T = TypeVar("T")
 
-# api name -> where its key comes from (daemon.secrets reads these; stages only name them)
+# api name -> where its key comes from (daemon.credentials reads these; stages only name them)
 KEY_ENV_NAMES: dict[str, str] = {
     "perplexity": "PERPLEXITY_API_KEY",
     "openai": "OPENAI_API_KEY",
