@@ -55,7 +55,8 @@ def recover(spool: Spool, book: EpisodeBook, batches: BatchBook) -> None:
         if m is not None:
             _place(spool, book, batches, m, loc.location)
     # Temp files of a dead writer also sit outside episode folders (found by the crash-point sweep).
-    for folder in (*(spool.batch_dir(b) for b in batches.by_id), spool.state, spool.rejected, spool.root,
+    # Every batch folder, complete ones included (a crash while writing a finished batch's chart).
+    for folder in (*(spool.batch_dir(b) for b in spool.batch_ids()), spool.state, spool.rejected, spool.root,
                    spool.inbox):
         spool.clean_temps(folder)
     for bid in batches.by_id:
