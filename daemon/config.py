@@ -99,6 +99,17 @@ class Notify(Strict):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class Retention(Strict):
+    """How long finished work keeps what nobody listens to. Log retention is under [logging]."""
+
+    # days audio.wav stays beside the episode's mp3 once the mp3 is written; 0: removed as the episode
+    # finishes (the mp3 and the text artifacts are what a finished episode keeps)
+    keep_wav_days: float = Field(default=0.0, ge=0)
+    # archive a finished batch this many days after it completed (None: only `podspool archive` does)
+    archive_after_days: float | None = Field(default=None, ge=0)
+    sweep_every_s: float = Field(default=3600.0, gt=0)  # how often the daemon looks for work to retire
+
+
 class Config(Strict):
     concurrency: Concurrency = Field(default_factory=Concurrency)
     # True when [concurrency] was given explicitly: it then overrides the batch strategy's preset
@@ -113,6 +124,7 @@ class Config(Strict):
     pricing: dict[str, dict[str, PriceEntry]] = Field(default_factory=dict)
     logging: Logging = Field(default_factory=Logging)
     notify: Notify = Field(default_factory=Notify)
+    retention: Retention = Field(default_factory=Retention)
     mode: Literal["production"] = "production"
 
     def stage_settings(self) -> StageSettings:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from podspool.daemon import accept, control, lifecycle, recovery, retry
+from podspool.daemon import accept, control, lifecycle, recovery, retention, retry
 from podspool.daemon.batchbook import BatchBook
 from podspool.daemon.commit import CommitGroup, GroupFailed
 from podspool.daemon.config import Config
@@ -61,6 +61,7 @@ class Supervisor:
         self.inbox = Inbox(spool.inbox, cfg.limits.inbox_settle_s, cfg.limits.inbox_rescan_s, self._wake)
         self._last_session_write = 0.0
         self._last_status = 0.0
+        self._next_sweep = 0.0
         self.hooks: list[Hook] = []
         self.api_calls: Counter[str] = Counter()  # "api:outcome" -> attempts, since this daemon started
 
@@ -90,6 +91,7 @@ class Supervisor:
                 if not self.once and not self.stopping:
                     self._take_inbox()
                     self._take_requests()
+                    self._sweep()
                 self._reap()
                 self._dispatch()
                 self._write_sessions()
@@ -358,6 +360,7 @@ class Supervisor:
             log.info("{} done in {}s{} (${:.4f}){}", stage, secs, " (reused)" if result.reused else "",
                      result.cost_usd, " -> done" if t.outcome == "done" else "")
             if t.outcome == "done":
+                self._retire_wav(m.session_id)
                 self._emit("on_episode_done", m)
         elif t.outcome == "disk":
             log.warning("{} could not save its work ({}); it runs again once the disk recovers", stage, result.error)
@@ -380,6 +383,25 @@ class Supervisor:
             self._after_change(m.batch_id)
         except OSError as exc:
             self._disk_trouble(f"writing the batch files of {m.batch_id}", exc)
+
+    def _retire_wav(self, eid: str) -> None:
+        if self.cfg.retention.keep_wav_days == 0:  # default: a finished episode keeps its mp3, not the wav
+            try:
+                retention.drop_wav(self.spool.folder("done", eid), 0)
+            except OSError as exc:
+                logger.warning("retention: could not remove the wav of {}: {}", eid, exc)
+
+    def _sweep(self) -> None:
+        """Hourly (by default): wavs kept some days, and finished batches due for the archive."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.cfg.retention.sweep_every_s
+        if self.cfg.retention.keep_wav_days > 0:
+            freed = retention.sweep(self.spool.where("done"), self.cfg.retention)
+            if freed:
+                logger.info("retention: removed {:.1f} MB of wav past {} days", freed / 2**20,
+                            self.cfg.retention.keep_wav_days)
 
     # ---- saving -----------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ SCRIPT_MD = "script.md"
 QUALITY_JSON = "quality.json"
 AUDIO_WAV = "audio.wav"
 AUDIO_MP3 = "audio.mp3"
+EPISODE_MP3 = "episode.mp3"
+MP3_NAMES = (EPISODE_MP3, AUDIO_MP3)  # either means the episode has its mp3
 AUDIO_JSON = "audio.json"
 
 
