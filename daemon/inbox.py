@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,37 @@ class _Handler(FileSystemEventHandler):
         return None
 
 
+class _KernelWatch:
+    """Raw inotify on Linux (inotify_simple): IN_MOVED_TO and IN_CLOSE_WRITE, read from a descriptor
+    the main loop waits on. watchdog reports a file renamed in from outside the inbox as "created", the
+    same as a file still being written, so through it such a file waited for the rescan (seconds); the
+    kernel's own event says it is complete."""
+
+    def __init__(self, folder: Path) -> None:
+        from inotify_simple import INotify
+        from inotify_simple import flags as f
+
+        self.inotify = INotify(nonblocking=True)
+        self.moved, self.closed = f.MOVED_TO, f.CLOSE_WRITE
+        self.overflow = f.Q_OVERFLOW
+        self.inotify.add_watch(str(folder), f.MOVED_TO | f.CLOSE_WRITE)
+
+    def fileno(self) -> int:
+        return int(self.inotify.fileno())
+
+    def names(self) -> tuple[list[str], bool]:
+        """Names complete now, and whether the kernel dropped events (then rescan at once)."""
+        try:
+            events = self.inotify.read(timeout=0)
+        except BlockingIOError:
+            return [], False
+        overflow = any(e.mask & self.overflow for e in events)
+        return [e.name for e in events if e.name and e.mask & (self.moved | self.closed)], overflow
+
+    def close(self) -> None:
+        self.inotify.close()
+
+
 class Inbox:
     def __init__(self, folder: Path, settle_s: float, rescan_s: float,
                  wake: Callable[[], None] = lambda: None) -> None:
@@ -51,10 +83,17 @@ class Inbox:
         self.rescan_s = rescan_s
         self.ready: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._kernel: _KernelWatch | None = None
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first seen unchanged)
         self._next_scan = 0.0
 
     def start_watching(self) -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                self._kernel = _KernelWatch(self.folder)
+                return
+            except (OSError, ImportError) as exc:  # e.g. out of inotify watches
+                logger.warning("inbox: inotify unavailable ({}); trying watchdog", exc)
         try:
             obs = Observer()
             obs.schedule(_Handler(self.ready, self.wake), str(self.folder), recursive=False)
@@ -64,7 +103,14 @@ class Inbox:
         except OSError as exc:  # e.g. out of inotify watches: polling alone still works
             logger.warning("inbox: inotify unavailable ({}); polling every {}s", exc, self.rescan_s)
 
+    def handles(self) -> list[int]:
+        """Descriptors the main loop waits on (the kernel watch), so a new file wakes it at once."""
+        return [self._kernel.fileno()] if self._kernel is not None else []
+
     def stop(self) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=2)
@@ -74,6 +120,14 @@ class Inbox:
         """Paths that are complete now: from events, or unchanged since the last rescan."""
         now = time.monotonic() if now is None else now
         out: dict[str, Path] = {}
+        if self._kernel is not None:
+            names, overflow = self._kernel.names()
+            for name in names:
+                p = self.folder / name
+                if is_inbox_name(name) and p.exists():
+                    out[name] = p
+            if overflow:
+                self._next_scan = now  # the kernel dropped events: rescan now
         while True:
             try:
                 p = Path(self.ready.get_nowait())

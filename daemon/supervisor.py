@@ -32,7 +32,7 @@ from podspool.daemon.notify import Notifier
 from podspool.daemon.pool import LocalExecutor
 from podspool.daemon.scheduler import batch_stage_cap, retry_delay
 from podspool.daemon.snapshot import counts_line, snapshot
-from podspool.daemon.spool import MANIFEST, Spool
+from podspool.daemon.spool import MANIFEST, Spool, manifest_bytes
 from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName
 
 SESSION_WRITE_EVERY_S = 1.0
@@ -134,7 +134,7 @@ class Supervisor:
             pass  # the pipe is full, so the loop is awake already (or shutting down)
 
     def _wait(self, timeout: float) -> None:
-        ready = wait_for([self._wake_r, *self.executor.handles()], timeout)
+        ready = wait_for([self._wake_r, *self.inbox.handles(), *self.executor.handles()], timeout)
         if self._wake_r in ready:
             try:
                 os.read(self._wake_r, 512)
@@ -407,8 +407,7 @@ class Supervisor:
 
     def _write_manifest(self, group: CommitGroup, location: str, m: EpisodeManifest) -> None:
         m.updated_at = utcnow()
-        data = (m.model_dump_json(indent=2) + "\n").encode("utf-8")
-        group.write(self.spool.folder(location, m.session_id) / MANIFEST, data, m.session_id)
+        group.write(self.spool.folder(location, m.session_id) / MANIFEST, manifest_bytes(m), m.session_id)
 
     def _commit(self, group: CommitGroup, what: str) -> set[object]:
         try:

@@ -36,7 +36,8 @@ def test_dry_run_batch_end_to_end(tmp_path: Path) -> None:
         assert m["attempts"] == 1 and m["errors"] == []
         assert m["costs"]["total"] == 0.03 and m["costs"]["research"] == 0.01
         assert set(m["timings"]) == {"research", "production", "audio"}
-        for artifact in ("research.json", "script.md", "quality.json", "audio.wav", "episode.log"):
+        # the default retention keeps the mp3 (audio.mp3), not the wav
+        for artifact in ("research.json", "script.md", "quality.json", "audio.mp3", "audio.json", "episode.log"):
             assert (folder / artifact).exists(), artifact
         log = (folder / "episode.log").read_text()
         assert "research" in log and "audio" in log and "done" in log
