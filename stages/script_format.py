@@ -1,35 +1,67 @@
-"""The episode script's markdown conventions, parsed in one place for the gates and the audio stage.
+"""The episode script's shape, owned in one place: the prompt's rules, the gates and the audio stage read it here.
 
-Every writer (local, OpenAI-compatible, sim) produces the same shape; `SCRIPT_RULES` states it in
-words a language model can follow, so a prompt and the gates cannot drift apart.
+script.md is `# Title`, then `## ` sections of `**Host:** text` turns that cite findings as `[n]`, then a
+numbered `## Sources` list that podspool writes from research.json (never the model), numbered as the
+research is. `script_rules` states the same shape in words a language model can follow, built from the
+same constants the gates use, so the prompt and the gates cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from podspool.stages.base import Turn
+from podspool.stages.base import Finding, Turn
 
-SCRIPT_RULES = """\
-Format the script as markdown:
-- First line: "# <episode title>".
-- Sections with "## " headings: "## Intro", then one "## Segment N: <label>" per point, "## Outro",
-  and last "## Sources".
-- Every spoken line is one paragraph of the form "**Host:** text", using only the given host names.
-- Each segment cites the finding it discusses with its number in square brackets, e.g. [1] or [2, 3].
-- "## Sources" is a numbered list ("1. <source path or URL> (<location>)"), one entry per finding.
-- No placeholders, TODOs, template braces or angle brackets; do not repeat a paragraph."""
+INTRO_HEADING = "Intro"
+OUTRO_HEADING = "Outro"
+SEGMENT_HEADING = "Segment"  # "## Segment 2: <label>"
+SOURCES_HEADING = "Sources"
 
 NON_SEGMENT_HEADINGS = ("intro", "introduction", "opening", "outro", "conclusion", "closing", "wrap",
                         "sources", "references", "citations", "show notes")
-SOURCES_HEADINGS = ("sources", "references", "citations")
+SOURCES_HEADINGS = ("sources", "references", "citations", "bibliography")
 
 TURN_RE = re.compile(r"^\s*\*\*(?P<host>[^*\n]{1,60}?):\*\*\s*(?P<text>.+?)\s*$")
-HEADING_RE = re.compile(r"^\s{0,3}(?P<hashes>#{1,6})\s+(?P<text>.+?)\s*$")
+HEADING_RE = re.compile(r"^\s{0,3}(?P<hashes>#{1,6})\s+(?P<text>.+?)\s*#*\s*$")
 CITATION_RE = re.compile(r"\[(\d{1,3}(?:\s*[,;–-]\s*\d{1,3})*)\]")
 SOURCE_ITEM_RE = re.compile(r"^\s*(\d{1,3})[.)]\s+\S")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)")
+_UNSAFE_IN_LIST = re.compile(r"[\[\]<>{}*_`]")
+
+
+def turn_line(host: str, text: str) -> str:
+    return f"**{host}:** {text}"
+
+
+def segment_heading(number: int, label: str) -> str:
+    return f"## {SEGMENT_HEADING} {number}: {label}"
+
+
+def script_rules(hosts: Sequence[str], min_words: int, max_words: int, n_findings: int) -> str:
+    """The script's shape as instructions; every rule here is one the gates check (tests hold them together)."""
+    a, b = hosts[0], hosts[1]
+    cite = (f"Cite every fact with its finding's number in square brackets right after it, like [1] or "
+            f"[1, 2]. Use only the numbers 1 to {n_findings} of the research below; never invent a number."
+            if n_findings else "There is no research to cite: say so briefly and do not invent facts.")
+    rules = [
+        "The first line is the episode title as a markdown heading: `# <title>`.",
+        f"Then these sections, each opened by its heading line: `## {INTRO_HEADING}`, one "
+        f"`## {SEGMENT_HEADING} N: <short label>` per main finding (N = 1, 2, 3, ...), and `## {OUTRO_HEADING}`.",
+        f"Every spoken line has exactly the form `{turn_line(a, 'text')}` or `{turn_line(b, 'text')}`: one turn "
+        "per line, a blank line between turns, and the two hosts take turns.",
+        f"Between {min_words} and {max_words} spoken words in total.",
+        "Take facts only from the research below. " + cite,
+        f"Every `## {SEGMENT_HEADING}` section cites at least one finding; cover the first findings, "
+        "which matter most.",
+        f"Do not write a sources list: podspool adds `## {SOURCES_HEADING}` from the research itself.",
+        "No stage directions or sound cues, no placeholders, TODOs, template braces or angle brackets, "
+        "and no square brackets except citations.",
+        "Say each thing once: never repeat a line.",
+        "Plain spoken English: short sentences and everyday words, as two people talk.",
+    ]
+    return "\n".join(f"- {r}" for r in rules)
 
 
 @dataclass
@@ -59,6 +91,12 @@ def sections(script: str) -> list[Section]:
     return out
 
 
+def body(script: str) -> str:
+    """The script without its Sources list: what the model wrote (after normalising), what is spoken."""
+    return "\n".join(line for s in sections(script) if not s.is_sources
+                     for line in ([f"## {s.heading}"] if s.heading else []) + s.lines)
+
+
 def cited_numbers(text: str) -> set[int]:
     """Numbers cited as [1], [1, 2] or [2-4]."""
     found: set[int] = set()
@@ -75,6 +113,28 @@ def cited_numbers(text: str) -> set[int]:
 def source_numbers(script: str) -> set[int]:
     return {int(m.group(1)) for s in sections(script) if s.is_sources for line in s.lines
             if (m := SOURCE_ITEM_RE.match(line))}
+
+
+def _list_safe(text: str) -> str:
+    return " ".join(_UNSAFE_IN_LIST.sub("", text).split())
+
+
+def source_entry(number: int, finding: Finding) -> str:
+    """`3. <title>: <path or URL> (<location>)`, the one format of a Sources item."""
+    title = _list_safe(finding.title or "")
+    where = f" ({_list_safe(finding.location)})" if finding.location else ""
+    return f"{number}. {title + ': ' if title else ''}{finding.source.strip()}{where}"
+
+
+def sources_section(findings: Sequence[Finding]) -> str:
+    """The `## Sources` list, numbered as the research is (the prompt numbers findings the same way)."""
+    items = [source_entry(i, f) for i, f in enumerate(findings, 1)] or ["(no sources were found)"]
+    return "\n".join([f"## {SOURCES_HEADING}", "", *items]) + "\n"
+
+
+def with_sources(script_body: str, findings: Sequence[Finding]) -> str:
+    """A normalised body plus podspool's own Sources list: the whole of script.md."""
+    return script_body.rstrip() + "\n\n" + sources_section(findings)
 
 
 def spoken(text: str) -> str:
