@@ -3,9 +3,11 @@
 Hard gates (complete, speakers, length, grounded, residue) are what makes an episode broken: a cut or
 empty reply, a refusal, a silent host or a line nobody can voice, too few or too many words, a citation
 of research that does not exist, a placeholder read aloud. Any one of them refuses the script whatever
-its score. Soft gates (citations, coverage, repetition, readability, balance) each score 0..1; the
-episode's score is their mean, and `[quality] threshold` is the mean it must reach. Every reason names
-what to fix, with the offending line where there is one, because it is the next draft's feedback.
+its score. Soft gates (citations, coverage, repetition, readability, balance) each score 0..1, and the
+episode's score is the lowest of them: `[quality] threshold` is what every scored quality must reach.
+The lowest rather than the mean, because a mean lets one real weakness (a script that skips most of the
+research) hide behind four perfect scores. Every reason names what to fix, with the offending line
+where there is one, because it is the next draft's feedback.
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ class Gate:
 
 @dataclass
 class QualityReport:
-    score: float  # the mean of the soft gates
+    score: float  # the lowest soft gate's score
     passed: bool  # every hard gate holds and score >= threshold
     gates: list[Gate] = field(default_factory=list)
     words: int = 0
+    mean: float = 1.0  # the soft gates' mean, for information
 
     @property
     def scores(self) -> dict[str, float]:
@@ -73,13 +76,16 @@ class QualityReport:
 
     @property
     def reasons(self) -> list[str]:
-        """Failed hard gates first, then every soft gate short of full marks (what would raise the score)."""
+        """What to fix first: a broken reply alone (the other gates only echo it), else the failed hard
+        gates, else the soft gates short of full marks (what would raise the score)."""
         hard = [g for g in self.gates if g.hard and not g.passed]
-        soft = [g for g in self.gates if not g.hard and g.reason and (not self.passed or not g.passed)]
-        return [f"{g.name}: {g.reason}" for g in hard + soft]
+        if any(g.name == "complete" for g in hard):
+            hard = [g for g in hard if g.name == "complete"]
+        soft = [g for g in self.gates if not g.hard and g.reason]
+        return [f"{g.name}: {g.reason}" for g in (hard or soft)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": round(self.score, 3), "passed": self.passed, "words": self.words,
+        return {"score": round(self.score, 3), "mean": round(self.mean, 3), "passed": self.passed, "words": self.words,
                 "scores": self.scores, "gates": [asdict(g) for g in self.gates], "reasons": self.reasons}
 
 
@@ -114,9 +120,10 @@ def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, 
         g.hard = True
     for g in soft:
         g.passed = g.score >= threshold
-    score = sum(g.score for g in soft) / len(soft)
+    score = min(g.score for g in soft)
     passed = score >= threshold and all(g.passed for g in hard)
-    return QualityReport(score=score, passed=passed, gates=hard + soft, words=n_words)
+    return QualityReport(score=score, passed=passed, gates=hard + soft, words=n_words,
+                         mean=sum(g.score for g in soft) / len(soft))
 
 
 def _lines_with(text: str, pattern: re.Pattern[str]) -> list[str]:
@@ -179,7 +186,9 @@ def grounded_gate(text: str, n_findings: int) -> Gate:
     invented = sorted(n for n in cited if not 1 <= n <= n_findings)
     if invented:
         bad = re.compile("|".join(rf"\[[^\]]*\b{n}\b[^\]]*\]" for n in invented))
-        where = "; ".join(excerpt(line) for line in _lines_with(text, bad)[:MAX_LISTED])
+        quoted = [excerpt("…" + line[max(0, m.start() - 50): m.end()]) for line in text.splitlines()
+                  if (m := bad.search(line))]
+        where = "; ".join(quoted[:MAX_LISTED])
         return Gate("grounded", 0.0, False, f"citations {invented[:5]} point at findings the research does not "
                     f"have (it has 1 to {n_findings}), in {where}: cite only 1 to {n_findings}")
     if not cited:
@@ -258,15 +267,17 @@ def coverage_gate(script: str, research: ResearchOutput) -> Gate:
 
 
 def repetition_gate(turns: list[Turn]) -> Gate:
-    units = [" ".join(w.lower() for w in words(t.text)) for t in turns]
-    units = [u for u in units if len(u.split()) >= REPEAT_MIN_WORDS]
+    said = {" ".join(w.lower() for w in words(t.text)): t for t in turns}  # compared without case or marks
+    units = [u for u in (" ".join(w.lower() for w in words(t.text)) for t in turns) if len(u.split()) >= REPEAT_MIN_WORDS]
     counts = Counter(units)
     repeated = [u for u, n in counts.items() if n > 1]
     if not repeated:
         return Gate("repetition", 1.0, True)
     extra = sum(n - 1 for n in counts.values())
+    first = said[repeated[0]]
     return Gate("repetition", max(0.0, 1 - 2 * extra / max(1, len(units))), False,
-                f"{len(repeated)} line(s) said more than once, e.g. {excerpt(repeated[0])}: say each thing once")
+                f"{len(repeated)} line(s) said more than once, e.g. {excerpt(f'**{first.host}:** {first.text}')}: "
+                "say each thing once")
 
 
 def readability_gate(spoken_text: str) -> Gate:

@@ -297,13 +297,15 @@ def _label(line: str, speakers: _Speakers) -> tuple[str, str, bool] | None:
         return None
     name = m["label"].strip()
     styled = bool(m["pre"] or m["mid"] or m["post"]) or (name.isupper() and len(name) > 1)
+    closing = max(0, len(m["pre"]) - len(m["mid"]))  # markers after the colon that close the label's bold
+    said = m["post"][closing:] + m["text"]  # the rest opens the words: "Sam: *softly* …"
     if name.lower() in NOT_SPEAKERS or HEADING_WORDS.match(name):
         return None
     if speakers.resolve(name) is not None:
-        return name, m["text"], styled
+        return name, said, styled
     if len(name.split()) > 3 or not name[:1].isupper():
         return None
-    return name, m["text"], styled
+    return name, said, styled
 
 
 def _who(name: str, speakers: _Speakers) -> str:
