@@ -41,6 +41,7 @@ _NOT_SPEAKER_LIST = """note notes fact tip example examples source sources refer
     summary update warning disclaimer episode topic takeaway takeaways question answer recap bonus music sfx
     sound transition cue theme setting scene runtime length duration format words citation citations"""
 NOT_SPEAKERS = frozenset(_NOT_SPEAKER_LIST.split())
+NUMBERED_PART = re.compile(r"(?:segment|part|section|chapter|act)\s*\d+\b", re.I)
 HEADING_WORDS = re.compile(r"^(?:segment|part|section|chapter|act)\s*\d+\b|^(?:intro|introduction|opening|outro|"
                            r"conclusion|closing|wrap[- ]?up|final thoughts)\b", re.IGNORECASE)
 TITLE_LINE = re.compile(r"^\s*[*_]*\s*(?:episode\s+)?title\s*[*_]*\s*:\s*[*_]*\s*(?P<title>.+?)\s*[*_]*\s*$", re.I)
@@ -55,6 +56,9 @@ DIRECTION_INNER = re.compile(rf"^\s*(?:(?:\w+\s+){{0,3}}(?:{DIRECTION_WORDS})\b(
                              re.I)
 PLACEHOLDER_WORDS = re.compile(r"\binsert\b|\bname\b|\bhere\b|\btodo\b|\btbd\b|\bneeded\b", re.I)
 BRACKETED = re.compile(r"\[([^\]\n]{1,80})\]|\(([^)\n]{1,60})\)|(?<![*\w])\*([^*\n]{1,60})\*(?!\*)")
+# "[Source 2]", "[Finding 1, 3]", "[ref 4]": a citation in other words
+CITATION_VARIANT = re.compile(r"\[(?:sources?|findings?|refs?|references?|citations?|notes?)\s*#?\s*"
+                              r"(\d{1,3}(?:\s*(?:,|and)\s*\d{1,3})*)\]", re.I)
 WHOLE_DIRECTION = re.compile(r"^\s*(?:\[[^\]]*\]|\([^)]*\)|\*[^*]+\*|_[^_]+_)\s*$")
 PLAIN_NAME = re.compile(r"[A-Z][a-z'’.-]*(?: [A-Z][a-z'’.-]*)?")
 
@@ -130,10 +134,11 @@ def is_direction(inner: str) -> bool:
 
 
 def clean_turn_text(text: str, dropped: list[str]) -> str:
-    """A turn's words without stage directions; placeholders stay, for the residue gate to name."""
+    """A turn's words without stage directions, citations as `[n]`; placeholders stay, for the residue gate."""
+    text = CITATION_VARIANT.sub(lambda m: f"[{m.group(1)}]", text)
 
     def drop(m: re.Match[str]) -> str:
-        inner = next(g for g in m.groups() if g is not None)
+        inner = next(g for g in m.groups() if g is not None).strip("[]()*_ ")
         if inner.strip().replace(",", "").replace(" ", "").isdigit():
             return m.group(0)  # a citation
         if is_direction(inner):
@@ -180,11 +185,14 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         if RULE.match(line):
             continue
         if found_title is None and not _any_turns(secs) and (t := TITLE_LINE.match(stripped)):
-            found_title = _plain(t["title"])
+            found_title = _plain(t["title"]).strip("\"'“”")
             continue
         bare = _plain(stripped).rstrip(":").strip()
         if len(bare) <= 32 and not HEADING.match(line) and (host := speakers.resolve(bare)) is not None:
             pending = host  # a label alone on its line ("**ALEX**", "Host A:"): its words follow
+            continue
+        if _is_cue_line(stripped) and not in_model_sources:
+            dropped.append(stripped)
             continue
         heading_text = _heading(line, stripped)
         if heading_text is not None:
@@ -202,9 +210,6 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
                 secs.append(_Section(heading_text))
             continue
         if in_model_sources:
-            continue
-        if WHOLE_DIRECTION.match(stripped) and is_direction(stripped.strip("[]()*_ ")):
-            dropped.append(stripped)
             continue
         label = _label(stripped, speakers)
         if label is not None:
@@ -251,7 +256,7 @@ def tidy(reply: str, hosts: Sequence[str]) -> str:
     out: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
-        if FENCE.match(line) or (WHOLE_DIRECTION.match(stripped) and is_direction(stripped.strip("[]()*_ "))):
+        if FENCE.match(line) or _is_cue_line(stripped):
             continue
         label = _label(stripped, speakers) if stripped and not HEADING.match(line) else None
         host = speakers.resolve(label[0]) if label else None
@@ -264,16 +269,26 @@ def _plain(text: str) -> str:
     return " ".join(re.sub(r"[*_`#]", "", text).split()).strip()
 
 
+def _is_cue_line(stripped: str) -> bool:
+    """A line that is only a cue: `[Intro music]`, `**(Sam laughs)**`, `*sighs*` (not `[Segment 2: …]`)."""
+    if not WHOLE_DIRECTION.match(stripped) and not WHOLE_DIRECTION.match(_plain(stripped)):
+        return False
+    inner = _plain(stripped).strip("[]() ")
+    return is_direction(inner) and not NUMBERED_PART.match(inner)
+
+
 def _heading(line: str, stripped: str) -> str | None:
     """The heading a line stands for: `## Segment 1`, `**Segment 1: The dance**` alone, or a short plain
     `Segment 1: The dance` / `Intro:` line (a sentence ending in a full stop is speech, not a heading)."""
     m = HEADING.match(line)
     if m:
-        return _plain(m.group(2))
+        return _plain(m.group(2)).strip("[]").strip()
     bold = re.fullmatch(r"(\*\*|__)(?P<t>[^*_]{1,80}?)\1", stripped)
     if bold and not bold["t"].rstrip().endswith(":"):
-        return bold["t"].strip()
+        return bold["t"].strip().strip("[]").strip()
     plain = _plain(stripped)
+    if WHOLE_DIRECTION.match(plain):  # "[Segment 1: The Great Silence]"
+        plain = plain[1:-1].strip()
     if HEADING_WORDS.match(plain) and len(plain.split()) <= 10 and not plain.endswith((".", "!", "?")):
         return plain.rstrip(":").strip()
     return None

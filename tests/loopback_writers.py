@@ -168,7 +168,26 @@ def caps_names(p: Prompt) -> Answer:
     return Answer("\n".join(out))
 
 
-STYLES: dict[str, Model] = {"obedient": obedient, "plain_names": plain_names, "host_letters": host_letters,
+def chatty_bold(p: Prompt) -> Answer:
+    """Common chat-model output: preamble, `**Episode Title:**`, bold bracketed cues and segment names,
+    `[Source n]` citations, a rule and an end marker."""
+    out = [f'Here is a script for a podcast episode on "{p.topic}":', "",
+           f'**Episode Title:** "{p.title or p.topic}"', "", "**[Intro Music]**", ""]
+    number = 0
+    for name, turns in dialogue(p):
+        if name not in ("intro", "outro"):
+            number += 1
+            out += [f"**[Segment {number}: {name}]**", ""]
+        for i, (who, words) in enumerate(turns):
+            words = re.sub(r"\[(\d+)\]", r"[Source \1]", words)
+            out += [f"**{p.hosts[who]}:** {words}", ""]
+            if i == 0 and name == "intro":
+                out += [f"**({p.hosts[1 - who]} laughs)**", ""]
+    out += ["---", "", "**[Outro Music]**", "**End of Episode**"]
+    return Answer("\n".join(out))
+
+
+STYLES: dict[str, Model] = {"chatty_bold": chatty_bold, "obedient": obedient, "plain_names": plain_names, "host_letters": host_letters,
                             "speaker_list": speaker_list, "person_tags": person_tags, "caps_names": caps_names}
 
 

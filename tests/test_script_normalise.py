@@ -109,3 +109,14 @@ def test_normalising_is_idempotent_and_tidy_keeps_what_it_does_not_know() -> Non
     once = normalise(reply, HOSTS, "T").body
     assert normalise(once, HOSTS, "T").body == once
     assert tidy(reply, HOSTS) == "# T\n\n## Intro\n\n**Alex:** Hi [1].\n\n**Sam:** Yo.\n\nA stray line.\n"
+
+
+def test_a_chat_models_usual_dressing() -> None:
+    reply = ('Here is a script for a podcast episode on "Tides":\n\n**Episode Title:** "Pulled by the Moon"\n\n'
+             "**[Intro Music]**\n\n**Alex:** Welcome [Source 1]! *[sound of waves]* Let's go.\n\n"
+             "**(Sam laughs)**\n\n**Sam:** Thanks [Finding 2, 3].\n\n**[Segment 1: Two Bulges]**\n\n"
+             "**Alex:** The moon pulls [1].\n\n---\n\n**[Outro Music]**\n**End of Episode**\n")
+    draft = normalise(reply, HOSTS, "Tides")
+    assert draft.body == ("# Pulled by the Moon\n\n## Intro\n\n**Alex:** Welcome [1]! Let's go.\n\n"
+                          "**Sam:** Thanks [2, 3].\n\n## Segment 1: Two Bulges\n\n**Alex:** The moon pulls [1].\n")
+    assert not draft.problems and "**(Sam laughs)**" in draft.dropped

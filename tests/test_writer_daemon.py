@@ -34,7 +34,8 @@ inbox_settle_s = 0.2
 [logging]
 stderr = false
 """
-SOURCES = ["honeybees", "tides", "gps", "vaccines", "black_holes", "penicillin", "why_we_sleep", "fermi_paradox"]
+SOURCES = ["honeybees", "tides", "gps", "vaccines", "black_holes", "penicillin", "why_we_sleep", "fermi_paradox",
+           "plate_tectonics", "printing_press"]
 
 
 def test_styles_and_bad_replies_through_the_daemon(tmp_path: Path) -> None:
