@@ -137,9 +137,12 @@ def with_sources(script_body: str, findings: Sequence[Finding]) -> str:
     return script_body.rstrip() + "\n\n" + sources_section(findings)
 
 
+_SPOKEN_CITATION = re.compile(r"\s*" + CITATION_RE.pattern)  # with the space before it: "fact [1]." -> "fact."
+
+
 def spoken(text: str) -> str:
     """What a listener hears of a turn: citations and markdown emphasis removed."""
-    return " ".join(_EMPHASIS.sub("", CITATION_RE.sub("", text)).split())
+    return " ".join(_EMPHASIS.sub("", _SPOKEN_CITATION.sub("", text)).split())
 
 
 def parse_turns(script: str) -> list[Turn]:

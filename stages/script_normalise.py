@@ -31,7 +31,7 @@ HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 LABEL = re.compile(
     r"^\s*(?:[-+•]\s+|\*\s+(?=\*)|\d{1,3}[.)]\s+|>\s*)?"  # a list item or quote around the turn
     r"(?P<pre>[*_]{0,3})\s*"
-    r"(?P<label><?[A-Za-z][A-Za-z0-9 .'’-]{0,30}?>?)\s*"
+    r"(?P<label><?[^\W\d_][\w .'’-]{0,30}?>?)\s*"
     r"(?:\((?P<aside>[^)\n]{0,40})\)\s*)?"  # ALEX (smiling): the aside is a stage direction
     r"(?P<mid>[*_]{0,3})\s*[:：]\s*(?P<post>[*_]{0,3})\s*(?P<text>.*?)\s*$")
 GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer)\s*#?\s*(?:\d{1,2}|[a-z])"

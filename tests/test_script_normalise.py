@@ -33,23 +33,23 @@ def turns(reply: str, hosts: list[str] = HOSTS) -> list[tuple[str, str]]:
     "```markdown\nAlex: Bees dance [1].\nSam: They do.\n```",
 ])
 def test_name_variants(reply: str) -> None:
-    assert turns(reply) == [("Alex", "Bees dance ."), ("Sam", "They do.")]
+    assert turns(reply) == [("Alex", "Bees dance."), ("Sam", "They do.")]
 
 
 @pytest.mark.parametrize("a,b", [("Host A", "Host B"), ("HOST 1", "HOST 2"), ("Speaker 1", "Speaker 2"),
                                  ("Person1", "Person2"), ("**Host A**", "**Host B**"), ("Host", "Guest")])
 def test_generic_labels_map_to_hosts_in_order_of_first_appearance(a: str, b: str) -> None:
     reply = f"{b}: I start [1].\n{a}: I answer.\n{b}: And again."
-    assert turns(reply) == [("Alex", "I start ."), ("Sam", "I answer."), ("Alex", "And again.")]
+    assert turns(reply) == [("Alex", "I start."), ("Sam", "I answer."), ("Alex", "And again.")]
 
 
 def test_tagged_turns_across_lines() -> None:
     reply = "<Person1>Welcome to\nthe show [1].</Person1><Person2>Thanks!</Person2>\n<Person1>Bye.</Person1>"
-    assert turns(reply) == [("Alex", "Welcome to the show ."), ("Sam", "Thanks!"), ("Alex", "Bye.")]
+    assert turns(reply) == [("Alex", "Welcome to the show."), ("Sam", "Thanks!"), ("Alex", "Bye.")]
 
 
 def test_a_named_host_and_a_generic_label_share_the_hosts() -> None:
-    assert turns("Sam: Hi [1].\nHost A: Hello.") == [("Sam", "Hi ."), ("Alex", "Hello.")]
+    assert turns("Sam: Hi [1].\nHost A: Hello.") == [("Sam", "Hi."), ("Alex", "Hello.")]
 
 
 def test_stage_directions_and_reasoning_are_dropped_placeholders_are_kept() -> None:
@@ -58,13 +58,13 @@ def test_stage_directions_and_reasoning_are_dropped_placeholders_are_kept() -> N
              "Sam: *softly* They do (about 27% of them) [insert fact here].")
     draft = normalise(reply, HOSTS, "Bees")
     assert [(t.host, t.text) for t in parse_turns(draft.body)] == [
-        ("Alex", "Bees dance a lot ."), ("Sam", "They do (about 27% of them) [insert fact here].")]
+        ("Alex", "Bees dance a lot."), ("Sam", "They do (about 27% of them) [insert fact here].")]
     assert "<think> reasoning" in draft.dropped and "[Intro music]" in draft.dropped
     assert "think" not in draft.body
 
 
 def test_unclosed_or_half_eaten_reasoning() -> None:
-    assert turns("planning the script...</think>\nAlex: Real [1].\nSam: Yes.")[0] == ("Alex", "Real .")
+    assert turns("planning the script...</think>\nAlex: Real [1].\nSam: Yes.")[0] == ("Alex", "Real.")
     assert normalise("Alex: Hi [1].\nSam: Yes.\n<think>and now I will", HOSTS, "B").body.count("**") == 4
 
 
@@ -101,7 +101,7 @@ def test_what_cannot_be_understood_is_named_with_its_line(line: str, who: str) -
 
 def test_prose_with_a_colon_is_not_a_speaker() -> None:
     assert turns("Alex: Look.\n\nHere's the thing: bees dance [1].\nSam: Fun fact: they do.") == [
-        ("Alex", "Look."), ("Alex", "Here's the thing: bees dance ."), ("Sam", "Fun fact: they do.")]
+        ("Alex", "Look."), ("Alex", "Here's the thing: bees dance."), ("Sam", "Fun fact: they do.")]
 
 
 def test_normalising_is_idempotent_and_tidy_keeps_what_it_does_not_know() -> None:
@@ -120,3 +120,8 @@ def test_a_chat_models_usual_dressing() -> None:
     assert draft.body == ("# Pulled by the Moon\n\n## Intro\n\n**Alex:** Welcome [1]! Let's go.\n\n"
                           "**Sam:** Thanks [2, 3].\n\n## Segment 1: Two Bulges\n\n**Alex:** The moon pulls [1].\n")
     assert not draft.problems and "**(Sam laughs)**" in draft.dropped
+
+
+def test_hosts_with_accents_and_a_generic_label_for_the_other() -> None:
+    assert turns("**JOSÉ:** Hola [1].\nHost 2: Hi.\nJosé: Bye.", ["José", "Zoë"]) == [
+        ("José", "Hola."), ("Zoë", "Hi."), ("José", "Bye.")]
