@@ -42,6 +42,10 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     hosts = list(settings.production.hosts)
     writer = registry.load(registry.WRITERS, settings.production.provider)
     dry_run = writer.name == "sim"
+    if not research.findings and not dry_run:
+        # the grounded gate refuses every script without findings to cite: do not pay a writer to learn it
+        raise StageError("the research found nothing to write from (no findings, not grounded): give the "
+                         "episode sources or set research.sources_dir", retryable=False)
     usage: list[Usage] = []
     history: list[dict[str, Any]] = []
     feedback: list[str] = []

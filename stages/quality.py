@@ -22,16 +22,16 @@ from podspool.stages.script_format import (
     CITATION_RE,
     body,
     cited_numbers,
+    coverage_needed,
     parse_turns,
     sections,
+    top_findings,
 )
 from podspool.stages.script_normalise import Draft, excerpt
 from podspool.stages.settings import StageSettings
 from podspool.stages.words import flesch_reading_ease, tokens, words
 
 READABILITY_RANGE = (30.0, 100.0)  # Flesch: below 30 is academic prose, above 100 is baby talk
-COVERAGE_TOP = 5  # how many of the best findings the script should carry
-COVERAGE_MIN = 0.6  # share of those top findings covered for full marks
 FINDING_OVERLAP = 0.5  # share of a finding's content words that must appear for it to count as covered
 CITED_OVERLAP = 0.25  # ... or this share, when the script also cites the finding (a paraphrase)
 REPEAT_MIN_WORDS = 8  # shorter lines ("Exactly.", "Right, go on.") may recur naturally
@@ -246,7 +246,7 @@ def citation_gate(script: str, n_findings: int) -> Gate:
 
 
 def coverage_gate(script: str, research: ResearchOutput) -> Gate:
-    ranked = sorted(enumerate(research.findings, 1), key=lambda item: -item[1].score)[:COVERAGE_TOP]
+    ranked = [(n, research.findings[n - 1]) for n in top_findings(research.findings)]
     if not ranked:
         return Gate("coverage", 0.0, False, "the research has no findings to cover")
     text = body(script)
@@ -258,12 +258,12 @@ def coverage_gate(script: str, research: ResearchOutput) -> Gate:
         share = len(needed & script_tokens) / len(needed) if needed else 1.0
         if share < FINDING_OVERLAP and not (number in cited and share >= CITED_OVERLAP):
             missed.append(number)
-    covered = (len(ranked) - len(missed)) / len(ranked)
-    score = min(1.0, covered / COVERAGE_MIN)
+    score = min(1.0, (len(ranked) - len(missed)) / coverage_needed(len(ranked)))
     if not missed:
         return Gate("coverage", score, True)
     return Gate("coverage", score, False, f"{len(ranked) - len(missed)} of the top {len(ranked)} findings are "
-                f"discussed: also discuss findings {', '.join(map(str, sorted(missed)))}")
+                f"discussed, {coverage_needed(len(ranked))} needed: also discuss findings "
+                f"{', '.join(map(str, sorted(missed)))}")
 
 
 def repetition_gate(turns: list[Turn]) -> Gate:

@@ -8,6 +8,7 @@ same constants the gates use, so the prompt and the gates cannot drift apart.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ INTRO_HEADING = "Intro"
 OUTRO_HEADING = "Outro"
 SEGMENT_HEADING = "Segment"  # "## Segment 2: <label>"
 SOURCES_HEADING = "Sources"
+COVERAGE_TOP = 5  # how many of the best findings a script should carry (the prompt names them)
+COVERAGE_MIN = 0.6  # the share of those a script must discuss for full marks
 
 NON_SEGMENT_HEADINGS = ("intro", "introduction", "opening", "outro", "conclusion", "closing", "wrap",
                         "sources", "references", "citations", "show notes")
@@ -39,9 +42,22 @@ def segment_heading(number: int, label: str) -> str:
     return f"## {SEGMENT_HEADING} {number}: {label}"
 
 
-def script_rules(hosts: Sequence[str], min_words: int, max_words: int, n_findings: int) -> str:
+def top_findings(findings: Sequence[Finding]) -> list[int]:
+    """The research numbers of the findings a script must carry: the COVERAGE_TOP best, best first."""
+    ranked = sorted(enumerate(findings, 1), key=lambda item: -item[1].score)
+    return [n for n, _ in ranked[:COVERAGE_TOP]]
+
+
+def coverage_needed(n_top: int) -> int:
+    """How many of the top findings earn full marks for coverage."""
+    return math.ceil(COVERAGE_MIN * n_top - 1e-9)
+
+
+def script_rules(hosts: Sequence[str], min_words: int, max_words: int, findings: Sequence[Finding]) -> str:
     """The script's shape as instructions; every rule here is one the gates check (tests hold them together)."""
     a, b = hosts[0], hosts[1]
+    n_findings = len(findings)
+    top = top_findings(findings)
     cite = (f"Cite every fact with its finding's number in square brackets right after it, like [1] or "
             f"[1, 2]. Use only the numbers 1 to {n_findings} of the research below; never invent a number."
             if n_findings else "There is no research to cite: say so briefly and do not invent facts.")
@@ -53,8 +69,8 @@ def script_rules(hosts: Sequence[str], min_words: int, max_words: int, n_finding
         "per line, a blank line between turns, and the two hosts take turns.",
         f"Between {min_words} and {max_words} spoken words in total.",
         "Take facts only from the research below. " + cite,
-        f"Every `## {SEGMENT_HEADING}` section cites at least one finding; cover the first findings, "
-        "which matter most.",
+        f"Every `## {SEGMENT_HEADING}` section cites at least one finding. The findings that matter most "
+        f"are {_numbers(top)}: discuss at least {coverage_needed(len(top))} of them, citing each.",
         f"Do not write a sources list: podspool adds `## {SOURCES_HEADING}` from the research itself.",
         "No stage directions or sound cues, no placeholders, TODOs, template braces or angle brackets, "
         "and no square brackets except citations.",
@@ -62,6 +78,10 @@ def script_rules(hosts: Sequence[str], min_words: int, max_words: int, n_finding
         "Plain spoken English: short sentences and everyday words, as two people talk.",
     ]
     return "\n".join(f"- {r}" for r in rules)
+
+
+def _numbers(ns: Sequence[int]) -> str:
+    return ", ".join(map(str, ns[:-1])) + f" and {ns[-1]}" if len(ns) > 1 else "".join(map(str, ns))
 
 
 @dataclass

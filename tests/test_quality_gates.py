@@ -248,3 +248,13 @@ def test_finished_production_is_reused(tmp_path: Path, monkeypatch: pytest.Monke
     assert _production(tmp_path, _Writer(_good_script(_settings())), monkeypatch).ok
     again = _production(tmp_path, _Writer(), monkeypatch)  # a writer call would fail: no scripts left
     assert again.ok and again.reused and again.quality == 1.0
+
+
+def test_no_findings_fails_before_any_writer_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = ResearchOutput(provider="local", findings=[], citations=[], searched=[], grounded=False)
+    artifacts.save_research(tmp_path, empty, 0.0)
+    writer = _Writer()
+    monkeypatch.setattr(registry, "load", lambda table, name: writer)
+    result = run_stage("production", tmp_path, EPISODE, StageContext(settings=_settings()))
+    assert not result.ok and not result.retryable and "nothing to write from" in (result.error or "")
+    assert writer.feedback == []  # never called

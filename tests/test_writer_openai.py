@@ -73,7 +73,7 @@ def test_a_model_that_follows_the_prompt_passes_on_the_first_draft(tmp_path: Pat
     assert q["passed"] and q["score"] == 1.0 and all(g["passed"] for g in q["gates"]), q["reasons"]
     prompt = fake.requests[0].json()["messages"][1]["content"]
     research, _ = artifacts.load_research(tmp_path)
-    assert script_rules(HOSTS, 300, 2500, len(research.findings)) in prompt  # the gates' own rules
+    assert script_rules(HOSTS, 300, 2500, research.findings) in prompt  # the gates' own rules
     assert "sources list" in prompt and "## Sources" in prompt  # ... which say podspool writes the list
 
 

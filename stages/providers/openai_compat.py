@@ -51,7 +51,7 @@ def build_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[st
         title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
         notes_line=f"\nFocus: {episode.notes}" if episode.notes else "",
         host_a=hosts[0], host_b=hosts[1],
-        rules=script_rules(hosts, min_words, max_words, len(research.findings)),
+        rules=script_rules(hosts, min_words, max_words, research.findings),
         research=research_block(research),
     )
     if feedback:
