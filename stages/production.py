@@ -88,6 +88,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
            "stopped_early": stopped or None, "provider": writer.name,
            "usage": [u.to_dict() for u in usage], "cost_usd": cost}
     if not accepted:
+        doc["reply"] = draft.raw  # what the model actually said, for the operator reading failed/
         fsio.write_text(folder / REJECTED_MD, script)
         fsio.write_json(folder / artifacts.QUALITY_JSON, doc)
         reasons = "; ".join(report.reasons)

@@ -216,7 +216,7 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
             name, said, styled = label
             host = speakers.resolve(name)
             if host is None and (styled or PLAIN_NAME.fullmatch(name) or GENERIC.fullmatch(name.strip("<> "))):
-                problems.append(f"line {n}: {_who(name, speakers)}: {excerpt(stripped)}")
+                problems.append(f"line {_line_in(reply, stripped, n)}: {_who(name, speakers)}: {excerpt(stripped)}")
                 pending = None
                 continue
             if host is not None:
@@ -292,6 +292,11 @@ def _heading(line: str, stripped: str) -> str | None:
     if HEADING_WORDS.match(plain) and len(plain.split()) <= 10 and not plain.endswith((".", "!", "?")):
         return plain.rstrip(":").strip()
     return None
+
+
+def _line_in(reply: str, line: str, fallback: int) -> int:
+    """The line's number in the reply as the model wrote it (reasoning and tags shift the working copy)."""
+    return next((i for i, raw in enumerate(reply.splitlines(), 1) if line in raw), fallback)
 
 
 def _any_turns(secs: list[_Section]) -> bool:

@@ -125,3 +125,8 @@ def test_a_chat_models_usual_dressing() -> None:
 def test_hosts_with_accents_and_a_generic_label_for_the_other() -> None:
     assert turns("**JOSÉ:** Hola [1].\nHost 2: Hi.\nJosé: Bye.", ["José", "Zoë"]) == [
         ("José", "Hola."), ("Zoë", "Hi."), ("José", "Bye.")]
+
+
+def test_line_numbers_are_the_replys_own() -> None:
+    reply = "<think>\nplan\nmore plan\n</think>\nAlex: Hi [1].\nSam: Yo.\n**Narrator:** Boo."
+    assert normalise(reply, HOSTS, "B").problems[0].startswith("line 7: unknown speaker 'Narrator'")

@@ -128,7 +128,10 @@ def test_bad_replies_fail_with_a_clear_reason(tmp_path: Path, kind: str) -> None
     # the same reply to the feedback stops the revisions: two calls, not max_revisions + 1
     assert len(fake.requests) == 2 and "returned the same script as draft 0" in result.error
     assert not (tmp_path / artifacts.SCRIPT_MD).exists()
-    assert fsio.read_json(tmp_path / artifacts.QUALITY_JSON)["accepted"] is False
+    doc = fsio.read_json(tmp_path / artifacts.QUALITY_JSON)
+    assert doc["accepted"] is False and "reply" in doc  # what the model said, for the operator
+    if kind == "refusal":
+        assert doc["reply"].startswith("I'm sorry, but I can't help")
 
 
 def test_a_revision_sees_its_draft_and_the_lines_to_fix(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ as the assistant's turn, so the feedback can point at its lines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from string import Template
 from typing import Any
@@ -29,6 +30,7 @@ SYSTEM_PROMPT = "You are a careful podcast scriptwriter. You follow the output f
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
 CHARS_PER_TOKEN = 4  # for servers that report no usage: a common rule of thumb for English
+Reply = tuple[str, str | None, Usage]  # the text, why it is incomplete (if it is), usage
 
 
 def _template(name: str) -> Template:
@@ -63,11 +65,6 @@ def revision_prompt(feedback: list[str]) -> str:
     return _template("revision.md.tmpl").safe_substitute(feedback="\n".join(f"- {r}" for r in feedback))
 
 
-def normalise_script(text: str, hosts: list[str]) -> str:
-    """The reply with reasoning, fences and cues removed and labelled lines as `**Host:** text`."""
-    return tidy(text, hosts)
-
-
 class OpenAIWriter:
     name = "openai"
 
@@ -93,26 +90,26 @@ class OpenAIWriter:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         prompt_chars = sum(len(m["content"]) for m in messages)
 
-        def parse(response: requests.Response) -> tuple[str, str | None, Usage]:
+        def parse(response: requests.Response) -> Reply:
             doc = parse_json(response)
             text, incomplete = _content(doc, settings)
             return text, incomplete, _usage(doc, settings.model, prompt_chars, len(text))
 
         text, incomplete, usage = self._call(ctx, settings, body, parse, headers, key)
         self._last_reply = {episode.episode_id: text}  # one episode at a time per process: keep just it
-        return WriterOutput(script=normalise_script(text, hosts), usage=[usage], incomplete=incomplete)
+        # tidied for a reader of the writer's output; the production stage normalises every writer's script
+        return WriterOutput(script=tidy(text, hosts), usage=[usage], incomplete=incomplete)
 
-    def _call(self, ctx: StageContext, settings: OpenAISettings, body: dict[str, Any], parse: Any,
-              headers: dict[str, str], key: str | None) -> tuple[str, str | None, Usage]:
+    def _call(self, ctx: StageContext, settings: OpenAISettings, body: dict[str, Any],
+              parse: Callable[[requests.Response], Reply], headers: dict[str, str], key: str | None) -> Reply:
         """One chat completion; a 400 that names the token parameter sent is retried once with the other."""
         server = (settings.base_url, settings.model)
         param = settings.token_param if settings.token_param != "auto" else self._token_param.get(server, "max_tokens")
         for _ in range(2):
             sent = {**body, param: settings.max_tokens}
             try:
-                result: tuple[str, str | None, Usage] = self.http.call(
-                    ctx, settings, "/chat/completions", body=sent, parse=parse, headers=headers, key=key)
-                return result
+                return self.http.call(ctx, settings, "/chat/completions", body=sent, parse=parse,
+                                      headers=headers, key=key)
             except StageError as exc:
                 other = TOKEN_PARAMS[1 - TOKEN_PARAMS.index(param)]
                 if settings.token_param != "auto" or not _names_param(str(exc), param) or server in self._token_param:
