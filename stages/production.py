@@ -74,7 +74,8 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
         with ctx.gate_lock:
             report = quality.evaluate(script, research, settings, draft=draft, incomplete=out.incomplete)
         history.append({"draft": number, "score": round(report.score, 3), "reasons": report.reasons,
-                        "dropped": draft.dropped[:20], "title_supplied": draft.title_supplied})
+                        "dropped": draft.dropped[:20], "title_supplied": draft.title_supplied,
+                        "speakers": {k: v for k, v in draft.speakers.items() if k != v}})
         if report.passed or dry_run:
             break
         logger.info("production {}: draft {} scored {:.2f}, refused: {}", episode.episode_id, number,

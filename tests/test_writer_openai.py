@@ -19,12 +19,14 @@ from loopback_writers import (
     obedient,
     sloppy_then_fixed,
 )
-from podspool.stages import artifacts, fsio
+from podspool.stages import artifacts, fsio, quality
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, StageResult
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.openai_compat import OpenAIWriter
+from podspool.stages.providers.local_research import LocalResearch
+from podspool.stages.providers.openai_compat import OpenAIWriter, build_prompt
 from podspool.stages.registry import run_stage
-from podspool.stages.script_format import parse_turns, script_rules, source_numbers
+from podspool.stages.script_format import parse_turns, script_rules, source_numbers, with_sources
+from podspool.stages.script_normalise import normalise
 from podspool.stages.settings import ResearchSettings, StageSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +77,22 @@ def test_a_model_that_follows_the_prompt_passes_on_the_first_draft(tmp_path: Pat
     research, _ = artifacts.load_research(tmp_path)
     assert script_rules(HOSTS, 300, 2500, research.findings) in prompt  # the gates' own rules
     assert "sources list" in prompt and "## Sources" in prompt  # ... which say podspool writes the list
+
+
+@pytest.mark.parametrize("hosts", [["Alex", "Sam"], ["Ada", "Grace"], ["José", "Zoë"]])
+def test_the_prompt_and_the_gates_agree_for_every_example(tmp_path: Path, hosts: list[str]) -> None:
+    """In process, no server: every example episode, any host names; the rules in the prompt are enough."""
+    settings = StageSettings(research=ResearchSettings(source_roots=[str(REPO)]))
+    settings.production.hosts = hosts
+    for path in sorted((REPO / "examples" / "sources").glob("*.md")):
+        ep = episode(path.stem)
+        research = LocalResearch().research(ep, StageContext(settings=settings))
+        prompt = build_prompt(ep, research, hosts, [], 300, 2500)
+        reply = obedient(Prompt.read([{"role": "user", "content": prompt}])).content or ""
+        draft = normalise(reply, hosts, ep.topic)
+        report = quality.evaluate(with_sources(draft.body, research.findings), research, settings, draft=draft)
+        assert report.passed and all(g.passed for g in report.gates), (path.stem, report.reasons)
+        assert not draft.dropped and not draft.title_supplied  # nothing to repair: the rules were enough
 
 
 def test_the_sources_list_is_podspools_numbered_as_the_research(tmp_path: Path) -> None:
