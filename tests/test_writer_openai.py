@@ -265,3 +265,20 @@ def test_a_server_with_no_choices_is_retried_as_malformed() -> None:
         fake.queue(Reply(body={"object": "chat.completion"}))
         out, _ = _writer_call(fake)
     assert len(fake.requests) == 2 and "**Alex:**" in out.script
+
+
+def test_content_parts_and_a_refusal_field() -> None:
+    def parts(p: Prompt) -> Answer:
+        text = obedient(p).content or ""
+        return Answer([{"type": "text", "text": text[:100]}, {"type": "text", "text": text[100:]}])  # type: ignore[arg-type]
+
+    with FakeApi(chat_handler(parts)) as fake:
+        out, _ = _writer_call(fake)
+    assert out.script.startswith("# Honeybees") and "**Sam:**" in out.script
+
+    def refuses(p: Prompt) -> Answer:
+        return Answer(None, message_extra={"refusal": "I'm sorry, I cannot help with that request."})
+
+    with FakeApi(chat_handler(refuses)) as fake:
+        out, _ = _writer_call(fake)
+    assert out.script.startswith("I'm sorry")  # judged, and refused, by the complete gate

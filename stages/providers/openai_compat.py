@@ -136,7 +136,9 @@ def _content(doc: dict[str, Any], settings: OpenAISettings) -> tuple[str, str | 
         raise MalformedResponse("no choices[0].message in the answer") from None
     if not isinstance(message, dict):
         raise MalformedResponse("choices[0].message is not an object")
-    text = message.get("content") or ""
+    text = message.get("content") or message.get("refusal") or ""  # OpenAI puts a refusal beside a null content
+    if isinstance(text, list):  # content parts, as some proxies send: [{"type": "text", "text": "…"}]
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
     if not isinstance(text, str):
         raise MalformedResponse("choices[0].message.content is not text")
     reasoning = next((message[f] for f in REASONING_FIELDS if isinstance(message.get(f), str) and message[f]), "")
