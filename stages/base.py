@@ -153,6 +153,7 @@ class ResearchProvider(Protocol):
 class WriterOutput:
     script: str  # markdown, two hosts
     usage: list[Usage] = field(default_factory=list)
+    incomplete: str | None = None  # why the reply is known to be cut short (e.g. at max_tokens), if it is
 
 
 class ScriptWriter(Protocol):

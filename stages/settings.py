@@ -35,7 +35,10 @@ class OpenAISettings(HttpProviderSettings):
     base_url: str = "http://127.0.0.1:11434/v1"
     model: str | None = "llama3.1"
     temperature: float = 0.7
-    max_tokens: int = 4096
+    max_tokens: int = Field(default=4096, ge=1)
+    # which name the token cap goes by: OpenAI's newer models want max_completion_tokens, many local
+    # servers know only max_tokens; "auto" sends max_tokens and switches once on a 400 naming it
+    token_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
 
 
 class ElevenLabsSettings(HttpProviderSettings):
@@ -106,6 +109,7 @@ class AudioSettings(Strict):
 
 
 class QualitySettings(Strict):
+    # the mean of the scored (soft) gates a script must reach; the hard gates must all hold besides
     threshold: float = Field(default=0.8, ge=0, le=1)
     max_revisions: int = Field(default=2, ge=0, le=10)
 

@@ -1,7 +1,8 @@
 """The local writer (the default): a deterministic two-host script built only from the findings.
 
 No model, no network: the hosts take turns reading each finding, with an intro, transitions and an
-outro around them, and every segment cites its finding. It adds no facts of its own, so a script
+outro around them, and every segment cites its finding by its research number (the production stage
+adds the Sources list). It adds no facts of its own, so a script
 is exactly as good as the research; with no findings it says so instead of making things up.
 """
 
@@ -12,6 +13,7 @@ import re
 
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
 from podspool.stages.passages import split_sentences
+from podspool.stages.script_format import turn_line
 from podspool.stages.words import words
 
 # Openers and replies rotate by segment number; each carries the segment's label, so no two
@@ -60,12 +62,12 @@ class LocalWriter:
             lines += _no_findings(episode, a, b)
             return WriterOutput(script="\n".join(lines) + "\n", usage=[Usage(api="local", model="template")])
         findings = _reading_order(_within_budget(research.findings, budget))
+        # citations carry the research's own numbers: podspool writes the Sources list from research.json
+        number = {id(f): n for n, f in enumerate(research.findings, 1)}
         lines += _intro(episode, findings, a, b)
         for i, finding in enumerate(findings, 1):
-            lines += _segment(i, finding, _label(finding, i), (a, b) if i % 2 else (b, a))
+            lines += _segment(i, finding, _label(finding, i), (a, b) if i % 2 else (b, a), number[id(finding)])
         lines += _outro(episode, len(findings), a, b)
-        lines += ["## Sources", ""]
-        lines += [f"{i}. {f.source}" + (f" ({f.location})" if f.location else "") for i, f in enumerate(findings, 1)]
         script = "\n".join(lines) + "\n"
         return WriterOutput(script=script, usage=[Usage(api="local", model="template",
                                                         output_tokens=len(words(script)))])
@@ -137,13 +139,13 @@ def _intro(episode: EpisodeInput, findings: list[Finding], a: str, b: str) -> li
     return ["## Intro", "", lead, "", second, ""]
 
 
-def _segment(i: int, finding: Finding, label: str, speakers: tuple[str, str]) -> list[str]:
+def _segment(i: int, finding: Finding, label: str, speakers: tuple[str, str], cite: int) -> list[str]:
     first, second = speakers
     sentences = split_sentences(_clean(finding.text)) or [_clean(finding.text)]
     half = math.ceil(len(sentences) / 2)
     opener = OPENERS[0] if i == 1 else OPENERS[1 + (i - 2) % (len(OPENERS) - 1)]
     lines = [f"## Segment {i}: {label.rstrip('.')}", "",
-             f"**{first}:** {opener.format(label=label)} {' '.join(sentences[:half])} [{i}]", ""]
+             turn_line(first, f"{opener.format(label=label)} {' '.join(sentences[:half])} [{cite}]"), ""]
     if sentences[half:]:
         reply = REPLIES[(i - 1) % len(REPLIES)]
         lines += [f"**{second}:** {reply} {' '.join(sentences[half:])}", ""]
@@ -166,5 +168,4 @@ def _no_findings(episode: EpisodeInput, a: str, b: str) -> list[str]:
     return ["## Intro", "",
             f"**{a}:** This episode was meant to be about {_mid_sentence(_clean(episode.topic))}, but our research found "
             "no sources we could check.", "",
-            f"**{b}:** And we do not make things up, so there is nothing to report yet.", "",
-            "## Sources", ""]
+            f"**{b}:** And we do not make things up, so there is nothing to report yet.", ""]
