@@ -28,7 +28,7 @@ from podspool.stages.settings import PiperSettings
 
 API = "piper"
 MAX_CHARS = 4000  # per synthesis call: bounds the memory of one inference, not a server's limit
-PITCH_STEPS = (1.0, 1.16, 0.9)  # host 1, 2, 3 on one single-speaker voice (1.16: about 2.5 semitones)
+PITCH_STEPS = (1.0, 1.25, 0.85)  # host 1, 2, 3 on one single-speaker voice (1.25: about 4 semitones up)
 PACE_STEPS = (1.0, 0.92, 1.08)  # their phoneme length scales (below 1 is quicker)
 
 
