@@ -109,5 +109,6 @@ class EspeakSpeech:
                 timeline.append(eng.speak(turn.text, voices[turn.host], settings.words_per_minute), turn=i)
         # spans are in seconds, so resampling leaves them true
         audio = pcm.resample(timeline.pcm(), eng.sample_rate, settings.sample_rate)
-        usage = Usage(api="espeak", model="espeak-ng", characters=sum(len(t.text) for t in turns))
+        # a local engine: no request against any rate budget
+        usage = Usage(api="espeak", model="espeak-ng", requests=0, characters=sum(len(t.text) for t in turns))
         return SpeechOutput(pcm=audio, sample_rate=settings.sample_rate, usage=[usage], spans=timeline.spans())
