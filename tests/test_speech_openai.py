@@ -113,3 +113,18 @@ def test_the_audio_stage_speaks_an_episode_through_provider_openai(tmp_path: Pat
     with wave.open(str(tmp_path / artifacts.AUDIO_WAV)) as w:  # read back by the standard library
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, ctx.settings.audio.sample_rate)
         assert w.getnframes() / w.getframerate() > 0.9 * sum(len(t.text) for t in turns) * SECONDS_PER_CHAR
+
+
+def test_doctor_checks_the_speech_endpoint_not_the_writers(tmp_path: Path) -> None:
+    from podspool.daemon.config import Config
+    from podspool.daemon.doctor import run_checks
+
+    with FakeApi(Reply(body={})) as fake:
+        cfg = Config.model_validate({"audio": {"provider": "openai"},
+                                     "providers": {"openai_speech": {"base_url": fake.base_url + "/v1"}}})
+        lines: list[str] = []
+        ok = run_checks(tmp_path / "spool", cfg, lines.append)
+    assert ok, lines
+    assert any(f"openai_speech base_url {fake.base_url}/v1 answers" in line and line.startswith("ok")
+               for line in lines)
+    assert not any("127.0.0.1:11434" in line for line in lines)  # the writer's server is not in use

@@ -7,6 +7,8 @@ provider), because both hosts share the one single-speaker voice.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn
@@ -105,3 +107,16 @@ def test_a_missing_voice_file_is_a_clear_permanent_error() -> None:
     with pytest.raises(StageError) as info:
         piper_provider.PiperSpeech().synthesize([Turn("Alex", "Hello.")], ctx)
     assert not info.value.retryable and "voice.onnx" in str(info.value)
+
+
+def test_doctor_finds_the_voice_wheel_and_names_a_missing_voice(tmp_path: Path) -> None:
+    from podspool.daemon.config import Config
+    from podspool.daemon.doctor import run_checks
+
+    lines: list[str] = []
+    assert run_checks(tmp_path, Config.model_validate({"audio": {"provider": "piper"}}), lines.append), lines
+    bad = Config.model_validate({"audio": {"provider": "piper"},
+                                 "providers": {"piper": {"voices": {"Alex": "/nope/x.onnx"}}}})
+    lines = []
+    assert not run_checks(tmp_path, bad, lines.append)
+    assert any(line.startswith("FAIL piper voices") and "/nope/x.onnx" in line for line in lines)

@@ -73,12 +73,17 @@ def _load(path: Path) -> Any:
     return _voices[path]
 
 
+def _speakers(path: Path) -> int:
+    with _lock:
+        return int(_load(path).config.num_speakers)
+
+
 def host_voices(hosts: list[str], settings: PiperSettings, speakers_of: Any = None) -> dict[str, HostVoice]:
     """Each host's voice, speaker, pace and pitch; hosts that share a voice are told apart.
 
     `speakers_of(path) -> int` gives a voice's number of speakers (loads it; injected for tests).
     """
-    speakers_of = speakers_of or (lambda p: int(_load(p).config.num_speakers))
+    speakers_of = speakers_of or _speakers
     installed = installed_voices()
     paths: dict[str, Path] = {}
     for i, host in enumerate(hosts):
