@@ -153,9 +153,9 @@ class PerplexityResearch:
             body = search.search_request(episode, settings, max_findings)
             found = self.http.call(ctx, settings, "/search", body=body, headers=headers, key=key,
                                    parse=lambda r: search.search_response(parse_json(r)))
-            return ResearchOutput(provider=self.name, findings=found.findings[:max_findings],
-                                  citations=[f.source for f in found.findings], searched=[body["query"]],
-                                  usage=[found.usage], grounded=bool(found.findings))
+            kept = found.findings[:max_findings]
+            return ResearchOutput(provider=self.name, findings=kept, citations=[f.source for f in kept],
+                                  searched=[body["query"]], usage=[found.usage], grounded=bool(kept))
         if settings.api == "agent":
             from podspool.stages.providers import perplexity_agent as agent
 
