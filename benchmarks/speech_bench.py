@@ -39,8 +39,7 @@ KEY = "bench-key"
 # (label, [audio] provider, providers section, its settings, fake server kind or None)
 CASES: list[tuple[str, str, str | None, dict[str, Any], str | None]] = [
     ("elevenlabs dialogue", "elevenlabs", "elevenlabs", {"mode": "dialogue"}, "dialogue"),
-    ("elevenlabs per_turn", "elevenlabs", "elevenlabs", {"mode": "per_turn", "model": "eleven_multilingual_v2"},
-     "tts"),
+    ("elevenlabs per_turn", "elevenlabs", "elevenlabs", {"mode": "per_turn"}, "tts"),
     ("openai /audio/speech", "openai", "openai_speech", {}, "openai"),
     ("espeak (local)", "espeak", None, {}, None),
     ("piper (local)", "piper", None, {}, None),

@@ -48,7 +48,7 @@ class ElevenLabsSettings(HttpProviderSettings):
     # dialogue: POST /v1/text-to-dialogue/with-timestamps, every voice in one request, turns packed;
     # per_turn: POST /v1/text-to-speech/{voice_id} per turn, stitched with previous_request_ids
     mode: Literal["dialogue", "per_turn"] = "dialogue"
-    model: str | None = "eleven_v3"
+    model: str | None = None  # default: eleven_v3 for dialogue (the model that speaks it), else multilingual v2
     output_format: str | None = None  # pcm_<rate>; default: the one nearest [audio] sample_rate
     voices: dict[str, str] = Field(default_factory=dict)  # host name -> voice_id
     # ElevenLabs documents ~2,000 characters per dialogue request as reliable; cut at turns or sentences

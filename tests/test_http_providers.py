@@ -367,8 +367,7 @@ def test_elevenlabs_splits_long_turns_and_stitches_per_voice() -> None:
     turns = [Turn("Alex", " ".join([sentence] * 6)), Turn("Sam", "Short reply."), Turn("Alex", sentence)]
     fake, ids = tts_server()
     with fake:
-        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", mode="per_turn", max_chars_per_request=100,
-                                                              model="eleven_multilingual_v2"))
+        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", mode="per_turn", max_chars_per_request=100))
     texts = [r.json()["text"] for r in fake.requests]
     assert all(len(t) <= 100 for t in texts)
     assert texts[:3] == [" ".join([sentence] * 2)] * 3  # cut between sentences, packed greedily

@@ -115,7 +115,7 @@ def test_per_turn_mode_with_eleven_v3_sends_no_stitching_but_measures_spans() ->
         return Reply(body=b"\x01\x00" * n, headers={"request-id": "r1"})
 
     with FakeApi(tts) as fake:
-        ctx = make_ctx(fake, "elevenlabs", mode="per_turn")
+        ctx = make_ctx(fake, "elevenlabs", mode="per_turn", model="eleven_v3")
         ctx.settings.audio.pause_ms = 100
         out = ElevenLabsSpeech().synthesize(turns, ctx)
     assert all("previous_request_ids" not in r.json() for r in fake.requests)

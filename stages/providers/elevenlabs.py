@@ -34,6 +34,8 @@ DEFAULT_VOICES = ("21m00Tcm4TlvDq8ikWAM", "pNInz6obpgDQGcFmaJgB")
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # the pcm_<rate> output formats offered
 STITCH_DEPTH = 3  # the API accepts at most three previous_request_ids
 NO_STITCHING = frozenset({"eleven_v3"})  # models that refuse previous_request_ids
+# text-to-dialogue is eleven_v3's; per-turn speech defaults to the model that takes stitching
+DEFAULT_MODELS = {"dialogue": "eleven_v3", "per_turn": "eleven_multilingual_v2"}
 DIALOGUE_PATH = "/v1/text-to-dialogue/with-timestamps"
 
 
@@ -139,6 +141,7 @@ class ElevenLabsSpeech:
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.providers.elevenlabs
+        model = settings.model or DEFAULT_MODELS[settings.mode]
         fmt = output_format(settings, ctx.settings.audio.sample_rate)
         rate = sample_rate_of(fmt)
         key = require_key(ctx, API)
@@ -146,18 +149,16 @@ class ElevenLabsSpeech:
         voices = voices_for(turns, settings.voices, DEFAULT_VOICES, ctx.settings.production.hosts)
         timeline = Timeline(rate, ctx.settings.audio.pause_ms)
         call = self._dialogue if settings.mode == "dialogue" else self._per_turn
-        characters, n_requests = call(pieces, voices, timeline, ctx, settings, fmt, key)
-        usage = Usage(api=API, model=settings.model, requests=n_requests, characters=characters)
+        characters, n_requests = call(pieces, voices, timeline, ctx, settings, model, fmt, key)
+        usage = Usage(api=API, model=model, requests=n_requests, characters=characters)
         return SpeechOutput(pcm=timeline.pcm(), sample_rate=rate, usage=[usage], spans=timeline.spans())
 
     def _dialogue(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, fmt: str, key: str) -> tuple[int, int]:
+                  settings: ElevenLabsSettings, model: str, fmt: str, key: str) -> tuple[int, int]:
         characters = 0
         batches = pack(pieces, settings.max_chars_per_request)
         for batch in batches:
-            body: dict[str, object] = {"inputs": [{"text": p.text, "voice_id": voices[p.host]} for p in batch]}
-            if settings.model:
-                body["model_id"] = settings.model
+            body = {"inputs": [{"text": p.text, "voice_id": voices[p.host]} for p in batch], "model_id": model}
 
             def parse(response: requests.Response, n: int = len(batch)) -> Clip:
                 return dialogue_clip(response, n, timeline.sample_rate)
@@ -175,13 +176,13 @@ class ElevenLabsSpeech:
         return characters, len(batches)
 
     def _per_turn(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, fmt: str, key: str) -> tuple[int, int]:
-        stitch = settings.model not in NO_STITCHING
+                  settings: ElevenLabsSettings, model: str, fmt: str, key: str) -> tuple[int, int]:
+        stitch = model not in NO_STITCHING
         history: dict[str, deque[str]] = {v: deque(maxlen=STITCH_DEPTH) for v in voices.values()}
         characters = 0
         for piece in pieces:
             voice = voices[piece.host]
-            body: dict[str, object] = {"text": piece.text, "model_id": settings.model}
+            body: dict[str, object] = {"text": piece.text, "model_id": model}
             if stitch and history[voice]:
                 body["previous_request_ids"] = list(history[voice])
             clip = self.http.call(ctx, settings, f"/v1/text-to-speech/{voice}", body=body, parse=_audio_clip,
