@@ -53,6 +53,8 @@ class ElevenLabsSettings(HttpProviderSettings):
     voices: dict[str, str] = Field(default_factory=dict)  # host name -> voice_id
     # ElevenLabs documents ~2,000 characters per dialogue request as reliable; cut at turns or sentences
     max_chars_per_request: int = Field(default=2000, ge=100)
+    # one request now speaks about two minutes of dialogue, which takes longer than one turn did
+    timeout_s: float = Field(default=180.0, gt=0)
 
 
 class OpenAISpeechSettings(HttpProviderSettings):
