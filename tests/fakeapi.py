@@ -25,8 +25,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a slow server)
     drop: bool = False  # close the connection without answering
-    truncate: int | None = None  # announce the whole body, send only this many bytes, then close
     content_type: str | None = None
+    truncate: int | None = None  # announce the whole body, send only this many bytes, then close
 
 
 @dataclass

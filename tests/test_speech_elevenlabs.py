@@ -122,3 +122,13 @@ def test_per_turn_mode_with_eleven_v3_sends_no_stitching_but_measures_spans() ->
     lengths = [len(t.text) * 100 / rate for t in turns]
     assert out.spans[1].start == pytest.approx(lengths[0] + 0.1, abs=1e-3)
     assert out.spans[2].end == pytest.approx(sum(lengths) + 0.2, abs=1e-3)
+
+
+def test_a_request_that_fails_after_others_succeeded_still_bills_them() -> None:
+    turns = [Turn("Alex", "One two three."), Turn("Sam", "Four five six seven.")]
+    with FakeApi(dialogue_handler()) as fake:
+        fake.queue(dialogue_handler(), Reply(status=400, body={"detail": {"message": "bad voice"}}))
+        with pytest.raises(StageError) as info:
+            ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", max_chars_per_request=15))
+    (paid,) = info.value.usage
+    assert not info.value.retryable and (paid.requests, paid.characters) == (1, len("One two three."))

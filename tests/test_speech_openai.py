@@ -13,6 +13,7 @@ from podspool.stages import audio as audio_stage
 from podspool.stages.base import EpisodeInput, StageError, Turn
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.openai_speech import DEFAULT_VOICES, OpenAISpeech
+from podspool.stages.settings import StageSettings
 from test_http_providers import KEY, RecordingLimiter, make_ctx
 
 TURNS = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**, good to be here."), Turn("Alex", "Bye.")]
@@ -128,3 +129,13 @@ def test_doctor_checks_the_speech_endpoint_not_the_writers(tmp_path: Path) -> No
     assert any(f"openai_speech base_url {fake.base_url}/v1 answers" in line and line.startswith("ok")
                for line in lines)
     assert not any("127.0.0.1:11434" in line for line in lines)  # the writer's server is not in use
+
+
+def test_a_request_that_fails_after_others_succeeded_still_bills_them() -> None:
+    with FakeApi(openai_speech_handler()) as fake:
+        fake.queue(openai_speech_handler(), error(400, "Invalid voice", type_="invalid_request_error"))
+        with pytest.raises(StageError) as info:
+            OpenAISpeech().synthesize(TURNS[:2], make_ctx(fake, "openai_speech"))
+    (paid,) = info.value.usage
+    assert (paid.api, paid.requests, paid.characters) == ("openai_speech", 1, len("Hello there."))
+    assert cost_of(info.value.usage, StageSettings()) > 0

@@ -149,13 +149,17 @@ class ElevenLabsSpeech:
         voices = voices_for(turns, settings.voices, DEFAULT_VOICES, ctx.settings.production.hosts)
         timeline = Timeline(rate, ctx.settings.audio.pause_ms)
         call = self._dialogue if settings.mode == "dialogue" else self._per_turn
-        characters, n_requests = call(pieces, voices, timeline, ctx, settings, model, fmt, key)
-        usage = Usage(api=API, model=model, requests=n_requests, characters=characters)
+        usage = Usage(api=API, model=model, requests=0)  # what has been paid for so far
+        try:
+            call(pieces, voices, timeline, ctx, settings, model, fmt, key, usage)
+        except StageError as exc:
+            if usage.requests:  # the requests that did succeed were billed: the attempt's cost says so
+                exc.usage = [*exc.usage, usage]
+            raise
         return SpeechOutput(pcm=timeline.pcm(), sample_rate=rate, usage=[usage], spans=timeline.spans())
 
     def _dialogue(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, model: str, fmt: str, key: str) -> tuple[int, int]:
-        characters = 0
+                  settings: ElevenLabsSettings, model: str, fmt: str, key: str, usage: Usage) -> None:
         batches = pack(pieces, settings.max_chars_per_request)
         for batch in batches:
             body = {"inputs": [{"text": p.text, "voice_id": voices[p.host]} for p in batch], "model_id": model}
@@ -172,14 +176,13 @@ class ElevenLabsSpeech:
                 old = by_turn.get(batch[i].turn, (start, end))
                 by_turn[batch[i].turn] = (min(old[0], start), max(old[1], end))
             timeline.append(clip.pcm, times=by_turn)
-            characters += clip.characters or sum(len(p.text) for p in batch)
-        return characters, len(batches)
+            usage.requests += 1
+            usage.characters += clip.characters or sum(len(p.text) for p in batch)
 
     def _per_turn(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, model: str, fmt: str, key: str) -> tuple[int, int]:
+                  settings: ElevenLabsSettings, model: str, fmt: str, key: str, usage: Usage) -> None:
         stitch = model not in NO_STITCHING
         history: dict[str, deque[str]] = {v: deque(maxlen=STITCH_DEPTH) for v in voices.values()}
-        characters = 0
         for piece in pieces:
             voice = voices[piece.host]
             body: dict[str, object] = {"text": piece.text, "model_id": model}
@@ -192,5 +195,5 @@ class ElevenLabsSpeech:
             if piece.first:
                 timeline.pause()
             timeline.append(clip.pcm, turn=piece.turn)
-            characters += clip.characters or len(piece.text)
-        return characters, len(pieces)
+            usage.requests += 1
+            usage.characters += clip.characters or len(piece.text)

@@ -16,7 +16,7 @@ import struct
 import requests
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
 from podspool.stages.providers.http import HttpClient, MalformedResponse
-from podspool.stages.providers.speech_text import Timeline, pieces_of, voices_for
+from podspool.stages.providers.speech_text import Piece, Timeline, pieces_of, voices_for
 
 API = "openai_speech"
 DEFAULT_VOICES = ("alloy", "onyx")  # offered by tts-1, gpt-4o-mini-tts and most local servers
@@ -61,38 +61,50 @@ class OpenAISpeech:
         voices = voices_for(turns, settings.voices, DEFAULT_VOICES, ctx.settings.production.hosts)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         timeline: Timeline | None = None
-        for piece in pieces:
-            body: dict[str, object] = {"model": settings.model, "input": piece.text, "voice": voices[piece.host],
-                                       "response_format": settings.response_format}
-            if settings.speed != 1.0:
-                body["speed"] = settings.speed
-            if settings.instructions:
-                body["instructions"] = settings.instructions
-
-            def parse(response: requests.Response) -> tuple[bytes, int]:
-                ctype = response.headers.get("content-type", "")
-                if "json" in ctype or "text/" in ctype:
-                    raise MalformedResponse(f"expected audio, got {ctype} ({len(response.content)} bytes)")
-                if settings.response_format == "wav":
-                    pcm, rate = wav_pcm(response.content)
-                else:
-                    pcm, rate = response.content, settings.pcm_sample_rate
-                if not pcm or len(pcm) % 2:
-                    raise MalformedResponse(f"PCM body of {len(pcm)} bytes is not whole 16-bit samples")
-                return pcm, rate
-
-            pcm, rate = self.http.call(ctx, settings, "/audio/speech", body=body, parse=parse,
-                                       headers=headers, key=key)
-            if timeline is None:
-                timeline = Timeline(rate, ctx.settings.audio.pause_ms)
-            elif rate != timeline.sample_rate:
-                raise StageError(f"openai_speech: the server answered at {rate} Hz after "
-                                 f"{timeline.sample_rate} Hz in one episode", retryable=False)
-            if piece.first:
-                timeline.pause()
-            timeline.append(pcm, turn=piece.turn)
+        usage = Usage(api=API, model=settings.model, requests=0)  # what has been paid for so far
+        try:
+            for piece in pieces:
+                timeline = self._speak(piece, voices, timeline, headers, ctx, key, usage)
+        except StageError as exc:
+            if usage.requests:  # the requests that did succeed were billed: the attempt's cost says so
+                exc.usage = [*exc.usage, usage]
+            raise
         assert timeline is not None  # pieces_of never returns an empty list
-        usage = Usage(api=API, model=settings.model, requests=len(pieces),
-                      characters=sum(len(p.text) for p in pieces))
         return SpeechOutput(pcm=timeline.pcm(), sample_rate=timeline.sample_rate, usage=[usage],
                             spans=timeline.spans())
+
+    def _speak(self, piece: Piece, voices: dict[str, str], timeline: Timeline | None, headers: dict[str, str],
+               ctx: StageContext, key: str | None, usage: Usage) -> Timeline:
+        """One request for one piece, its audio appended to the episode's timeline (made on the first)."""
+        settings = ctx.settings.providers.openai_speech
+        body: dict[str, object] = {"model": settings.model, "input": piece.text, "voice": voices[piece.host],
+                                   "response_format": settings.response_format}
+        if settings.speed != 1.0:
+            body["speed"] = settings.speed
+        if settings.instructions:
+            body["instructions"] = settings.instructions
+
+        def parse(response: requests.Response) -> tuple[bytes, int]:
+            ctype = response.headers.get("content-type", "")
+            if "json" in ctype or "text/" in ctype:
+                raise MalformedResponse(f"expected audio, got {ctype} ({len(response.content)} bytes)")
+            if settings.response_format == "wav":
+                pcm, rate = wav_pcm(response.content)
+            else:
+                pcm, rate = response.content, settings.pcm_sample_rate
+            if not pcm or len(pcm) % 2:
+                raise MalformedResponse(f"PCM body of {len(pcm)} bytes is not whole 16-bit samples")
+            return pcm, rate
+
+        pcm, rate = self.http.call(ctx, settings, "/audio/speech", body=body, parse=parse, headers=headers, key=key)
+        usage.requests += 1
+        usage.characters += len(piece.text)
+        if timeline is None:
+            timeline = Timeline(rate, ctx.settings.audio.pause_ms)
+        elif rate != timeline.sample_rate:
+            raise StageError(f"openai_speech: the server answered at {rate} Hz after "
+                             f"{timeline.sample_rate} Hz in one episode", retryable=False)
+        if piece.first:
+            timeline.pause()
+        timeline.append(pcm, turn=piece.turn)
+        return timeline
