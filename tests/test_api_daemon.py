@@ -32,6 +32,7 @@ provider = "sim"
 [audio]
 provider = "sim"
 [providers.perplexity]
+api = "sonar"
 base_url = "{url}"
 max_attempts = 2
 max_retry_time_s = 0.5

@@ -39,10 +39,10 @@ class RecordingLimiter:
             self.paused.append((api, seconds))
 
 
-def make_ctx(fake: FakeApi, api: str, *, key: str | None = KEY, limiter: Any = None, base_path: str = "",
+def make_ctx(fake: FakeApi, which: str, *, key: str | None = KEY, limiter: Any = None, base_path: str = "",
              **provider: Any) -> StageContext:
     settings = StageSettings()
-    p = getattr(settings.providers, api)
+    p = getattr(settings.providers, which)
     p.base_url = fake.base_url + base_path
     p.timeout_s = 2.0
     p.max_attempts = 4
@@ -50,7 +50,7 @@ def make_ctx(fake: FakeApi, api: str, *, key: str | None = KEY, limiter: Any = N
     for name, value in provider.items():
         setattr(p, name, value)
     return StageContext(settings=settings, limiter=limiter or RecordingLimiter(),
-                        secrets={api: key} if key else {})
+                        secrets={which: key} if key else {})  # section = api name
 
 
 def sonar_body(cost: float | None = 0.0065) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def sonar_body(cost: float | None = 0.0065) -> dict[str, Any]:
 
 def test_perplexity_wire_format_findings_and_reported_cost() -> None:
     with FakeApi(Reply(body=sonar_body())) as fake:
-        ctx = make_ctx(fake, "perplexity", model="sonar-pro", search_context_size="high",
+        ctx = make_ctx(fake, "perplexity", api="sonar", model="sonar-pro", search_context_size="high",
                        search_recency_filter="month", search_domain_filter=["nasa.gov"])
         out = PerplexityResearch().research(EPISODE, ctx)
     (req,) = fake.requests
@@ -105,7 +105,7 @@ def test_perplexity_price_table_matches_the_servers_bill_for_sonar() -> None:
     body = sonar_body(cost=None)
     body["model"] = "sonar"
     with FakeApi(Reply(body=body)) as fake:
-        ctx = make_ctx(fake, "perplexity")
+        ctx = make_ctx(fake, "perplexity", api="sonar")
         out = PerplexityResearch().research(EPISODE, ctx)
     assert out.usage[0].cost_usd is None
     assert cost_of(out.usage, ctx.settings) == pytest.approx(0.0065)  # 0.001 + 0.0005 + 0.005 fee
@@ -115,7 +115,7 @@ def test_retry_after_seconds_pauses_the_api_then_succeeds() -> None:
     limiter = RecordingLimiter()
     with FakeApi(Reply(body=sonar_body())) as fake:
         fake.queue(error(429, "rate limited", type_="rate_limit_exceeded", headers={"Retry-After": "0.4"}))
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=limiter))
     first, second = fake.requests
     assert second.arrived - first.arrived >= 0.4
     assert limiter.paused == [("perplexity", 0.4)]
@@ -126,7 +126,7 @@ def test_retry_after_http_date_is_honoured() -> None:
     limiter = RecordingLimiter()
     with FakeApi(Reply(body=sonar_body())) as fake:
         fake.queue(Reply(status=503, body={"detail": "overloaded"}, headers={"Retry-After": http_date(2)}))
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=limiter))
     (api, seconds), = limiter.paused
     assert api == "perplexity" and 0.5 < seconds <= 2.0  # an HTTP date has whole seconds
     assert fake.requests[1].arrived - fake.requests[0].arrived >= seconds - 0.05
@@ -144,7 +144,7 @@ def test_retry_after_pauses_every_process_sharing_the_limiter(tmp_path: Path) ->
 
         t = threading.Thread(target=other_worker)
         t.start()
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=SharedLimiter(tmp_path, rates)))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=SharedLimiter(tmp_path, rates)))
         t.join()
     assert 0.3 < seen_by_other[0] <= 0.75
 
@@ -161,7 +161,7 @@ def test_transient_failures_are_retried(first: Reply) -> None:
     limiter = RecordingLimiter()
     with FakeApi(Reply(body=sonar_body())) as fake:
         fake.queue(first)
-        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter, timeout_s=1.0))
+        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=limiter, timeout_s=1.0))
     assert len(out.findings) == 3
     assert len(fake.requests) == 2 and len(limiter.acquired) == 2
 
@@ -169,7 +169,7 @@ def test_transient_failures_are_retried(first: Reply) -> None:
 def test_persistent_malformed_body_is_a_clear_retryable_error() -> None:
     garbage = Reply(status=200, body="not json at all", content_type="application/json")
     with FakeApi(garbage) as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", max_attempts=3))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", max_attempts=3))
     assert info.value.retryable
     assert "malformed JSON body" in str(info.value) and "3 attempt(s)" in str(info.value)
     assert len(fake.requests) == 3
@@ -179,7 +179,7 @@ def test_retries_stop_within_the_time_budget() -> None:
     with FakeApi(Reply(status=503, body={"error": "busy"})) as fake:
         t0 = time.monotonic()
         with pytest.raises(StageError) as info:
-            PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", max_attempts=20, max_retry_time_s=1.0))
+            PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", max_attempts=20, max_retry_time_s=1.0))
     assert time.monotonic() - t0 < 1.5
     assert info.value.retryable and "HTTP 503" in str(info.value)
 
@@ -188,7 +188,7 @@ def test_a_retry_after_beyond_the_budget_gives_up_at_once_but_still_pauses() -> 
     limiter = RecordingLimiter()
     later = error(429, "later", headers={"Retry-After": "60"})
     with FakeApi(later) as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=limiter))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=limiter))
     assert len(fake.requests) == 1 and info.value.retryable
     assert limiter.paused == [("perplexity", 60.0)]
 
@@ -197,7 +197,7 @@ def test_wrong_key_fails_at_once_and_never_shows_the_key() -> None:
     echo = error(401, f"Invalid API key provided: {KEY}. Authorization: Bearer {KEY}",
                  type_="invalid_request_error", code="invalid_api_key")
     with FakeApi(echo) as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar"))
     message = str(info.value)
     assert not info.value.retryable and len(fake.requests) == 1
     assert "HTTP 401" in message and "check the API key" in message and "invalid_api_key" in message
@@ -210,7 +210,7 @@ def test_wrong_key_fails_at_once_and_never_shows_the_key() -> None:
 ], ids=["openai-shape", "elevenlabs-shape"])
 def test_quota_exhausted_fails_at_once(reply: Reply) -> None:
     with FakeApi(reply) as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar"))
     assert not info.value.retryable and len(fake.requests) == 1
     assert "out of quota" in str(info.value)
 
@@ -224,14 +224,14 @@ def test_quota_exhausted_fails_at_once(reply: Reply) -> None:
 ])
 def test_client_errors_fail_at_once_with_the_servers_reason(status: int, body: Any, expected: str) -> None:
     with FakeApi(Reply(status=status, body=body)) as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity"))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar"))
     assert not info.value.retryable and len(fake.requests) == 1
     assert f"HTTP {status}" in str(info.value) and expected in str(info.value)
 
 
 def test_missing_key_names_the_variable_and_sends_nothing() -> None:
     with FakeApi() as fake, pytest.raises(StageError) as info:
-        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", key=None))
+        PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", key=None))
     assert "PERPLEXITY_API_KEY" in str(info.value) and not info.value.retryable
     assert fake.requests == []
 
@@ -341,7 +341,7 @@ def test_elevenlabs_wire_format_voices_pauses_and_cost() -> None:
     turns = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**."), Turn("Alex", "Bye.")]
     fake, _ = tts_server()
     with fake:
-        ctx = make_ctx(fake, "elevenlabs", voices={"Sam": "voice-sam"}, model="eleven_flash_v2_5")
+        ctx = make_ctx(fake, "elevenlabs", mode="per_turn", voices={"Sam": "voice-sam"}, model="eleven_flash_v2_5")
         ctx.settings.audio.pause_ms = 100
         out = ElevenLabsSpeech().synthesize(turns, ctx)
     paths = [r.path for r in fake.requests]
@@ -367,7 +367,7 @@ def test_elevenlabs_splits_long_turns_and_stitches_per_voice() -> None:
     turns = [Turn("Alex", " ".join([sentence] * 6)), Turn("Sam", "Short reply."), Turn("Alex", sentence)]
     fake, ids = tts_server()
     with fake:
-        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", max_chars_per_request=100))
+        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", mode="per_turn", max_chars_per_request=100))
     texts = [r.json()["text"] for r in fake.requests]
     assert all(len(t) <= 100 for t in texts)
     assert texts[:3] == [" ".join([sentence] * 2)] * 3  # cut between sentences, packed greedily
@@ -384,7 +384,7 @@ def test_elevenlabs_busy_is_retried(status: str) -> None:
     fake, _ = tts_server()
     with fake:
         fake.queue(Reply(status=429, body={"detail": {"status": status, "message": "try again"}}))
-        out = ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+        out = ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
     assert len(fake.requests) == 2 and len(out.pcm) == len("Hello.") * 4
 
 
@@ -392,17 +392,17 @@ def test_elevenlabs_json_instead_of_audio_is_retried_and_format_must_be_pcm() ->
     fake, _ = tts_server()
     with fake:
         fake.queue(Reply(status=200, body={"detail": "oops"}))
-        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
         assert len(fake.requests) == 2
         with pytest.raises(StageError) as info:
-            ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", output_format="mp3_44100_128"))
+            ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn", output_format="mp3_44100_128"))
     assert not info.value.retryable and "pcm_" in str(info.value)
 
 
 def test_elevenlabs_bad_key_fails_at_once() -> None:
     body = {"detail": {"status": "invalid_api_key", "message": f"Invalid API key: {KEY}"}}
     with FakeApi(Reply(status=401, body=body)) as fake, pytest.raises(StageError) as info:
-        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs"))
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
     assert not info.value.retryable and KEY not in str(info.value) and len(fake.requests) == 1
 
 
@@ -417,7 +417,7 @@ class SlowLimiter(RecordingLimiter):
 def test_time_queued_behind_the_limiter_does_not_eat_the_retry_budget() -> None:
     with FakeApi(Reply(body=sonar_body())) as fake:
         fake.queue(Reply(status=500, body={"error": "hiccup"}))
-        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", limiter=SlowLimiter(),
+        out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="sonar", limiter=SlowLimiter(),
                                                               max_retry_time_s=0.5))
     assert len(fake.requests) == 2 and out.findings
 

@@ -15,6 +15,7 @@ import threading
 from loguru import logger
 from podspool.stages import pcm
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers.speech_text import Timeline
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of calling exit() on a bad data path
@@ -101,13 +102,13 @@ class EspeakSpeech:
         settings = ctx.settings.audio
         voices = voices_for(turns, list(ctx.settings.production.hosts), settings.voices)
         eng = engine()
-        parts: list[bytes] = []
+        timeline = Timeline(eng.sample_rate, settings.pause_ms)
         with eng.lock:
-            gap = pcm.silence(settings.pause_ms, eng.sample_rate)
             for i, turn in enumerate(turns):
-                if i:
-                    parts.append(gap)
-                parts.append(eng.speak(turn.text, voices[turn.host], settings.words_per_minute))
-        audio = pcm.resample(b"".join(parts), eng.sample_rate, settings.sample_rate)
-        usage = Usage(api="espeak", model="espeak-ng", characters=sum(len(t.text) for t in turns))
-        return SpeechOutput(pcm=audio, sample_rate=settings.sample_rate, usage=[usage])
+                timeline.pause()
+                timeline.append(eng.speak(turn.text, voices[turn.host], settings.words_per_minute), turn=i)
+        # spans are in seconds, so resampling leaves them true
+        audio = pcm.resample(timeline.pcm(), eng.sample_rate, settings.sample_rate)
+        # a local engine: no request against any rate budget
+        usage = Usage(api="espeak", model="espeak-ng", requests=0, characters=sum(len(t.text) for t in turns))
+        return SpeechOutput(pcm=audio, sample_rate=settings.sample_rate, usage=[usage], spans=timeline.spans())

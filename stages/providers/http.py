@@ -36,6 +36,7 @@ T = TypeVar("T")
 KEY_ENV_NAMES: dict[str, str] = {
     "perplexity": "PERPLEXITY_API_KEY",
     "openai": "OPENAI_API_KEY",
+    "openai_speech": "OPENAI_API_KEY",  # the speech endpoint has a rate budget of its own, not a key
     "elevenlabs": "ELEVENLABS_API_KEY",
     "websearch": "TAVILY_API_KEY",
 }
@@ -194,6 +195,10 @@ class HttpClient:
             except requests.ConnectionError as exc:
                 ctx.calls[f"{self.api}:errors"] += 1
                 raise TransientError(f"connection failed ({type(exc).__name__})") from None
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+                # the body stopped short of its Content-Length (or its encoding broke): a truncated answer
+                ctx.calls[f"{self.api}:errors"] += 1
+                raise TransientError(f"the answer was cut short ({type(exc).__name__})") from None
             if 200 <= response.status_code < 300:
                 return parse(response)
             ctx.calls[f"{self.api}:errors"] += 1

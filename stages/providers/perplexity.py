@@ -1,7 +1,13 @@
-"""Research through Perplexity's Sonar models (`POST {base_url}/chat/completions`, Bearer key).
+"""Research through Perplexity (Bearer key), on one of three APIs (`[providers.perplexity] api`):
 
-The wire format lives in two adapter functions, `sonar_request` and `sonar_response`, so a newer
-Perplexity API can replace them without touching how findings are made.
+- agent (default): the Agent API, `POST {base_url}/v1/responses` with the web_search tool
+  (perplexity_agent.py);
+- sonar: Sonar chat completions, `POST {base_url}/chat/completions` (here);
+- search: the Search API's raw results, `POST {base_url}/search`, which the writer grounds on
+  itself (perplexity_search.py).
+
+Each wire format lives in a request/response adapter pair; all three answers become findings the
+same way (`findings_from`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
 from podspool.stages.settings import PerplexitySettings
@@ -28,7 +33,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?])(?:(?:\[\d+\])+)?\s+")
 
 
 @dataclass
-class SonarAnswer:
+class Answer:
+    """A prose answer with [n] markers into `citations`, whichever API gave it."""
+
     answer: str
     citations: list[str]
     search_results: list[dict[str, Any]]
@@ -36,12 +43,17 @@ class SonarAnswer:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def sonar_request(episode: EpisodeInput, settings: PerplexitySettings, max_findings: int) -> dict[str, Any]:
+def question_of(episode: EpisodeInput) -> str:
     question = f"Topic: {episode.topic}"
     if episode.title:
         question += f"\nEpisode title: {episode.title}"
     if episode.notes:
         question += f"\nFocus: {episode.notes}"
+    return question
+
+
+def sonar_request(episode: EpisodeInput, settings: PerplexitySettings, max_findings: int) -> dict[str, Any]:
+    question = question_of(episode)
     body: dict[str, Any] = {
         "model": settings.model or "sonar",
         "messages": [{"role": "system", "content": SYSTEM_PROMPT.format(n=max_findings)},
@@ -55,7 +67,7 @@ def sonar_request(episode: EpisodeInput, settings: PerplexitySettings, max_findi
     return body
 
 
-def sonar_response(doc: dict[str, Any], settings: PerplexitySettings) -> SonarAnswer:
+def sonar_response(doc: dict[str, Any], settings: PerplexitySettings) -> Answer:
     try:
         answer = doc["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
@@ -71,17 +83,17 @@ def sonar_response(doc: dict[str, Any], settings: PerplexitySettings) -> SonarAn
     raw_cost = u.get("cost")
     cost = raw_cost.get("total_cost") if isinstance(raw_cost, dict) else None
     usage = Usage(
-        api=API, model=str(doc.get("model") or settings.model),
+        api=API, model=str(doc.get("model") or settings.model or "sonar"),
         # citation and reasoning tokens are billed too; counting them at the input/output rates
         # over-estimates a little when the server does not report its own cost
         input_tokens=_int(u.get("prompt_tokens")) + _int(u.get("citation_tokens")),
         output_tokens=_int(u.get("completion_tokens")) + _int(u.get("reasoning_tokens")),
         cost_usd=float(cost) if isinstance(cost, int | float) else None,
     )
-    return SonarAnswer(THINK.sub("", answer).strip(), citations, results, usage)
+    return Answer(THINK.sub("", answer).strip(), citations, results, usage)
 
 
-def findings_from(answer: SonarAnswer, max_findings: int) -> list[Finding]:
+def findings_from(answer: Answer, max_findings: int) -> list[Finding]:
     """One finding per cited statement, its source the statement's first [n]; else the search results."""
     titles = {str(r.get("url")): r.get("title") for r in answer.search_results}
     findings: list[Finding] = []
@@ -133,14 +145,28 @@ class PerplexityResearch:
         settings = ctx.settings.providers.perplexity
         key = require_key(ctx, API)
         max_findings = ctx.settings.research.max_findings
-        body = sonar_request(episode, settings, max_findings)
+        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        # the agent and search adapters build on this module's Answer and findings: imported when chosen
+        if settings.api == "search":
+            from podspool.stages.providers import perplexity_search as search
 
-        def parse(response: requests.Response) -> SonarAnswer:
-            return sonar_response(parse_json(response), settings)
+            body = search.search_request(episode, settings, max_findings)
+            found = self.http.call(ctx, settings, "/search", body=body, headers=headers, key=key,
+                                   parse=lambda r: search.search_response(parse_json(r)))
+            kept = found.findings[:max_findings]
+            return ResearchOutput(provider=self.name, findings=kept, citations=[f.source for f in kept],
+                                  searched=[body["query"]], usage=[found.usage], grounded=bool(kept))
+        if settings.api == "agent":
+            from podspool.stages.providers import perplexity_agent as agent
 
-        answer = self.http.call(ctx, settings, "/chat/completions", body=body, parse=parse, key=key,
-                                headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
+            body = agent.agent_request(episode, settings, SYSTEM_PROMPT.format(n=max_findings))
+            answer = self.http.call(ctx, settings, "/v1/responses", body=body, headers=headers, key=key,
+                                    parse=lambda r: agent.agent_response(parse_json(r), settings))
+        else:
+            body = sonar_request(episode, settings, max_findings)
+            answer = self.http.call(ctx, settings, "/chat/completions", body=body, headers=headers, key=key,
+                                    parse=lambda r: sonar_response(parse_json(r), settings))
         findings = findings_from(answer, max_findings)
         return ResearchOutput(provider=self.name, findings=findings, citations=answer.citations,
-                              searched=[body["messages"][1]["content"]], usage=[answer.usage],
+                              searched=[question_of(episode)], usage=[answer.usage],
                               grounded=bool(findings), answer=answer.answer)

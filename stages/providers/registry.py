@@ -20,7 +20,9 @@ WRITERS = {
 SPEECH = {
     "sim": "podspool.stages.providers.sim:SimProvider",
     "espeak": "podspool.stages.providers.espeak:EspeakSpeech",
+    "piper": "podspool.stages.providers.piper:PiperSpeech",
     "elevenlabs": "podspool.stages.providers.elevenlabs:ElevenLabsSpeech",
+    "openai": "podspool.stages.providers.openai_speech:OpenAISpeech",
 }
 
 

@@ -1,0 +1,47 @@
+"""The real daemon voices episodes through ElevenLabs dialogue on a loopback fake: a few requests each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakeapi import FakeApi
+from fakespeech import dialogue_handler
+from podspool_helpers import cli, episodes_in, write_manifest
+
+KEY = "xi-test-SECRET-0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+[research]
+provider = "local"
+source_roots = ["{root}"]
+[audio]
+provider = "elevenlabs"
+mp3 = false
+[providers.elevenlabs]
+base_url = "{url}"
+max_attempts = 2
+max_retry_time_s = 2
+"""
+
+
+def test_each_episode_is_voiced_in_three_requests_or_fewer(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "inbox").mkdir(parents=True)
+    episodes = [{"number": 1, "topic": "Why we sleep", "sources": [str(ROOT / "examples/sources/why_we_sleep.md")]},
+                {"number": 2, "topic": "Ocean tides", "sources": [str(ROOT / "examples/sources/tides.md")]}]
+    with FakeApi(dialogue_handler()) as fake:
+        (spool / "podspool.toml").write_text(CONFIG.format(root=ROOT, url=fake.base_url))
+        write_manifest(spool / "inbox" / "b.json", {"batch_id": "dlg", "episodes": episodes})
+        out = cli("run", "--once", "--spool", str(spool), cwd=ROOT, env={"ELEVENLABS_API_KEY": KEY}, timeout=150)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert episodes_in(spool, "done") == ["ep_001_dlg", "ep_002_dlg"]
+    for ep in episodes_in(spool, "done"):
+        audio = json.loads((spool / "done" / ep / "audio.json").read_text())
+        (usage,) = audio["usage"]
+        assert audio["words"] >= 300 and usage["requests"] <= 3, (audio["words"], usage["requests"])
+        manifest = json.loads((spool / "done" / ep / "manifest.json").read_text())
+        assert manifest["costs"]["audio"] > 0
+    assert len(fake.requests) <= 3 * 2
+    assert all(r.path == "/v1/text-to-dialogue/with-timestamps" for r in fake.requests)
+    assert KEY not in (spool / "logs" / "podspool.log").read_text()
