@@ -13,6 +13,7 @@ from podspool.stages.settings import (
     PriceEntry,
     ProductionSettings,
     ProvidersSettings,
+    PublishSettings,
     QualitySettings,
     ResearchSettings,
     StageSettings,
@@ -113,11 +114,13 @@ class Config(Strict):
     pricing: dict[str, dict[str, PriceEntry]] = Field(default_factory=dict)
     logging: Logging = Field(default_factory=Logging)
     notify: Notify = Field(default_factory=Notify)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     mode: Literal["production"] = "production"
 
     def stage_settings(self) -> StageSettings:
         return StageSettings(research=self.research, production=self.production, audio=self.audio,
-                             quality=self.quality, providers=self.providers, pricing=self.pricing)
+                             quality=self.quality, providers=self.providers, pricing=self.pricing,
+                             publish=self.publish)
 
 
 def config_path(explicit: str | os.PathLike[str] | None, spool: Path) -> Path | None:

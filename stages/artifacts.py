@@ -15,6 +15,11 @@ QUALITY_JSON = "quality.json"
 AUDIO_WAV = "audio.wav"
 AUDIO_MP3 = "audio.mp3"
 AUDIO_JSON = "audio.json"
+# publishable episode (issue 12); audio.mp3 is a hard link to episode.mp3, kept for the contract's table
+EPISODE_MP3 = "episode.mp3"
+CHAPTERS_JSON = "chapters.json"
+TRANSCRIPT_VTT = "transcript.vtt"
+SHOWNOTES_MD = "shownotes.md"
 
 
 def save_research(folder: Path, out: ResearchOutput, cost_usd: float, extra: dict[str, Any] | None = None) -> None:
