@@ -6,6 +6,7 @@ hard link to episode.mp3 (one inode, no extra bytes) so the contract's `audio.mp
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,7 +63,10 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
     samples = pcm.samples(speech.pcm)
     rate = speech.sample_rate
     spans, method = timing.turn_spans(turns, speech.spans, samples, rate, audio.pause_ms)
-    normal, loud = loudness.normalise(samples.astype(np.float64) / 32768.0, rate, audio.loudness_lufs,
+    # BS.1770 adds the channels' power: the same voice in two channels measures 3 dB louder than in one
+    target_gap = 10 * math.log10(audio.mp3_channels)
+    target = audio.loudness_lufs - target_gap
+    normal, loud = loudness.normalise(samples.astype(np.float64) / 32768.0, rate, target,
                                       audio.true_peak_dbtp - ENCODER_HEADROOM_DB)
     seconds = samples.size / rate
     title = episode_title(script, episode)
@@ -79,7 +83,10 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
     return Published(
         pcm=mp3.to_int16(normal).tobytes(),
         report={
-            "title": title, "number": episode.number, "date": date, "loudness": loud.to_dict(),
+            "title": title, "number": episode.number, "date": date,
+            # measured on the mono voice; file_lufs is the file's own, both channels counted
+            "loudness": {**loud.to_dict(), "target_lufs": audio.loudness_lufs,
+                         "file_lufs": round(loud.output_lufs + target_gap, 2)},
             "mp3": {"bytes": (folder / artifacts.EPISODE_MP3).stat().st_size, "channels": audio.mp3_channels,
                     "kbps": audio.mp3_kbps or mp3.DEFAULT_KBPS[audio.mp3_channels]},
             "timing": method,  # measured (by the provider) | detected (pauses in the audio) | estimated
