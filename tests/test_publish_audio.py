@@ -166,7 +166,8 @@ def test_chapters_and_transcript_match_the_audio(episode: Path) -> None:
     for cue, onset in zip(cues, onsets, strict=True):
         assert abs(_seconds(cue.start) - onset) <= 0.5, (cue.start, onset)
         assert _seconds(cue.end) > _seconds(cue.start)
-    assert fsio.read_json(episode / artifacts.AUDIO_JSON)["publish"]["timing"] == "detected"
+    # espeak measures its spans (h10); before that, the stage found the pauses between turns
+    assert fsio.read_json(episode / artifacts.AUDIO_JSON)["publish"]["timing"] in ("measured", "detected")
 
 
 def test_shownotes_audio_mp3_link_and_reuse(episode: Path) -> None:
