@@ -261,7 +261,7 @@ def archive(batch: Annotated[str | None, typer.Option("--batch", help="this fini
             spool: SpoolOpt = None) -> None:
     """Move finished batches (episode folders and batch folder) under <spool>/archive/<batch_id>/."""
     from podspool.daemon import archive as archiving
-    from podspool.daemon import requests as control
+    from podspool.daemon import control
     from podspool.daemon.logs import setup
     from podspool.daemon.spool import Spool, SpoolLocked
 
