@@ -1,4 +1,4 @@
-"""The `podspool` command line (typer): run, submit, validate, status, retry, schema, doctor."""
+"""The `podspool` command line (typer): run, submit, validate, status, retry, feed, archive, schema, doctor."""
 
 from __future__ import annotations
 
@@ -169,12 +169,13 @@ def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--
            watch: Annotated[bool, typer.Option("--watch", help="refresh live until Ctrl-C")] = False,
            interval: Annotated[float, typer.Option("--interval")] = 2.0) -> None:
     """The batch production dashboard."""
+    from podspool.daemon.archive import archived_batch_dir
     from podspool.daemon.status import collect, render
 
     root = spool_root(spool)
     if not (root / "batches").is_dir():
         raise _fail(exitcodes.USAGE, f"{root} is not a podspool spool (no batches/ folder)")
-    if batch and not (root / "batches" / batch).is_dir():
+    if batch and not (root / "batches" / batch).is_dir() and not archived_batch_dir(root, batch).is_dir():
         raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
     if as_json:
         typer.echo(json.dumps(collect(root, batch), indent=2))
@@ -230,6 +231,70 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
         typer.echo(f"{batch}: budget ${budget:.2f}")
     if not moved and budget is None:
         raise _fail(exitcodes.USAGE, "no failed episode matched")
+
+
+@app.command()
+def feed(spool: SpoolOpt = None, config: ConfigOpt = None,
+         base_url: Annotated[str | None, typer.Option("--base-url", help="where <spool>/feed/ is served "
+                                                                         "(default [publish] base_url)")] = None,
+         ) -> None:
+    """Write <spool>/feed/feed.xml, the podcast feed of every finished episode (done/ and the archive)."""
+    from podspool.daemon.feed import write_feed
+
+    root = spool_root(spool)
+    if not (root / "batches").is_dir():
+        raise _fail(exitcodes.USAGE, f"{root} is not a podspool spool (no batches/ folder)")
+    cfg = _config(root, config)
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise _fail(exitcodes.USAGE, f"--base-url must be an http(s) URL, not {base_url!r}")
+    try:
+        path, n = write_feed(root, cfg.publish, base_url)
+    except OSError as exc:
+        raise _fail(exitcodes.FAILURE, f"cannot write the feed: {exc}") from None
+    typer.echo(f"{path}: {n} episodes")
+
+
+@app.command()
+def archive(batch: Annotated[str | None, typer.Option("--batch", help="this finished batch")] = None,
+            older_than: Annotated[float | None, typer.Option("--older-than", help="every batch finished at "
+                                                                                "least DAYS ago")] = None,
+            spool: SpoolOpt = None) -> None:
+    """Move finished batches (episode folders and batch folder) under <spool>/archive/<batch_id>/."""
+    from podspool.daemon import archive as archiving
+    from podspool.daemon import control
+    from podspool.daemon.logs import setup
+    from podspool.daemon.spool import Spool, SpoolLocked
+
+    if batch is None and older_than is None:
+        raise _fail(exitcodes.USAGE, "name --batch ID or --older-than DAYS")
+    if older_than is not None and not 0 <= older_than < float("inf"):
+        raise _fail(exitcodes.USAGE, "--older-than must be a finite number of days >= 0")
+    root = spool_root(spool)
+    if batch and not (root / "batches" / batch).is_dir() and not archiving.archived_batch_dir(root, batch).is_dir():
+        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
+    sp = Spool(root)
+    try:
+        sp.ensure()
+        sp.lock()
+    except SpoolLocked:
+        # the daemon is the only writer of its spool: it archives between its own moves
+        control.submit(sp, {"archive": {"batch": batch, "older_than_days": older_than}})
+        typer.echo("sent to the running daemon; `podspool status` shows the batch as archived once it is done")
+        return
+    setup(sp.logs, level="INFO", stderr=False)
+    wanted = archiving.archivable(root, older_than)
+    if batch:
+        if older_than is not None and batch not in wanted:
+            raise _fail(exitcodes.USAGE, f"batch {batch} did not finish {older_than:g} days ago or more")
+        wanted = [batch]
+    for bid in wanted:
+        try:
+            moved = archiving.archive_batch(root, bid)
+        except archiving.NotArchivable as exc:
+            raise _fail(exitcodes.USAGE, str(exc)) from None
+        typer.echo(f"{bid}: archived in {archiving.archive_dir(root, bid)} ({len(moved)} episode folders moved)")
+    if not wanted:
+        typer.echo(f"no finished batch is {older_than:g} days old or more")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from podspool.stages.settings import (
     PriceEntry,
     ProductionSettings,
     ProvidersSettings,
+    PublishSettings,
     QualitySettings,
     ResearchSettings,
     StageSettings,
@@ -126,11 +127,13 @@ class Config(Strict):
     logging: Logging = Field(default_factory=Logging)
     notify: Notify = Field(default_factory=Notify)
     retention: Retention = Field(default_factory=Retention)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     mode: Literal["production"] = "production"
 
     def stage_settings(self) -> StageSettings:
         return StageSettings(research=self.research, production=self.production, audio=self.audio,
-                             quality=self.quality, providers=self.providers, pricing=self.pricing)
+                             quality=self.quality, providers=self.providers, pricing=self.pricing,
+                             publish=self.publish)
 
 
 def config_path(explicit: str | os.PathLike[str] | None, spool: Path) -> Path | None:

@@ -1,6 +1,6 @@
 """Read-only view of a spool for `podspool status`: derived from the folders, like the daemon's own.
 
-The batches come from the episode folders; the `runtime` section (queues, busy workers, memory,
+The batches come from the episode folders, archived ones included (daemon/archive.py); the `runtime` section (queues, busy workers, memory,
 rate-limit headroom) comes from `state/runtime.json`, which only a running daemon keeps fresh.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from podspool.daemon import archive
 from podspool.daemon.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.runtime_hook import read_runtime
@@ -18,27 +19,38 @@ from podspool.daemon.spool import Spool
 
 def collect(root: Path, only: str | None = None) -> dict[str, Any]:
     sp = Spool(root)
-    by_batch: dict[str, list[tuple[str, EpisodeManifest]]] = {}
-    for loc in sp.scan():
+    # keyed by episode id: an episode archived while we read is seen in done/ and in the archive, once
+    by_batch: dict[str, dict[str, tuple[str, EpisodeManifest]]] = {}
+    found: list[tuple[str, Path]] = [(loc.location, loc.folder) for loc in sp.scan()]
+    # an archived episode counts where it finished: done, or failed
+    found += [("archive", a.folder) for a in archive.archived_episodes(root)]
+    for location, folder in found:
         try:
-            m = sp.read_manifest(loc.folder)
+            m = sp.read_manifest(folder)
         except (FileNotFoundError, ValueError):
             continue
         if only and m.batch_id != only:
             continue
-        by_batch.setdefault(m.batch_id, []).append((loc.location, m))
+        if location == "archive":
+            location = "done" if m.status == "done" else "failed"
+        by_batch.setdefault(m.batch_id, {}).setdefault(m.session_id, (location, m))
     runtime = read_runtime(root)
     batches = []
-    for bid in sp.batch_ids():
+    live = sp.batch_ids()
+    archived = [b for b in archive.archived_batch_ids(root) if b not in live]
+    for bid in live + archived:
         if only and bid != only:
             continue
-        meta = sp.read_session(bid)
+        # a batch archived while we read has moved: its session is then in the archive
+        meta = (sp.read_session(bid) if bid in live else {}) or archive.read_archived_session(root, bid)
+        episodes = list(by_batch.get(bid, {}).values())
         # session.json knows which episodes a live daemon is running; the manifests alone do not
         running = {r["episode_id"] for r in meta.get("episodes", []) if r.get("running")} if runtime else set()
         # session.json is up to a second old: a folder already in done/ or failed/ is not running
-        running -= {m.session_id for loc, m in by_batch.get(bid, []) if loc in ("done", "failed")}
-        eps = by_batch.get(bid, [])
-        session = derive(meta, Tally.of(eps), eps, running=running, checkpoints=meta.get("checkpoints", []))
+        running -= {m.session_id for loc, m in episodes if loc in ("done", "failed")}
+        session = derive(meta, Tally.of(episodes), episodes, running=running,
+                         checkpoints=meta.get("checkpoints", []))
+        session["archived"] = bid in archived
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
     return {"spool": str(root), "batches": batches, "runtime": runtime}

@@ -1,4 +1,8 @@
-"""Audio stage: speak the script, one voice per host, validate the result, write audio.wav (and .mp3).
+"""Audio stage: speak the script, one voice per host, validate the take, then publish it.
+
+Pipeline: provider PCM -> resample once, only if the rate differs -> validate -> loudness-normalise ->
+encode and tag episode.mp3 once -> chapters, transcript, show notes (stages/publish/) -> audio.wav ->
+audio.json, last.
 
 Validation and encoding live here, not in a provider, so espeak, ElevenLabs and sim output are held
 to the same checks. A failed check is a failed attempt (StageError): nothing is written, so a retry
@@ -68,7 +72,8 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     if earlier:
         return earlier
     settings = ctx.settings.audio
-    turns: list[Turn] = parse_turns((folder / artifacts.SCRIPT_MD).read_text(encoding="utf-8"))
+    script = (folder / artifacts.SCRIPT_MD).read_text(encoding="utf-8")
+    turns: list[Turn] = parse_turns(script)
     if not turns:
         raise StageError("script.md has no lines of the form '**Host:** text' to speak", retryable=False)
     n_words = sum(len(words(t.text)) for t in turns)
@@ -78,24 +83,32 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     cost = cost_of(out.usage, ctx.settings)
     if out.sample_rate != settings.sample_rate and out.sample_rate > 0:
         # a provider may only offer fixed rates (ElevenLabs pcm_22050): convert rather than refuse
+        # (the spans are in seconds: time does not change with the rate)
         out = SpeechOutput(pcm=pcm.resample(out.pcm, out.sample_rate, settings.sample_rate),
-                           sample_rate=settings.sample_rate, usage=out.usage)
+                           sample_rate=settings.sample_rate, usage=out.usage, spans=out.spans)
     try:
         # sim returns a one-second tone whatever the text: its length says nothing
         report = validate(out, n_words, len(turns), settings, check_duration=speech.name != "sim")
     except StageError as exc:
         exc.cost_usd, exc.usage = cost, out.usage  # the synthesis was paid for even if refused
         raise
-    files = [artifacts.AUDIO_WAV]
-    fsio.write_bytes(folder / artifacts.AUDIO_WAV, pcm.wav_bytes(out.pcm, out.sample_rate))
+    take, published = out.pcm, None
     if settings.mp3:
-        mp3 = pcm.mp3_bytes(out.pcm, out.sample_rate)
-        if mp3 is not None:
-            fsio.write_bytes(folder / artifacts.AUDIO_MP3, mp3)
-            files.append(artifacts.AUDIO_MP3)
+        # scipy and lame: imported here, so only the audio worker pays for them
+        from podspool.stages.publish.episode import publish
+
+        findings = artifacts.load_research(folder)[0].findings if (folder / artifacts.RESEARCH_JSON).exists() else []
+        try:
+            published = publish(folder, episode, script, turns, out, findings, ctx.settings)
+        except ValueError as exc:  # e.g. nothing to measure: refuse the take like any failed check
+            raise StageError(f"audio cannot be published: {exc}", cost_usd=cost, usage=out.usage) from exc
+        take = published.pcm
+    fsio.write_bytes(folder / artifacts.AUDIO_WAV, pcm.wav_bytes(take, out.sample_rate))
+    files = [artifacts.AUDIO_WAV, *(published.report["files"] if published else [])]
     doc = {"seconds": report["seconds"], "words": n_words, "turns": len(turns), "rms": report["rms"],
            "sample_rate": out.sample_rate, "provider": speech.name, "files": files, "cost_usd": cost,
-           "usage": [u.to_dict() for u in out.usage], "validation": {**report, "passed": True}}
+           "usage": [u.to_dict() for u in out.usage], "validation": {**report, "passed": True},
+           "publish": published.report if published else None}
     fsio.write_json(folder / artifacts.AUDIO_JSON, doc)  # last: its presence marks the phase finished
     logger.debug("audio {}: {:.1f} s, {} words", episode.episode_id, report["seconds"], n_words)
     return StageResult(ok=True, cost_usd=cost, usage=out.usage,

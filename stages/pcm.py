@@ -1,4 +1,4 @@
-"""16-bit mono PCM helpers: measure, resample, wrap as WAV, encode as MP3. Provider-neutral."""
+"""16-bit mono PCM helpers: measure, resample, wrap as WAV. Provider-neutral (mp3: stages/publish/mp3.py)."""
 
 from __future__ import annotations
 
@@ -58,17 +58,3 @@ def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(pcm)
     return buf.getvalue()
-
-
-def mp3_bytes(pcm: bytes, sample_rate: int, kbps: int = 64) -> bytes | None:
-    """MP3 of the PCM, or None when the optional lameenc wheel is not installed."""
-    try:
-        import lameenc  # optional extra [mp3]
-    except ImportError:
-        return None
-    enc = lameenc.Encoder()
-    enc.set_bit_rate(kbps)
-    enc.set_in_sample_rate(sample_rate)
-    enc.set_channels(1)
-    enc.set_quality(2)
-    return bytes(enc.encode(pcm) + enc.flush())

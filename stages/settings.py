@@ -140,8 +140,28 @@ class AudioSettings(Strict):
     duration_tolerance: float = Field(default=0.5, gt=0, le=1)  # +/- fraction of the expected duration
     pause_ms: int = Field(default=350, ge=0, le=5000)
     voices: dict[str, str] = Field(default_factory=dict)  # host name -> espeak voice
-    mp3: bool = True  # also write audio.mp3 when lameenc is installed
+    # write the publishable episode (episode.mp3 with audio.mp3 linked to it, chapters.json, transcript.vtt,
+    # shownotes.md); false leaves audio.wav alone, a rehearsal that skips publishing
+    mp3: bool = True
+    loudness_lufs: float = Field(default=-16.0, ge=-40, le=-5)  # integrated, ITU-R BS.1770
+    true_peak_dbtp: float = Field(default=-1.0, ge=-12, le=0)
+    mp3_channels: Literal[1, 2] = 1  # 2: the same voice in both channels, for players that want stereo
+    mp3_kbps: int | None = Field(default=None, ge=32, le=320)  # default 64 for mono, 128 for stereo
     time_limit_s: float = Field(default=900.0, gt=0)
+
+
+class PublishSettings(Strict):
+    """[publish]: the show, as the ID3 tags and the podcast feed present it."""
+
+    title: str = "podspool"
+    author: str = "podspool"
+    description: str = "Episodes produced by podspool."
+    language: str = "en"
+    image: str | None = None  # URL of the show's cover art (square JPEG or PNG, 1400-3000 px)
+    base_url: str = "http://localhost:8000"  # where <spool>/feed/ is served; `podspool feed --base-url` wins
+    explicit: bool = False
+    category: str = "Education"  # an Apple Podcasts category
+    email: str | None = None  # the owner's address, shown to podcast directories
 
 
 class QualitySettings(Strict):
@@ -166,6 +186,7 @@ class StageSettings(Strict):
     production: ProductionSettings = Field(default_factory=ProductionSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     # api -> model -> price; "*" is the model fallback. Defaults live in stages/costs.py.
     pricing: dict[str, dict[str, PriceEntry]] = Field(default_factory=dict)

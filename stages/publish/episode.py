@@ -1,0 +1,99 @@
+"""Make a validated take publishable: normalise, encode and tag episode.mp3, then the text companions.
+
+Called by the audio stage after validation. Every file is written whole through fsio; audio.mp3 is a
+hard link to episode.mp3 (one inode, no extra bytes) so the contract's `audio.mp3` stays true.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from podspool.stages import artifacts, fsio, pcm
+from podspool.stages.base import EpisodeInput, Finding, SpeechOutput, Turn
+from podspool.stages.publish import chapters as chapter_rules
+from podspool.stages.publish import loudness, mp3, shownotes, tags, timing, transcript
+from podspool.stages.script_format import HEADING_RE
+from podspool.stages.settings import StageSettings
+
+# Lossy coding rounds peaks up by a few tenths of a dB: normalise under the ceiling by this much, so
+# the decoded mp3, not only our PCM, stays at or under it.
+ENCODER_HEADROOM_DB = 0.5
+
+
+@dataclass
+class Published:
+    pcm: bytes  # the normalised take, 16-bit, for audio.wav
+    report: dict[str, Any]  # what audio.json records under "publish"
+
+
+def episode_title(script: str, episode: EpisodeInput) -> str:
+    """The manifest's title, else the script's "# " title, else the topic."""
+    if episode.title:
+        return episode.title
+    for line in script.splitlines():
+        m = HEADING_RE.match(line)
+        if m and len(m["hashes"]) == 1:
+            return m["text"].strip()
+    return episode.topic
+
+
+def link(src: Path, dst: Path) -> None:
+    """`dst` becomes another name of `src`, atomically (link under a temp name, then rename over)."""
+    tmp = fsio.temp_name_for(dst)
+    os.link(src, tmp)
+    try:
+        fsio.crashpoint(f"link {dst.parent.name}/{dst.name}")
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsio.fsync_dir(dst.parent)
+
+
+def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn], speech: SpeechOutput,
+            findings: list[Finding], settings: StageSettings, today: str | None = None) -> Published:
+    """Write episode.mp3 (and its audio.mp3 link), chapters.json, transcript.vtt and shownotes.md."""
+    audio, show = settings.audio, settings.publish
+    samples = pcm.samples(speech.pcm)
+    rate = speech.sample_rate
+    spans, method = timing.turn_spans(turns, speech.spans, samples, rate, audio.pause_ms)
+    # BS.1770 adds the channels' power: the same voice in two channels measures 3 dB louder than in one
+    target_gap = 10 * math.log10(audio.mp3_channels)
+    target = audio.loudness_lufs - target_gap
+    normal, loud = loudness.normalise(samples.astype(np.float64) / 32768.0, rate, target,
+                                      audio.true_peak_dbtp - ENCODER_HEADROOM_DB)
+    seconds = samples.size / rate
+    title = episode_title(script, episode)
+    chapters = chapter_rules.chapters(script, spans, seconds, title)
+    date = today or datetime.now(UTC).strftime("%Y-%m-%d")
+    encoded = mp3.encode(normal, rate, audio.mp3_channels, audio.mp3_kbps)
+    meta = tags.EpisodeTags(title=title, show=show.title, author=show.author, number=episode.number, date=date)
+    fsio.write_bytes(folder / artifacts.EPISODE_MP3, tags.tagged(encoded, meta, chapters))
+    link(folder / artifacts.EPISODE_MP3, folder / artifacts.AUDIO_MP3)
+    fsio.write_json(folder / artifacts.CHAPTERS_JSON, chapter_rules.json_chapters(chapters))
+    fsio.write_text(folder / artifacts.TRANSCRIPT_VTT, transcript.webvtt(turns, spans))
+    fsio.write_text(folder / artifacts.SHOWNOTES_MD,
+                    shownotes.markdown(title, turns, episode.notes, chapters, script, findings))
+    return Published(
+        pcm=mp3.to_int16(normal).tobytes(),
+        report={
+            "title": title, "number": episode.number, "date": date,
+            # measured on the mono voice; file_lufs is the file's own, both channels counted
+            "loudness": {**loud.to_dict(), "target_lufs": audio.loudness_lufs,
+                         "file_lufs": round(loud.output_lufs + target_gap, 2)},
+            "mp3": {"bytes": (folder / artifacts.EPISODE_MP3).stat().st_size, "channels": audio.mp3_channels,
+                    "kbps": audio.mp3_kbps or mp3.DEFAULT_KBPS[audio.mp3_channels]},
+            "timing": method,  # measured (by the provider) | detected (pauses in the audio) | estimated
+            "spans": [{"turn": s.turn, "host": turns[s.turn].host, "start": round(s.start, 3),
+                       "end": round(s.end, 3)} for s in spans],
+            "chapters": len(chapters),
+            "files": [artifacts.EPISODE_MP3, artifacts.AUDIO_MP3, artifacts.CHAPTERS_JSON,
+                      artifacts.TRANSCRIPT_VTT, artifacts.SHOWNOTES_MD],
+        },
+    )
