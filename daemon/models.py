@@ -84,6 +84,14 @@ class BatchManifest(BaseModel):
     priority: StrictInt = Field(default=0, ge=-1000, le=1000)
     budget_usd: StrictFloat | StrictInt | None = Field(default=None, ge=0)
 
+    @field_validator("topics")
+    @classmethod
+    def _topics_not_blank(cls, v: list[str]) -> list[str]:
+        blank = [str(i) for i, t in enumerate(v) if not t.strip()]
+        if blank:
+            raise ValueError(f"topic is blank (topics {', '.join(blank[:20])})")
+        return [t.strip() for t in v]
+
     @field_validator("budget_usd")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
