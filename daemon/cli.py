@@ -32,9 +32,12 @@ def _config(spool: Path, config: str | None) -> Config:
         raise _fail(exitcodes.USAGE, f"configuration: {exc}") from None
 
 
-def _roots(cfg: Config) -> list[Path]:
-    roots = [Path(r) for r in cfg.research.source_roots] or [Path.cwd()]
-    return [r if r.is_absolute() else Path.cwd() / r for r in roots]
+def _with_daemon_roots(cfg: Config, spool: Path) -> Config:
+    """The daemon's config with its allowed source roots spelled out (granted folders included)."""
+    from podspool.daemon.intake import daemon_roots
+
+    roots = [str(r) for r in daemon_roots(cfg.research.source_roots, spool)]
+    return cfg.model_copy(update={"research": cfg.research.model_copy(update={"source_roots": roots})})
 
 
 @app.command()
@@ -50,7 +53,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     os.umask(0o027)  # nothing the daemon creates is world-readable
     root = spool_root(spool)
-    cfg = _config(root, config)
+    cfg = _with_daemon_roots(_config(root, config), root)
     sp = Spool(root)
     try:
         sp.ensure()
@@ -70,8 +73,8 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     setup(sp.logs, level=lg.level, rotation=lg.rotation, retention=lg.retention, compression=lg.compression,
           as_json=lg.as_json or log_json, stderr=lg.stderr, secrets=secrets, episode_folder=folder_of)
 
-    def reload() -> Config:
-        return load_config(config_path(config, root))
+    def reload() -> Config:  # SIGHUP also picks up folders granted by `podspool submit` since the start
+        return _with_daemon_roots(load_config(config_path(config, root)), root)
 
     sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
     sup_ref.append(sup)
@@ -91,13 +94,17 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
 def _check_files(files: list[Path], cfg: Config,
                  spool: Path | None) -> tuple[list[tuple[Path, BatchManifest, bytes]], bool]:
-    from podspool.daemon.intake import ManifestProblem, check_file
+    """Check each manifest as `podspool submit` would: sources relative to its own folder, and the
+    batch possible with the configured providers. Prints every problem of every file."""
+    from podspool.daemon.intake import ManifestProblem, check_file, submit_roots, with_absolute_sources
 
     ok: list[tuple[Path, BatchManifest, bytes]] = []
     bad = False
     for f in files:
+        base = f.absolute().parent
+        roots = submit_roots(cfg.research.source_roots, base)
         try:
-            checked = check_file(f, cfg.limits.max_manifest_bytes, _roots(cfg))
+            checked = check_file(f, cfg.limits.max_manifest_bytes, roots, base, cfg.research)
         except ManifestProblem as exc:
             bad = True
             typer.echo(f"{f}: invalid", err=True)
@@ -109,7 +116,7 @@ def _check_files(files: list[Path], cfg: Config,
             bad = True
             typer.echo(f"{f}: invalid\n  - batch_id: {bid!r} is already known in {spool}", err=True)
             continue
-        ok.append((f, checked.manifest, checked.raw))
+        ok.append((f, with_absolute_sources(checked.manifest, roots, base), checked.raw))
     return ok, bad
 
 
@@ -128,8 +135,10 @@ def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")
 def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")], spool: SpoolOpt = None,
            config: ConfigOpt = None) -> None:
     """Validate, then place atomically in the inbox; prints each batch_id."""
+    from podspool.daemon.intake import grant_root
     from podspool.daemon.models import default_batch_id
     from podspool.stages import fsio
+    from podspool.stages.sources import is_url
 
     root = spool_root(spool)
     cfg = _config(root, config)
@@ -138,7 +147,10 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
         raise typer.Exit(exitcodes.USAGE)
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
-    for _, manifest, _raw in ok:
+    for f, manifest, _raw in ok:
+        if not cfg.research.source_roots and any(not is_url(s) for ep in manifest.episodes for s in ep.sources):
+            # its sources are checked against its own folder; the daemon must allow that folder too
+            grant_root(root, f.absolute().parent.resolve())
         bid = manifest.batch_id or default_batch_id()
         n = 1
         while (inbox / f"{bid}.json").exists() or (root / "batches" / bid).exists():
@@ -156,6 +168,23 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
 
 
 @app.command()
+def plan(files: Annotated[list[Path], typer.Argument(help="batch manifests")], spool: SpoolOpt = None,
+         config: ConfigOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False) -> None:
+    """Predict each batch's API calls, cost per stage, duration and what bounds it; nothing is spent."""
+    from podspool.daemon.plan import plan_batch, render
+
+    cfg = _config(spool_root(spool), config)
+    ok, bad = _check_files(files, cfg, None)
+    plans = [plan_batch(m, cfg) for _, m, _ in ok]
+    if as_json:
+        typer.echo(json.dumps({"batches": plans}, indent=2))
+    else:
+        typer.echo(render(plans, cfg), nl=False)
+    raise typer.Exit(exitcodes.USAGE if bad else exitcodes.OK)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the batch manifest."""
     from podspool.daemon.models import manifest_schema
@@ -167,21 +196,23 @@ def schema() -> None:
 def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--batch")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
            watch: Annotated[bool, typer.Option("--watch", help="refresh live until Ctrl-C")] = False,
-           interval: Annotated[float, typer.Option("--interval")] = 2.0) -> None:
-    """The batch production dashboard."""
+           interval: Annotated[float, typer.Option("--interval")] = 2.0, config: ConfigOpt = None) -> None:
+    """The batch production dashboard, and what will happen to the manifests waiting in the inbox."""
     from podspool.daemon.archive import archived_batch_dir
     from podspool.daemon.status import collect, render
 
     root = spool_root(spool)
-    if not (root / "batches").is_dir():
-        raise _fail(exitcodes.USAGE, f"{root} is not a podspool spool (no batches/ folder)")
-    if batch and not (root / "batches" / batch).is_dir() and not archived_batch_dir(root, batch).is_dir():
-        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
+    # a spool no daemon has run on yet (or no spool at all) is not an error: it shows what is queued
+    cfg = _with_daemon_roots(_config(root, config), root)
+    data = collect(root, batch, cfg)
+    if batch and not data["batches"] and not data.get("queued") and not (root / "batches" / batch).is_dir() \
+            and not archived_batch_dir(root, batch).is_dir():
+        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root} (nor waiting in its inbox)")
     if as_json:
-        typer.echo(json.dumps(collect(root, batch), indent=2))
+        typer.echo(json.dumps(data, indent=2))
         return
     if not watch:
-        typer.echo(render(collect(root, batch)))
+        typer.echo(render(data))
         return
     from podspool.daemon.live import watch as live_watch
 

@@ -112,6 +112,35 @@ class Retention(Strict):
     sweep_every_s: float = Field(default=3600.0, gt=0)  # how often the daemon looks for work to retire
 
 
+# Typical seconds per call, for `podspool plan` ("local_research" and "local_writer" are the offline
+# providers, "espeak" speaks a whole episode in one call). [plan.latency_s] overrides any of them.
+TYPICAL_LATENCY_S: dict[str, float] = {
+    "local_research": 0.02, "local_writer": 0.03, "espeak": 0.5,
+    "perplexity": 8.0, "websearch": 2.0, "openai": 40.0, "elevenlabs": 4.0,
+}
+
+
+class PlanSettings(Strict):
+    """What `podspool plan` assumes where it cannot know in advance (sim's latency is its own setting)."""
+
+    latency_s: dict[str, float] = Field(default_factory=dict)  # provider -> seconds, over TYPICAL_LATENCY_S
+    # Measured on a loaded 2-core machine with sim providers: a worker's own work per task after its calls
+    # (validate, write its artifacts whole), and the supervisor's per result (manifest, move, batch files)
+    save_s: float = Field(default=0.03, ge=0)
+    supervisor_s: float = Field(default=0.015, ge=0)
+    script_words: int = Field(default=1400, ge=1)  # words of a script, for per-character and per-turn APIs
+    words_per_turn: int = Field(default=45, ge=1)  # a turn is one ElevenLabs call in per_turn mode
+    revisions: float = Field(default=0.0, ge=0)  # expected revisions per episode of a model writer
+
+    @field_validator("latency_s")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not x >= 0]
+        if bad:
+            raise ValueError(f"latencies must be >= 0 seconds: {', '.join(bad)}")
+        return v
+
+
 class Config(Strict):
     concurrency: Concurrency = Field(default_factory=Concurrency)
     # True when [concurrency] was given explicitly: it then overrides the batch strategy's preset
@@ -128,6 +157,7 @@ class Config(Strict):
     notify: Notify = Field(default_factory=Notify)
     retention: Retention = Field(default_factory=Retention)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
     mode: Literal["production"] = "production"
 
     def stage_settings(self) -> StageSettings:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.models import BatchManifest, describe_errors
+from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems, describe_errors
+from podspool.stages.settings import ResearchSettings
+from podspool.stages.sources import check_sources, is_url, resolve_source, roots_from_settings
 from pydantic import ValidationError
 
 
@@ -105,28 +107,125 @@ def parse_json(raw: bytes) -> Any:
         raise ManifestProblem([f"not acceptable JSON: {exc}"]) from None
 
 
-def check_manifest(raw: bytes, source_roots: list[Path]) -> BatchManifest:
-    """Parse and validate; raise ManifestProblem naming every problem found."""
-    from podspool.stages.sources import check_sources
+def _episode_sources(data: dict[str, Any], manifest: BatchManifest | None) -> list[tuple[int, list[str]]]:
+    """(number, sources) of every episode whose own fields are valid, even when the batch is not."""
+    if manifest is not None:
+        return [(ep.number, list(ep.sources)) for ep in manifest.all_episodes()]
+    out = []
+    raw_episodes = data.get("episodes")
+    for raw in raw_episodes if isinstance(raw_episodes, list) else []:
+        try:
+            ep = BatchEpisode.model_validate(raw)
+        except (ValidationError, RecursionError):
+            continue
+        out.append((ep.number, list(ep.sources)))
+    return out
 
+
+def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) -> list[str]:
+    """Why the batch cannot succeed with the configured research, named before anything is spent.
+
+    Local research finds only what the episode's own source files or `research.sources_dir` hold; an
+    episode with neither would run, pay, and fail at the quality gate for want of grounding.
+    """
+    if research.provider != "local":
+        return []
+    if research.sources_dir:
+        folder = Path(research.sources_dir).expanduser()
+        if not folder.is_dir():
+            return [f"research.sources_dir {research.sources_dir} is not a folder, and local research "
+                    "(research.provider = \"local\") has nothing else to search"]
+        return []
+    bare = [ep.number for ep in manifest.all_episodes() if not any(not is_url(s) for s in ep.sources)]
+    if not bare:
+        return []
+    shown = ", ".join(map(str, bare[:20])) + (f" and {len(bare) - 20} more" if len(bare) > 20 else "")
+    return [f"episode(s) {shown}: no source files, and local research (research.provider = \"local\", the "
+            "offline default) has nothing else to search (URLs are not fetched offline); give each episode "
+            "'sources', set [research] sources_dir, or configure an online research provider"]
+
+
+def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = None,
+                   research: ResearchSettings | None = None) -> BatchManifest:
+    """Parse and validate; raise ManifestProblem naming every problem found, all at once.
+
+    Relative source paths resolve against `base` (`podspool submit`: the manifest's own folder), else
+    the first source root. With `research`, a batch that cannot succeed with it is refused too.
+    """
     data = parse_json(raw)
     if not isinstance(data, dict):
         raise ManifestProblem([f"the manifest must be a JSON object, not {type(data).__name__}"])
+    manifest: BatchManifest | None = None
+    problems: list[str] = []
     try:
         manifest = BatchManifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestProblem(describe_errors(exc)) from None
+        # field problems, then the batch-level ones pydantic skipped because a field failed
+        problems += describe_errors(exc, batch_level=False)
+        problems += batch_level_problems(data.get("starting_episode"), data.get("topics"), data.get("episodes"))
     except RecursionError:
         raise ManifestProblem(["JSON nested too deeply"]) from None
-    problems = []
-    for ep in manifest.all_episodes():
-        for msg in check_sources(ep.sources, source_roots):
-            problems.append(f"episode {ep.number}: {msg}")
-    if problems:
-        raise ManifestProblem(problems)
+    for number, sources in _episode_sources(data, manifest):
+        problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base)]
+    if manifest is not None and research is not None:
+        problems += feasibility_problems(manifest, research)
+    if problems or manifest is None:
+        raise ManifestProblem(problems or ["the manifest is not valid"])
     return manifest
 
 
-def check_file(path: Path, max_bytes: int, source_roots: list[Path]) -> Checked:
+def check_file(path: Path, max_bytes: int, source_roots: list[Path], base: Path | None = None,
+               research: ResearchSettings | None = None) -> Checked:
     raw = read_untrusted(path, max_bytes)
-    return Checked(manifest=check_manifest(raw, source_roots), raw=raw)
+    return Checked(manifest=check_manifest(raw, source_roots, base, research), raw=raw)
+
+
+# ---- where source paths may point ---------------------------------------------------------------
+# With `[research] source_roots` configured, those are the allowed roots, for `podspool submit` and the
+# daemon alike. Without, the daemon allows its working directory plus every folder a manifest was
+# submitted from with `podspool submit` (recorded here, in the daemon's own state/); a file dropped
+# straight into the inbox gets no such grant, so it cannot reach outside the working directory.
+GRANTS_FILE = "source_roots.json"
+MAX_GRANTS = 200
+
+
+def granted_roots(spool: Path) -> list[Path]:
+    try:
+        data = json.loads((spool / "state" / GRANTS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, OSError):
+        return []
+    return [Path(p) for p in data.get("roots", []) if isinstance(p, str) and Path(p).is_absolute()]
+
+
+def grant_root(spool: Path, folder: Path) -> None:
+    """Let the daemon of `spool` read sources under `folder` (when no source_roots are configured)."""
+    from podspool.stages import fsio
+
+    roots = [r for r in granted_roots(spool) if r != folder] + [folder]
+    (spool / "state").mkdir(mode=0o750, parents=True, exist_ok=True)
+    fsio.write_json(spool / "state" / GRANTS_FILE, {"roots": [str(r) for r in roots[-MAX_GRANTS:]]})
+
+
+def daemon_roots(configured: list[str], spool: Path, cwd: Path | None = None) -> list[Path]:
+    """The daemon's allowed roots; the first is where a relative path in an inbox file resolves."""
+    base = cwd or Path.cwd()
+    if configured:
+        return roots_from_settings(configured, base)
+    return [base.resolve(), *granted_roots(spool)]
+
+
+def submit_roots(configured: list[str], manifest_folder: Path, cwd: Path | None = None) -> list[Path]:
+    """The roots `podspool submit` (and validate, plan) allows: the configured ones, else the manifest's
+    own folder and the working directory."""
+    base = cwd or Path.cwd()
+    if configured:
+        return roots_from_settings(configured, base)
+    return [manifest_folder.resolve(), base.resolve()]
+
+
+def with_absolute_sources(manifest: BatchManifest, roots: list[Path], base: Path) -> BatchManifest:
+    """The manifest with every local source as the real absolute path it was checked as."""
+    episodes = [ep.model_copy(update={"sources": [s if is_url(s) else str(resolve_source(s, roots, base))
+                                                  for s in ep.sources]})
+                for ep in manifest.episodes]
+    return manifest.model_copy(update={"episodes": episodes})

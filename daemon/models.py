@@ -84,6 +84,14 @@ class BatchManifest(BaseModel):
     priority: StrictInt = Field(default=0, ge=-1000, le=1000)
     budget_usd: StrictFloat | StrictInt | None = Field(default=None, ge=0)
 
+    @field_validator("topics")
+    @classmethod
+    def _topics_not_blank(cls, v: list[str]) -> list[str]:
+        blank = [str(i) for i, t in enumerate(v) if not t.strip()]
+        if blank:
+            raise ValueError(f"topic is blank (topics {', '.join(blank[:20])})")
+        return [t.strip() for t in v]
+
     @field_validator("budget_usd")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
@@ -93,18 +101,8 @@ class BatchManifest(BaseModel):
 
     @model_validator(mode="after")
     def _episodes(self) -> BatchManifest:
-        problems = []
-        if not self.topics and not self.episodes:
-            problems.append("a batch needs at least one episode: give 'topics' or 'episodes'")
-        last = self.starting_episode + len(self.topics) - 1
-        if self.topics and last > MAX_EPISODE_NUMBER:
-            problems.append(f"topics numbered from {self.starting_episode} run past {MAX_EPISODE_NUMBER}")
-        seen: dict[int, int] = {}
-        for ep in self.all_episodes(check=False):
-            seen[ep.number] = seen.get(ep.number, 0) + 1
-        dups = sorted(n for n, c in seen.items() if c > 1)
-        if dups:
-            problems.append(f"duplicate episode numbers: {', '.join(map(str, dups[:20]))}")
+        problems = batch_level_problems(self.starting_episode, self.topics,
+                                        [{"number": e.number} for e in self.episodes])
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -119,10 +117,45 @@ class BatchManifest(BaseModel):
         return self.strategy or strategy_for(len(self.all_episodes()))
 
 
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One operator-readable line per problem, naming where it is."""
+NO_EPISODES = "a batch needs at least one episode: give 'topics' or 'episodes'"
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def batch_level_problems(starting: object, topics: object, episodes: object) -> list[str]:
+    """The checks across episodes (none at all, numbering, duplicates), on raw values as well as valid ones.
+
+    Run on the raw document too, so a manifest with a bad field still hears about these: pydantic skips
+    a model validator once any field fails.
+    """
+    start = starting if isinstance(starting, int) and not isinstance(starting, bool) else 1
+    topic_list = topics if isinstance(topics, list) else []
+    ep_list = episodes if isinstance(episodes, list) else []
+    problems = []
+    if topics in (None, []) and episodes in (None, []):
+        problems.append(NO_EPISODES)
+    last = start + len(topic_list) - 1
+    if topic_list and last > MAX_EPISODE_NUMBER:
+        problems.append(f"topics numbered from {start} run past {MAX_EPISODE_NUMBER}")
+    numbers = [start + i for i in range(len(topic_list)) if start + i <= MAX_EPISODE_NUMBER]
+    numbers += [e["number"] for e in ep_list if isinstance(e, dict) and _whole(e.get("number"))]
+    seen: dict[int, int] = {}
+    for n in numbers:
+        seen[n] = seen.get(n, 0) + 1
+    dups = sorted(n for n, c in seen.items() if c > 1)
+    if dups:
+        problems.append(f"duplicate episode numbers: {', '.join(map(str, dups[:20]))}")
+    return problems
+
+
+def describe_errors(exc: ValidationError, batch_level: bool = True) -> list[str]:
+    """One operator-readable line per problem, naming where it is (`batch_level`: the cross-episode ones too)."""
     out = []
     for e in exc.errors():
+        if not e["loc"] and not batch_level:
+            continue
         where = ".".join(str(p) for p in e["loc"]) or "manifest"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":

@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon import archive
+from podspool.daemon.config import Config
 from podspool.daemon.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.plan import eta
+from podspool.daemon.preview import inbox_preview, render_queued
 from podspool.daemon.runtime_hook import read_runtime
 from podspool.daemon.session import Tally, derive
 from podspool.daemon.spool import Spool
 
 
-def collect(root: Path, only: str | None = None) -> dict[str, Any]:
+def collect(root: Path, only: str | None = None, cfg: Config | None = None) -> dict[str, Any]:
+    """Every batch of the spool (none is fine: a fresh spool), and with `cfg` the inbox's waiting
+    manifests and an ETA from the plan's model refined by what each batch has measured."""
     sp = Spool(root)
     # keyed by episode id: an episode archived while we read is seen in done/ and in the archive, once
     by_batch: dict[str, dict[str, tuple[str, EpisodeManifest]]] = {}
@@ -51,12 +56,22 @@ def collect(root: Path, only: str | None = None) -> dict[str, Any]:
         session = derive(meta, Tally.of(episodes), episodes, running=running,
                          checkpoints=meta.get("checkpoints", []))
         session["archived"] = bid in archived
+        if cfg is not None and session["state"] == "running":
+            session.update(eta(episodes, meta.get("strategy"), cfg) or {})
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
-    return {"spool": str(root), "batches": batches, "runtime": runtime}
+    out = {"spool": str(root), "batches": batches, "runtime": runtime}
+    if cfg is not None:
+        out["queued"] = [q for q in inbox_preview(root, cfg) if not only or q.get("batch_id") == only]
+    return out
 
 
 def render(data: dict[str, Any]) -> str:
-    parts = [render_text(s) for s in data["batches"]] or [f"no batches in {data['spool']}\n"]
+    parts = [render_text(s) for s in data["batches"]]
+    if data.get("queued"):
+        parts.append(render_queued(data["queued"]))
+    if not parts:
+        parts = [f"no batches in {data['spool']}, and nothing waiting in its inbox "
+                 "(`podspool submit FILE` places one)\n"]
     parts.append(render_runtime(data.get("runtime")))
     return "\n".join(parts)

@@ -38,8 +38,8 @@ def roots_from_settings(source_roots: Iterable[str], cwd: Path | None = None) ->
     return [(r if r.is_absolute() else base / r).resolve() for r in roots]
 
 
-def resolve_source(spec: str, roots: Sequence[Path]) -> Path:
-    """The real path of source `spec`: relative to roots[0], symlinks resolved, inside a root.
+def resolve_source(spec: str, roots: Sequence[Path], base: Path | None = None) -> Path:
+    """The real path of source `spec`: relative to `base` (default roots[0]), symlinks resolved, inside a root.
 
     Raises SourceError when the result escapes every root, is not a regular file, has a suffix other
     than .md/.txt/.html/.htm, or is larger than MAX_SOURCE_BYTES.
@@ -53,12 +53,13 @@ def resolve_source(spec: str, roots: Sequence[Path]) -> Path:
         raise SourceError(f"source {spec!r}: path contains a NUL byte")
     resolved_roots = [Path(r).resolve() for r in roots]
     raw = Path(text).expanduser()
-    candidate = raw if raw.is_absolute() else resolved_roots[0] / raw
+    candidate = raw if raw.is_absolute() else (base or resolved_roots[0]) / raw
     # strict=False: a missing file should be reported as missing, not as a resolution error
     real = candidate.resolve(strict=False)
     if not any(real.is_relative_to(root) for root in resolved_roots):
         allowed = ", ".join(str(r) for r in resolved_roots)
-        raise SourceError(f"source {spec!r} resolves to {real}, outside the allowed source roots ({allowed})")
+        raise SourceError(f"source {spec!r} resolves to {real}, outside the allowed source roots ({allowed}); "
+                          f"to allow it, add \"{real.parent}\" (or a folder above it) to [research] source_roots")
     if real.suffix.lower() not in SOURCE_SUFFIXES:
         raise SourceError(f"source {spec!r}: only {', '.join(SOURCE_SUFFIXES)} files are read, not {real.name!r}")
     try:
@@ -76,7 +77,7 @@ def resolve_source(spec: str, roots: Sequence[Path]) -> Path:
     return real
 
 
-def check_sources(specs: Iterable[str], roots: Sequence[Path]) -> list[str]:
+def check_sources(specs: Iterable[str], roots: Sequence[Path], base: Path | None = None) -> list[str]:
     """One problem message per bad spec (URLs are fine); an empty list means all can be read."""
     problems: list[str] = []
     for spec in specs:
@@ -86,7 +87,7 @@ def check_sources(specs: Iterable[str], roots: Sequence[Path]) -> list[str]:
         if is_url(spec):
             continue
         try:
-            resolve_source(spec, roots)
+            resolve_source(spec, roots, base)
         except SourceError as exc:
             problems.append(str(exc))
     return problems

@@ -21,7 +21,7 @@ def test_example_manifest_names_ten_readable_sources() -> None:
     doc = json.loads(MANIFEST.read_text())
     assert doc["strategy"] == "small_batch" and len(doc["episodes"]) == 10
     specs = [s for e in doc["episodes"] for s in e["sources"]]
-    assert check_sources(specs, [REPO]) == []
+    assert check_sources(specs, [REPO / "examples"]) == []  # relative to the manifest, as submit reads them
 
 
 @pytest.mark.parametrize("number", [1])
@@ -30,7 +30,7 @@ def test_one_example_episode_end_to_end(tmp_path: Path, number: int) -> None:
     episode = EpisodeInput(episode_id=f"ep_{number:03d}_example_small", batch_id="example_small",
                            number=number, topic=entry["topic"], title=entry.get("title"),
                            sources=tuple(entry["sources"]))
-    ctx = StageContext(settings=StageSettings(research=ResearchSettings(source_roots=[str(REPO)])))
+    ctx = StageContext(settings=StageSettings(research=ResearchSettings(source_roots=[str(REPO / "examples")])))
 
     research = run_stage("research", tmp_path, episode, ctx)
     assert research.ok and research.details["grounded"], research.error
