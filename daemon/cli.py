@@ -1,4 +1,4 @@
-"""The `podspool` command line (typer): run, submit, validate, status, retry, schema, doctor."""
+"""The `podspool` command line (typer): run, submit, validate, status, retry, schema, doctor, worker."""
 
 from __future__ import annotations
 
@@ -245,6 +245,39 @@ def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
         raise typer.Exit(exitcodes.FAILURE) from None
     ok = run_checks(root, cfg, typer.echo)
     raise typer.Exit(exitcodes.OK if ok else exitcodes.FAILURE)
+
+
+@app.command()
+def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="research, production or audio "
+                                                                          "(repeatable; default: all three)")] = None,
+           processes: Annotated[int, typer.Option("--processes", min=1, help="worker processes")] = 1,
+           threads: Annotated[int | None, typer.Option("--threads", min=1, help="threads per process "
+                                                                              "(default: executor.threads)")] = None,
+           config: ConfigOpt = None) -> None:
+    """Run Dramatiq workers for stage work of a `kind = "dramatiq"` supervisor (on any host that reaches Redis)."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+    from podspool.daemon.remote.broker import answers
+    from podspool.daemon.remote.names import STAGES_ENV, Names
+    from podspool.stages.base import STAGE_NAMES
+
+    stages = stage or list(STAGE_NAMES)
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown:
+        raise _fail(exitcodes.USAGE, f"--stage must be one of {', '.join(STAGE_NAMES)}, not {', '.join(unknown)}")
+    path = config_path(config, spool_root(None))
+    cfg = _config(spool_root(None), config)
+    problem = answers(cfg.executor)
+    if problem:
+        raise _fail(exitcodes.FAILURE, f"the broker {cfg.executor.broker_url} does not answer: {problem}")
+    # the worker processes dramatiq starts read these while importing their broker module
+    os.environ["PODSPOOL_CONFIG"] = str(Path(path).absolute()) if path else ""
+    os.environ[STAGES_ENV] = ",".join(stages)
+    names = Names(cfg.executor.namespace)
+    argv = ["podspool.daemon.remote.worker_entry:broker", "--processes", str(processes),
+            "--threads", str(threads or cfg.executor.threads), "--skip-logging",
+            "--queues", *[names.queue(s) for s in stages]]  # type: ignore[arg-type]
+    raise typer.Exit(dramatiq_main(make_argument_parser().parse_args(argv)) or exitcodes.OK)
 
 
 def main() -> None:
