@@ -255,10 +255,6 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
                                                                               "(default: executor.threads)")] = None,
            config: ConfigOpt = None) -> None:
     """Run Dramatiq workers for stage work of a `kind = "dramatiq"` supervisor (on any host that reaches Redis)."""
-    from dramatiq.cli import main as dramatiq_main
-    from dramatiq.cli import make_argument_parser
-    from podspool.daemon.remote.broker import answers
-    from podspool.daemon.remote.names import STAGES_ENV, Names
     from podspool.stages.base import STAGE_NAMES
 
     stages = stage or list(STAGE_NAMES)
@@ -267,6 +263,13 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
         raise _fail(exitcodes.USAGE, f"--stage must be one of {', '.join(STAGE_NAMES)}, not {', '.join(unknown)}")
     path = config_path(config, spool_root(None))
     cfg = _config(spool_root(None), config)
+    # dramatiq reads its idle poll interval from the environment once, when first imported: set it first
+    os.environ["dramatiq_worker_timeout"] = str(cfg.executor.idle_poll_ms)  # noqa: SIM112  (its spelling)
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+    from podspool.daemon.remote.broker import answers
+    from podspool.daemon.remote.names import STAGES_ENV, Names
+
     problem = answers(cfg.executor)
     if problem:
         raise _fail(exitcodes.FAILURE, f"the broker {cfg.executor.broker_url} does not answer: {problem}")
@@ -276,6 +279,7 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
     names = Names(cfg.executor.namespace)
     argv = ["podspool.daemon.remote.worker_entry:broker", "--processes", str(processes),
             "--threads", str(threads or cfg.executor.threads), "--skip-logging",
+            "--worker-shutdown-timeout", str(max(100, int(cfg.executor.shutdown_grace_s * 1000))),
             "--queues", *[names.queue(s) for s in stages]]  # type: ignore[arg-type]
     raise typer.Exit(dramatiq_main(make_argument_parser().parse_args(argv)) or exitcodes.OK)
 

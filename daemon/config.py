@@ -126,6 +126,11 @@ class ExecutorSettings(Strict):
     # artifacts travel back in Redis keys that expire, so an abandoned result cannot fill the broker
     artifact_ttl_s: int = Field(default=86400, ge=60)
     threads: int = Field(default=4, ge=1, le=256)  # per `podspool worker` process
+    # an idle worker looks at its queues at least this often (dramatiq's default, 1 s, adds up to a
+    # second to every stage hand-over of an episode)
+    idle_poll_ms: int = Field(default=100, ge=10, le=10000)
+    # SIGTERM to `podspool worker`: tasks in progress get this long to finish, then go back to the queue
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
 
 class Config(Strict):
