@@ -32,6 +32,7 @@ broker_url = "{url}"
 heartbeat_timeout_s = 3
 maintenance_chance = 200000
 threads = {threads}
+shutdown_grace_s = 3
 [limits]
 max_sessions_in_memory = {in_flight}
 [research]

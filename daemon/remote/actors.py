@@ -27,6 +27,9 @@ from podspool.stages.settings import StageSettings
 
 MAX_LOG_LINES = 500  # per task: enough for an episode.log, not enough to flood the broker
 GATE_LEASE_S = 120  # a host that dies inside the quality gates frees them after this
+# Dramatiq's time limit interrupts a thread only between bytecodes; one stuck in a blocking C call
+# (a read with no timeout) never sees it. Past its limit plus this, the watchdog answers for it.
+STUCK_GRACE_S = 3.0
 
 
 class LogCollector:
@@ -65,11 +68,52 @@ class TaskRunner:
         self.clock = redis_clock(client)
         self.backend = RedisBackend(client, prefix=self.names.ratelimit_prefix)
         self.who = f"{socket.gethostname()}/{os.getpid()}"
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[float, dict[str, Any]]] = {}  # token -> (give up at, body)
+        self._answered: set[str] = set()  # tokens whose result was posted (by the task or the watchdog)
+        threading.Thread(target=self._watch_stuck, name="podspool-stuck-watch", daemon=True).start()
 
     def run(self, body: dict[str, Any]) -> None:
         token = body["token"]
         if self.client.exists(self.names.cancelled(token)):
             return  # the supervisor gave up on it (shutdown past its grace): nothing to do
+        with self._lock:
+            self._running[token] = (time.monotonic() + float(body["time_limit_s"]) + STUCK_GRACE_S, body)
+        try:
+            self._run(token, body)
+        finally:
+            with self._lock:
+                self._running.pop(token, None)
+                self._answered.discard(token)
+
+    def _claim(self, token: str) -> bool:
+        """True for whoever answers a task first: the task itself, or the watchdog."""
+        with self._lock:
+            if token in self._answered:
+                return False
+            self._answered.add(token)
+            return True
+
+    def _watch_stuck(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                stuck = [(t, body) for t, (give_up, body) in self._running.items() if now > give_up]
+            for token, body in stuck:
+                if not self._claim(token):
+                    continue
+                result = StageResult(ok=False, error=f"{body['stage']} exceeded its time limit of "
+                                                     f"{float(body['time_limit_s']):.0f} s on {self.who} "
+                                                     "(stuck in a blocking call)")
+                try:
+                    self._post(body, result, [], claimed=True)
+                    # a redelivery of this message (its thread still holds it) has nothing left to do
+                    self.client.set(self.names.cancelled(token), 1, ex=self.settings.artifact_ttl_s)
+                except Exception as exc:  # the broker is away: dramatiq redelivers, the task runs again
+                    logger.warning("could not report stuck task {}: {}", token, exc)
+
+    def _run(self, token: str, body: dict[str, Any]) -> None:
         deliveries = self._count_delivery(token)
         stage: StageName = body["stage"]
         episode = payload.episode_from_json(body["episode"])
@@ -121,9 +165,12 @@ class TaskRunner:
             (folder / artifacts.RESEARCH_JSON).write_text(json.dumps(payload.relabel(doc, local_to_spec)))
         return result, payload.outputs(folder, shipped)
 
-    def _post(self, body: dict[str, Any], result: StageResult, files: list[tuple[str, bytes]]) -> None:
+    def _post(self, body: dict[str, Any], result: StageResult, files: list[tuple[str, bytes]],
+              claimed: bool = False) -> None:
         """Artifacts first, then the result that names them, so a result never points at nothing."""
         token = body["token"]
+        if not claimed and not self._claim(token):
+            return  # the watchdog already answered for this task
         ttl = self.settings.artifact_ttl_s
         refs = [[name, blobs.put(self.client, self.names, token, name, data, ttl)] for name, data in files]
         doc = {"v": payload.VERSION, "token": token, "episode_id": body["episode"]["episode_id"],

@@ -183,7 +183,7 @@ class DramatiqExecutor:
         # Dramatiq's time limit a little past the stage's own deadline, so the stage can say why it stopped.
         message: dramatiq.Message[Any] = dramatiq.Message(queue_name=self.names.queue(task.stage), actor_name=self.names.actor(task.stage),
                                    args=(body,), kwargs={},
-                                   options={"time_limit": int((limit_s + 5.0) * 1000), "max_retries": PLUMBING_RETRIES})
+                                   options={"time_limit": int((limit_s + 1.0) * 1000), "max_retries": PLUMBING_RETRIES})
         self._broker.enqueue(message)
 
     def _resend_all(self) -> None:
