@@ -73,7 +73,12 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     def reload() -> Config:
         return load_config(config_path(config, root))
 
-    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
+    executor = None
+    if cfg.executor.kind == "dramatiq":  # stage work on Dramatiq workers over Redis (daemon/remote/)
+        from podspool.daemon.remote.executor import DramatiqExecutor
+
+        executor = DramatiqExecutor(cfg, sp.state, secrets)
+    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor)
     sup_ref.append(sup)
     from podspool.daemon.observers import build_hooks
 

@@ -13,6 +13,7 @@ import redis
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.executor import StageTask, TaskOutcome, WorkerView
+from podspool.daemon.guards import MemoryGuard
 from podspool.daemon.remote import blobs, payload
 from podspool.daemon.remote import broker as remote_broker
 from podspool.daemon.remote.broker import PLUMBING_RETRIES
@@ -60,10 +61,13 @@ class DramatiqExecutor:
         self._broker: Any = None
         self._listener: ResultListener | None = None
         self._resend = False
+        self._memory = MemoryGuard()
+        self._views: list[WorkerView] = []
+        self._views_at = float("-inf")
 
     # ---- the Executor protocol ----------------------------------------------------------------
 
-    def start(self, stages_with_work: set[StageName]) -> None:
+    def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         if self._listener is not None:
             return
         settings = self.cfg.executor
@@ -72,14 +76,30 @@ class DramatiqExecutor:
         self._listener = ResultListener(settings, self.results_key)
         self._listener.start()
 
-    def reload(self, cfg: Config) -> None:
-        """A new configuration (SIGHUP): stage settings and rates of tasks sent from now on."""
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: stage settings and rates travel with each task, so tasks sent from now on use them
+        (the broker URL and namespace are read once: changing them needs a restart)."""
         self.cfg = cfg
 
+    def size(self, stage: StageName) -> int:
+        """[concurrency] caps a stage's tasks in flight across every worker host (queued ones included):
+        set it to the worker threads that serve the stage, e.g. 2 hosts x 4 threads = 8."""
+        return int(getattr(self.cfg.concurrency, stage))
+
     def free_slots(self, stage: StageName) -> int:
-        # The workers' own capacity is theirs to manage (a queue waits for them); what the supervisor
-        # must hold is the global cap on episodes in flight, whatever host they run on.
-        return max(0, self.cfg.limits.max_sessions_in_memory - len(self._flight))
+        # The global cap on episodes in flight (max_sessions_in_memory) is the supervisor's admission.
+        return max(0, self.size(stage) - sum(1 for t in self._flight.values() if t.stage == stage))
+
+    def stage_view(self, stage: StageName) -> dict[str, int]:
+        running = sum(1 for t in self._flight.values() if t.stage == stage)
+        processes = sum(1 for w in self._workers_cached() if stage in w.stage.split(","))
+        return {"busy": running, "saving": 0, "processes": processes, "pool_size": self.size(stage)}
+
+    @property
+    def memory(self) -> MemoryGuard:
+        """The supervisor's own RSS (the work's memory is on the worker hosts); admission pauses above
+        memory_soft_mb as with local pools."""
+        return self._memory
 
     def submit(self, task: StageTask) -> bool:
         stashed = self._stash.pop((task.episode.episode_id, task.stage), None)
@@ -108,6 +128,7 @@ class DramatiqExecutor:
     def poll(self) -> list[TaskOutcome]:
         if self._listener is None:
             return []
+        self._memory.check([], self.cfg.limits)
         self._listener.drain_wake()
         while True:
             try:
@@ -165,6 +186,12 @@ class DramatiqExecutor:
             return []
 
     # ---- inside ---------------------------------------------------------------------------------
+
+    def _workers_cached(self) -> list[WorkerView]:
+        """Heartbeats at most once a second: stage_view is asked for every stage on every tick."""
+        if time.monotonic() - self._views_at > 1.0:
+            self._views, self._views_at = self.workers(), time.monotonic()
+        return self._views
 
     def _send(self, task: StageTask, token: str) -> None:
         settings = self.cfg.executor

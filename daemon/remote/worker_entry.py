@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 
 from podspool.daemon.config import load_config
+from podspool.daemon.credentials import load_secrets
 from podspool.daemon.logs import setup
 from podspool.daemon.remote import broker as remote_broker
 from podspool.daemon.remote.actors import LogCollector, TaskRunner, declare_actors
 from podspool.daemon.remote.heartbeat import Heartbeat
 from podspool.daemon.remote.names import STAGES_ENV, Names
-from podspool.daemon.secrets import load_secrets
 from podspool.stages.base import STAGE_NAMES
 
 
