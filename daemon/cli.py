@@ -1,4 +1,5 @@
-"""The `podspool` command line (typer): run, submit, validate, status, retry, feed, archive, schema, doctor."""
+"""The `podspool` command line (typer): run, submit, validate, status, plan, retry, feed, archive, schema, doctor,
+worker."""
 
 from __future__ import annotations
 
@@ -76,7 +77,12 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     def reload() -> Config:  # SIGHUP also picks up folders granted by `podspool submit` since the start
         return _with_daemon_roots(load_config(config_path(config, root)), root)
 
-    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload)
+    executor = None
+    if cfg.executor.kind == "dramatiq":  # stage work on Dramatiq workers over Redis (daemon/remote/)
+        from podspool.daemon.remote.executor import DramatiqExecutor
+
+        executor = DramatiqExecutor(cfg, sp.state, secrets)
+    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor)
     sup_ref.append(sup)
     from podspool.daemon.observers import build_hooks
 
@@ -341,6 +347,43 @@ def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
         raise typer.Exit(exitcodes.FAILURE) from None
     ok = run_checks(root, cfg, typer.echo)
     raise typer.Exit(exitcodes.OK if ok else exitcodes.FAILURE)
+
+
+@app.command()
+def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="research, production or audio "
+                                                                          "(repeatable; default: all three)")] = None,
+           processes: Annotated[int, typer.Option("--processes", min=1, help="worker processes")] = 1,
+           threads: Annotated[int | None, typer.Option("--threads", min=1, help="threads per process "
+                                                                              "(default: executor.threads)")] = None,
+           config: ConfigOpt = None) -> None:
+    """Run Dramatiq workers for stage work of a `kind = "dramatiq"` supervisor (on any host that reaches Redis)."""
+    from podspool.stages.base import STAGE_NAMES
+
+    stages = stage or list(STAGE_NAMES)
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown:
+        raise _fail(exitcodes.USAGE, f"--stage must be one of {', '.join(STAGE_NAMES)}, not {', '.join(unknown)}")
+    path = config_path(config, spool_root(None))
+    cfg = _config(spool_root(None), config)
+    # dramatiq reads its idle poll interval from the environment once, when first imported: set it first
+    os.environ["dramatiq_worker_timeout"] = str(cfg.executor.idle_poll_ms)  # noqa: SIM112  (its spelling)
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+    from podspool.daemon.remote.broker import answers
+    from podspool.daemon.remote.names import STAGES_ENV, Names
+
+    problem = answers(cfg.executor)
+    if problem:
+        raise _fail(exitcodes.FAILURE, f"the broker {cfg.executor.broker_url} does not answer: {problem}")
+    # the worker processes dramatiq starts read these while importing their broker module
+    os.environ["PODSPOOL_CONFIG"] = str(Path(path).absolute()) if path else ""
+    os.environ[STAGES_ENV] = ",".join(stages)
+    names = Names(cfg.executor.namespace)
+    argv = ["podspool.daemon.remote.worker_entry:broker", "--processes", str(processes),
+            "--threads", str(threads or cfg.executor.threads), "--skip-logging",
+            "--worker-shutdown-timeout", str(max(100, int(cfg.executor.shutdown_grace_s * 1000))),
+            "--queues", *[names.queue(s) for s in stages]]  # type: ignore[arg-type]
+    raise typer.Exit(dramatiq_main(make_argument_parser().parse_args(argv)) or exitcodes.OK)
 
 
 def main() -> None:

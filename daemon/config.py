@@ -139,9 +139,31 @@ class PlanSettings(Strict):
         if bad:
             raise ValueError(f"latencies must be >= 0 seconds: {', '.join(bad)}")
         return v
+class ExecutorSettings(Strict):
+    """Where stage work runs: local process pools, or Dramatiq workers on any host that reaches Redis."""
+
+    kind: Literal["local", "dramatiq"] = "local"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field(default="podspool", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # prefix of every key
+    # dramatiq: a worker silent this long is dead, and its unacknowledged messages go to another worker
+    heartbeat_timeout_s: float = Field(default=60.0, ge=1)
+    # per million broker commands, how often dramatiq runs the maintenance that requeues a dead worker's
+    # messages (its default, 1000, can leave them for minutes on a quiet queue)
+    maintenance_chance: int = Field(default=20000, ge=1, le=1_000_000)
+    # a task killed with its worker this many times (poison: it crashes whoever runs it) fails instead
+    max_deliveries: int = Field(default=3, ge=1, le=100)
+    # artifacts travel back in Redis keys that expire, so an abandoned result cannot fill the broker
+    artifact_ttl_s: int = Field(default=86400, ge=60)
+    threads: int = Field(default=4, ge=1, le=256)  # per `podspool worker` process
+    # an idle worker looks at its queues at least this often (dramatiq's default, 1 s, adds up to a
+    # second to every stage hand-over of an episode)
+    idle_poll_ms: int = Field(default=100, ge=10, le=10000)
+    # SIGTERM to `podspool worker`: tasks in progress get this long to finish, then go back to the queue
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
 
 class Config(Strict):
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     concurrency: Concurrency = Field(default_factory=Concurrency)
     # True when [concurrency] was given explicitly: it then overrides the batch strategy's preset
     concurrency_explicit: bool = Field(default=False, exclude=True)

@@ -41,6 +41,11 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
         else:
             check(api in secrets, f"key {env} for {api}", f"absent: set {env} or the credential {env.lower()}")
         check(_answers(settings.base_url), f"{api} base_url {settings.base_url} answers", "no answer")
+    if cfg.executor.kind == "dramatiq":
+        from podspool.daemon.remote.broker import answers
+
+        problem = answers(cfg.executor)
+        check(problem is None, f"broker {cfg.executor.broker_url} answers", str(problem))
     if cfg.audio.provider == "espeak":
         try:
             import espeakng_loader

@@ -14,6 +14,8 @@ import requests
 from fakeapi import FakeApi, max_in_window, utilisation
 from podspool.daemon.ratelimit import FileBackend, MemoryBackend, RateLimiter, SharedLimiter
 from podspool.daemon.ratelimit.filestore import path_for
+from podspool.daemon.ratelimit.redis_backend import RedisBackend
+from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 
 
 class FakeClock:
@@ -35,13 +37,23 @@ BackendFactory = Callable[[Path], object]
 BACKENDS = {"memory": lambda _d: MemoryBackend(), "file": lambda d: FileBackend(d)}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., tuple[RateLimiter, FakeClock]]:
-    """The same contract for every backend (dramatiq parametrises its rate-limit backends so)."""
+def _redis_backend(request: pytest.FixtureRequest) -> RedisBackend:
+    import redis
+
+    return RedisBackend(redis.Redis.from_url(request.getfixturevalue("redis_url")))
+
+
+@pytest.fixture(params=[*sorted(BACKENDS), "redis"])
+def make_limiter(request: pytest.FixtureRequest, tmp_path: Path,
+                 redis_server: object) -> Callable[..., tuple[RateLimiter, FakeClock]]:  # noqa: F811
+    """The same contract for every backend (dramatiq parametrises its rate-limit backends so).
+
+    (`redis_server` starts before the child-leak check takes its snapshot, so it is not counted.)"""
+    redis_backend = _redis_backend(request) if request.param == "redis" else None
 
     def make(rates: dict[str, tuple[int, float]], clock: FakeClock | None = None) -> tuple[RateLimiter, FakeClock]:
         clock = clock or FakeClock()
-        backend = BACKENDS[request.param](tmp_path / "rl")
+        backend = redis_backend or BACKENDS[request.param](tmp_path / "rl")
         return RateLimiter(backend, rates, clock=clock, sleep=clock.sleep), clock  # type: ignore[arg-type]
 
     return make

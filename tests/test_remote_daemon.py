@@ -1,0 +1,71 @@
+"""`podspool run` with `[executor] kind = "dramatiq"`: the real daemon, a real redis-server, two real
+worker groups started as separate hosts would be. The spool layout and the guarantees are the local
+executor's: every episode ends in done/ exactly once, its artifacts written by the supervisor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
+from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
+from remote_harness import worker_groups, write_config
+
+N = 40
+
+
+def _remote_spool(tmp_path: Path, url: str, latency_ms: float) -> tuple[Path, Path]:
+    spool = make_spool(tmp_path / "spool", latency_ms=latency_ms,
+                       extra=f'[executor]\nkind = "dramatiq"\nbroker_url = "{url}"\nheartbeat_timeout_s = 3\n'
+                             'maintenance_chance = 200000\nidle_poll_ms = 50\n'
+                             "[concurrency]\nresearch = 8\nproduction = 8\naudio = 8\n")
+    # the worker hosts' own config: the broker, nothing else (settings and rates come with each task)
+    worker_config = write_config(tmp_path / "worker.toml", url)
+    manifest = write_manifest(tmp_path / "b.json", {"batch_id": "remote", "strategy": "large_batch",
+                                                    "topics": [f"Topic {i}" for i in range(1, N + 1)]})
+    sub = cli("submit", str(manifest), "--spool", str(spool))
+    assert sub.returncode == 0, sub.stderr
+    return spool, worker_config
+
+
+def _all_done_once(spool: Path) -> None:
+    done = episodes_in(spool, "done")
+    assert done == [f"ep_{i:03d}_remote" for i in range(1, N + 1)]
+    for loc in ("research", "production", "audio", "failed"):
+        assert episodes_in(spool, loc) == [], loc
+    for eid in done:
+        folder = spool / "done" / eid
+        m = read_json(folder / "manifest.json")
+        assert m["status"] == "done" and m["phases"] == {"research": "done", "production": "done", "audio": "done"}
+        assert m["costs"]["total"] == 0.03, (eid, m["costs"])  # each phase paid for once
+        for artifact in ("research.json", "script.md", "quality.json", "audio.json"):
+            assert (folder / artifact).exists(), (eid, artifact)
+        assert (folder / "audio.mp3").exists() or (folder / "audio.wav").exists(), eid  # [retention] drops the wav
+    summary = read_json(spool / "batches" / "remote" / "remote_summary.json")["batch_result"]
+    assert summary["results"]["successful"] == N and summary["results"]["failed"] == 0
+
+
+def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=30)
+    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b"):
+        run = cli("run", "--once", "--spool", str(spool), timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _all_done_once(spool)
+    log = (spool / "done" / "ep_001_remote" / "episode.log").read_text()
+    assert "research" in log and "audio" in log
+
+
+def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=150)
+    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as (a, _b):
+        daemon = start_daemon(spool, "--once")
+        try:
+            wait_for(lambda: len(episodes_in(spool, "done")) >= 6, 60, daemon, "6 episodes done")
+            a.kill9()
+            assert daemon.wait(120) == 0, daemon.stderr.read()[-3000:] if daemon.stderr else ""
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait(10)
+            if daemon.stderr:
+                daemon.stderr.close()
+    _all_done_once(spool)

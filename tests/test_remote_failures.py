@@ -1,0 +1,194 @@
+"""Remote stage work when things go wrong: the broker restarts, a task is poison, the supervisor dies
+and comes back, sources live only on the supervisor's host, an artifact is damaged in the broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from fakeapi import FakeApi, Reply
+from podspool.daemon.config import load_config
+from podspool.daemon.executor import StageTask, TaskOutcome
+from podspool.daemon.remote import blobs
+from podspool.daemon.remote.executor import DramatiqExecutor
+from podspool.daemon.remote.names import Names
+from podspool.stages.base import EpisodeInput
+from podspool_helpers import cli
+from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)
+from remote_harness import drive, make_executor, wait_for_workers, worker_groups, write_config
+
+
+def _wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[TaskOutcome]:
+    got: list[TaskOutcome] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += ex.poll()
+        time.sleep(0.05)
+    assert len(got) >= n, f"{len(got)} of {n} outcomes within {timeout} s"
+    return got
+
+
+def test_broker_restart_mid_batch_loses_nothing(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()  # our own: this test kills it
+    try:
+        config = write_config(tmp_path / "podspool.toml", server.url, latency_ms=100)
+        with worker_groups(config, tmp_path / "host-a", tmp_path / "host-b"):
+            ex = make_executor(config, tmp_path / "spool" / "state")
+            restarted: list[int] = []
+            try:
+                wait_for_workers(ex, 2)
+
+                def restart_once(seen: object) -> None:
+                    if not restarted and len(seen.done) >= 4:  # type: ignore[attr-defined]
+                        restarted.append(len(seen.done))  # type: ignore[attr-defined]
+                        server.restart(down_s=1.0)  # no persistence: queues and results are gone
+
+                seen = drive(ex, tmp_path / "spool" / "eps", 16, on_progress=restart_once, timeout=90)
+            finally:
+                ex.stop()
+    finally:
+        server.stop()
+    assert restarted
+    assert not seen.failed
+    assert sorted(seen.done) == sorted(set(seen.done)) and len(seen.done) == 16
+    assert set(seen.applied.values()) == {1}
+
+
+def test_poison_tasks_fail_and_the_rest_finish(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    # `extra` lands inside [providers.sim]: every call for a topic containing "Hang" never returns
+    config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=20, time_limit=1,
+                          extra='hang_topic = "Hang"\n')
+    with worker_groups(config, tmp_path / "host-a"):
+        ex = make_executor(config, tmp_path / "spool" / "state")
+        try:
+            wait_for_workers(ex, 1)
+            # one task that hangs past its stage's time limit ...
+            client = redis.Redis.from_url(redis_url)
+            spool = tmp_path / "spool" / "eps"
+            seen = drive(ex, spool, 6, topic="Topic {n}", timeout=60)
+            hang = EpisodeInput(episode_id="ep_900_x", batch_id="x", number=900, topic="Hang forever")
+            (spool / hang.episode_id).mkdir(parents=True)
+            assert ex.submit(StageTask(900, "research", hang, str(spool / hang.episode_id)))
+            # ... and one that has already killed its worker max_deliveries times
+            crash = EpisodeInput(episode_id="ep_901_x", batch_id="x", number=901, topic="Crashes its worker")
+            (spool / crash.episode_id).mkdir(parents=True)
+            client.set(Names().deliveries(f"{ex.life}-901"), 3)
+            assert ex.submit(StageTask(901, "research", crash, str(spool / crash.episode_id)))
+            outcomes = {o.episode_id: o for o in _wait_outcomes(ex, 2, timeout=30)}
+            client.close()
+        finally:
+            ex.stop()
+    assert not seen.failed and len(seen.done) == 6  # the healthy ones
+    assert not outcomes["ep_900_x"].result.ok and "time limit" in (outcomes["ep_900_x"].result.error or "")
+    poison = outcomes["ep_901_x"].result
+    assert not poison.ok and not poison.retryable and "poison" in (poison.error or "")
+    assert not (spool / "ep_900_x" / "research.json").exists()
+
+
+def _slow_search(request: object) -> Reply:
+    return Reply(delay=1.0, body={"answer": "a", "results": [
+        {"url": "https://example.org/a", "title": "A", "content": "Tides follow the moon.", "score": 0.5}]})
+
+
+def test_result_of_a_dead_supervisor_is_reconciled_not_paid_twice(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    with FakeApi(_slow_search) as fake:
+        extra = f'[providers.websearch]\nbase_url = "{fake.base_url}"\n'
+        config = write_config(tmp_path / "podspool.toml", redis_url, research="websearch", extra=extra)
+        state = tmp_path / "spool" / "state"
+        folder = tmp_path / "spool" / "eps" / "ep_001_r"
+        folder.mkdir(parents=True)
+        episode = EpisodeInput(episode_id="ep_001_r", batch_id="r", number=1, topic="Tides")
+        with worker_groups(config, tmp_path / "host-a", env={"TAVILY_API_KEY": "tvly-k"}):
+            first = make_executor(config, state)
+            wait_for_workers(first, 1)
+            assert first.submit(StageTask(1, "research", episode, str(folder)))
+            first.stop()  # the supervisor dies with the task in flight
+            client = redis.Redis.from_url(redis_url)
+            deadline = time.monotonic() + 20
+            while not client.llen(first.results_key) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the worker finishes and posts to the spool's result list anyway
+            client.close()
+            second = make_executor(config, state)  # restarted: same spool, a new life
+            try:
+                assert second.results_key == first.results_key
+                time.sleep(1.5)  # its listener has taken the old result meanwhile
+                second.poll()
+                assert second.submit(StageTask(1, "research", episode, str(folder)))  # the recovery scan's re-run
+                [outcome] = _wait_outcomes(second, 1, timeout=10)
+            finally:
+                second.stop()
+        searches = [r for r in fake.requests if r.path == "/search"]
+    assert outcome.result.ok and outcome.episode_id == "ep_001_r"
+    assert len(searches) == 1, "paid once"
+    assert json.loads((folder / "research.json").read_text())["provider"] == "websearch"
+
+
+def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path, redis_url: str,  # noqa: F811
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = tmp_path / "supervisor-host" / "notes"
+    sources.mkdir(parents=True)
+    (sources / "tides.md").write_text("# Tides\n\nThe moon pulls the oceans, and tides follow the moon twice a day.\n")
+    config = write_config(tmp_path / "podspool.toml", redis_url, research="local")
+    # the roots are the supervisor's; the worker host has no such folder
+    config.write_text(config.read_text().replace('provider = "local"\n',
+                                                 f'provider = "local"\nsource_roots = ["{sources.parent}"]\n', 1))
+    folder = tmp_path / "spool" / "eps" / "ep_001_s"
+    folder.mkdir(parents=True)
+    episode = EpisodeInput(episode_id="ep_001_s", batch_id="s", number=1, topic="Tides and the moon",
+                           sources=("notes/tides.md", "https://example.org/tides"))
+    with worker_groups(config, tmp_path / "host-a"):
+        ex = make_executor(config, tmp_path / "spool" / "state")
+        try:
+            wait_for_workers(ex, 1)
+            assert ex.submit(StageTask(1, "research", episode, str(folder)))
+            [outcome] = _wait_outcomes(ex, 1)
+        finally:
+            ex.stop()
+    assert outcome.result.ok, outcome.result.error
+    doc = json.loads((folder / "research.json").read_text())
+    assert doc["grounded"] and doc["findings"]
+    assert {f["source"] for f in doc["findings"]} == {"notes/tides.md"}  # the manifest's name, not a temp copy
+    assert doc["episode_sources"] == ["notes/tides.md", "https://example.org/tides"]
+
+
+def test_large_artifacts_are_chunked_and_damage_is_caught(redis_url: str) -> None:  # noqa: F811
+    client = redis.Redis.from_url(redis_url)
+    names = Names("t")
+    data = bytes(range(256)) * (3 * blobs.CHUNK // 256 + 7)  # a little over 3 chunks: megabytes of audio
+    ref = blobs.put(client, names, "tok", "audio.wav", data, ttl_s=60)
+    assert len(ref["keys"]) == 4 and "data" not in ref
+    assert all(0 < client.ttl(k) <= 60 for k in ref["keys"])
+    assert blobs.get(client, ref) == data
+    small = blobs.put(client, names, "tok", "script.md", b"**Alex:** hi", ttl_s=60)
+    assert "keys" not in small and blobs.get(client, small) == b"**Alex:** hi"
+    client.set(ref["keys"][1], b"x" * blobs.CHUNK)  # same size, other bytes
+    with pytest.raises(blobs.BlobMissing, match="damaged"):
+        blobs.get(client, ref)
+    client.delete(ref["keys"][2])  # expired, or a broker restarted without persistence
+    with pytest.raises(blobs.BlobMissing, match="expired"):
+        blobs.get(client, ref)
+    client.close()
+
+
+def test_status_sees_the_workers_and_doctor_checks_the_broker(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    config = write_config(tmp_path / "podspool.toml", redis_url)
+    with worker_groups(config, tmp_path / "host-a", stages=("audio",)):
+        ex = DramatiqExecutor(load_config(config), tmp_path / "state")
+        ex.start(set())
+        try:
+            wait_for_workers(ex, 1)
+            [view] = ex.workers()
+        finally:
+            ex.stop()
+    assert view.stage == "audio" and view.busy == 0 and view.pid > 0
+    assert abs(time.time() - view.last_heartbeat) < 10
+    ok = cli("doctor", "--spool", str(tmp_path / "spool"), "--config", str(config))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"ok   broker {redis_url} answers" in ok.stdout
+    down = tmp_path / "down.toml"
+    down.write_text(config.read_text().replace(redis_url, "redis://127.0.0.1:9/0"))
+    bad = cli("doctor", "--spool", str(tmp_path / "spool"), "--config", str(down))
+    assert bad.returncode == 1 and "FAIL broker redis://127.0.0.1:9/0 answers" in bad.stdout
