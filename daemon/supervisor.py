@@ -20,6 +20,7 @@ from typing import Any
 
 from loguru import logger
 from podspool.daemon import accept, control, lifecycle, recovery, retention, retry
+from podspool.daemon import archive as archiving
 from podspool.daemon.batchbook import BatchBook
 from podspool.daemon.commit import CommitGroup, GroupFailed
 from podspool.daemon.config import Config
@@ -217,7 +218,27 @@ class Supervisor:
                 control.done(req)
 
     def apply_request(self, body: dict[str, Any]) -> list[str]:
+        if isinstance(body.get("archive"), dict):  # `podspool archive` while this daemon runs
+            req = body["archive"]
+            return self.archive(req.get("batch"), req.get("older_than_days"))
         return retry.apply(self, body)
+
+    def archive(self, batch: str | None, older_than_days: float | None) -> list[str]:
+        """Move finished batches under archive/ (only those with nothing of theirs in memory)."""
+        wanted = [batch] if batch else archiving.archivable(self.spool.root, older_than_days or 0.0)
+        done = []
+        for bid in wanted:
+            if bid in self.episodes.by_batch or archiving.unfinished(self.spool.root, bid):
+                continue
+            try:
+                archiving.archive_batch(self.spool.root, bid)
+            except OSError as exc:
+                self._disk_trouble(f"archiving {bid}", exc)
+                break
+            self.batches.forget(bid)
+            done.append(bid)
+            logger.bind(batch=bid).info("archived batch {}", bid)
+        return done
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -397,6 +418,8 @@ class Supervisor:
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.cfg.retention.sweep_every_s
+        if self.cfg.retention.archive_after_days is not None:
+            self.archive(None, self.cfg.retention.archive_after_days)
         if self.cfg.retention.keep_wav_days > 0:
             freed = retention.sweep(self.spool.where("done"), self.cfg.retention)
             if freed:
