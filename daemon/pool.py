@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import time
 from multiprocessing.connection import wait as wait_for
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.executor import StageTask, TaskOutcome, WorkerView
 from podspool.daemon.guards import MemoryGuard, enforce_time_limits
+from podspool.daemon.messages import Done, Freed, Log, Ready
 from podspool.daemon.workers import Task, Worker, WorkerSpec
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
@@ -62,14 +64,16 @@ class LocalExecutor:
 
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         """Start the pools up front (as gunicorn does), so no stage's first task waits for a spawn, and
-        let the workers that have work now boot before work starts."""
+        let them boot before work starts."""
         for stage in STAGE_NAMES:
             want = min(self.size(stage), queued) if once else self.size(stage)
             while len(self.pools[stage]) < want:
                 self._spawn(stage)
         started = time.monotonic()
+        # Every pool, not only the stages with work now: a later stage's worker still importing its
+        # libraries (scipy for publishing) when its first task arrives makes that episode wait a second.
         while time.monotonic() - started < BOOT_WAIT_S and stages_with_work:
-            workers = [w for s in stages_with_work for w in self.pools[s]]
+            workers = self._all()
             if all(w.ready for w in workers) or not any(w.alive() for w in workers):
                 break
             wait_for(self.handles(), 0.1)
@@ -88,7 +92,7 @@ class LocalExecutor:
         if worker is None:
             return False
         try:
-            worker.submit(Task(task.task_id, task.episode.episode_id, _path(task.folder), time.monotonic(),
+            worker.submit(Task(task.task_id, task.episode.episode_id, Path(task.folder), time.monotonic(),
                                task.episode))
         except (OSError, ValueError) as exc:
             logger.error("could not hand {} to a {} worker: {}", task.episode.episode_id, task.stage, exc)
@@ -212,26 +216,18 @@ class LocalExecutor:
                 msg = conn.recv()
             except (EOFError, OSError):
                 return
-            kind = msg[0]
-            if kind == "log":
-                _, level, text, extra = msg
-                logger.bind(**extra).log(level, text)
-            elif kind == "ready":
+            if isinstance(msg, Log):
+                logger.bind(**msg.extra).log(msg.level, msg.text)
+            elif isinstance(msg, Ready):
                 worker.ready = True
-            elif kind == "free":
-                worker.freed.add(msg[1])
-            elif kind == "result":
-                _, task_id, result = msg
-                task = worker.tasks.pop(task_id, None)
-                worker.freed.discard(task_id)
+            elif isinstance(msg, Freed):
+                worker.freed.add(msg.task_id)
+            elif isinstance(msg, Done):
+                task = worker.tasks.pop(msg.task_id, None)
+                worker.freed.discard(msg.task_id)
                 if task is None:
                     continue
                 worker.tasks_done += 1
                 pid = worker.process.pid if worker.process is not None else 0
-                self._outcomes.append(TaskOutcome(task_id, task.episode_id, worker.stage, result, f"pid {pid}"))
+                self._outcomes.append(TaskOutcome(msg.task_id, task.episode_id, worker.stage, msg.result, f"pid {pid}"))
 
-
-def _path(folder: str) -> Any:
-    from pathlib import Path
-
-    return Path(folder)

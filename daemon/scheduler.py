@@ -1,44 +1,15 @@
-"""Which waiting episode runs next: priority, batch order, first tries before retries, episode number.
+"""Scheduling rules as pure functions: a batch strategy's cap per stage, and the retry backoff.
 
-Pure functions over plain values, so the order and the admission rules are testable without processes.
+The order itself (priority, batch age, first tries before retries, episode number) is kept by the
+ready heaps of daemon/episodes.py.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
-from podspool.daemon.models import STRATEGY_PRESETS, EpisodeManifest
+from podspool.daemon.models import STRATEGY_PRESETS
 from podspool.stages.base import StageName
-
-
-@dataclass
-class Waiting:
-    """An episode as the scheduler sees it."""
-
-    manifest: EpisodeManifest
-    location: str
-    running: bool = False
-
-    @property
-    def episode_id(self) -> str:
-        return self.manifest.session_id
-
-    @property
-    def batch_id(self) -> str:
-        return self.manifest.batch_id
-
-
-def order_key(w: Waiting, batch_seq: float) -> tuple[float, float, int, int]:
-    m = w.manifest
-    is_retry = 1 if m.attempts > 1 or any(e.phase == w.location for e in m.errors) else 0
-    # higher priority first; then older batches; first tries before retries ("after the rest of the batch")
-    return (-m.priority, batch_seq, is_retry, m.episode_number)
-
-
-def needs_admission(m: EpisodeManifest) -> bool:
-    """An episode not in progress takes a session slot when it starts (new, or back for a retry)."""
-    return m.status != "in_progress"
 
 
 def batch_stage_cap(strategy: str | None, stage: StageName, pool_size: int, explicit: bool) -> int:

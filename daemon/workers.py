@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from podspool.daemon.messages import Done, Freed, FromWorker, Log, Ready, Run, Stop
 from podspool.stages.base import EpisodeInput, StageContext, StageName
 from podspool.stages.settings import StageSettings
 
@@ -137,7 +138,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 
     send_lock = threading.Lock()
 
-    def send(msg: tuple[Any, ...]) -> None:
+    def send(msg: FromWorker) -> None:
         with send_lock:
             conn.send(msg)
 
@@ -148,7 +149,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         if exc is not None and exc.type is not None:
             text += f" ({exc.type.__name__}: {exc.value})"
         try:
-            send(("log", r["level"].name, text, {k: str(v) for k, v in r["extra"].items()}))
+            send(Log(r["level"].name, text, {k: str(v) for k, v in r["extra"].items()}))
         except (OSError, ValueError):
             pass
 
@@ -162,10 +163,10 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     gate_lock = _FileLock(state / "quality.lock")
     call_sem = threading.Semaphore(1)
     warm_up(spec.stage, spec.settings)  # import the stage's libraries now, not during the first episode
-    send(("ready",))
+    send(Ready())
 
     def run_task(task_id: int, folder: str, episode: EpisodeInput) -> None:
-        slot = _CallSlot(call_sem, lambda: send(("free", task_id)))
+        slot = _CallSlot(call_sem, lambda: send(Freed(task_id)))
         ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
                            deadline=time.monotonic() + spec.time_limit_s, call_slot=slot, gate_lock=gate_lock)
         with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
@@ -173,7 +174,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         if ctx.calls:
             result.api_calls = dict(ctx.calls)
         try:
-            send(("result", task_id, result))
+            send(Done(task_id, result))
         except (OSError, ValueError):
             os._exit(4)  # the supervisor is gone
 
@@ -183,13 +184,13 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             os._exit(0)
-        if msg[0] == "stop":
+        if isinstance(msg, Stop):
             for t in threads:
                 t.join()
             return
-        _, task_id, folder, episode = msg
         threads = [t for t in threads if t.is_alive()]
-        t = threading.Thread(target=run_task, args=(task_id, folder, episode), name=f"task-{task_id}", daemon=True)
+        t = threading.Thread(target=run_task, args=(msg.task_id, msg.folder, msg.episode), name=f"task-{msg.task_id}",
+                             daemon=True)
         t.start()
         threads.append(t)
 
@@ -258,7 +259,7 @@ class Worker:
         assert self.conn is not None and self.can_take()
         self.tasks[task.task_id] = task
         self.tasks_started += 1
-        self.conn.send(("run", task.task_id, str(task.folder), task.episode))
+        self.conn.send(Run(task.task_id, str(task.folder), task.episode))
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask an idle worker to exit; kill it if it does not."""
@@ -266,7 +267,7 @@ class Worker:
             return
         try:
             if self.conn is not None and not self.tasks:
-                self.conn.send(("stop",))
+                self.conn.send(Stop())
         except (OSError, ValueError):
             pass
         self.process.join(timeout)

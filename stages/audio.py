@@ -23,6 +23,11 @@ from podspool.stages.script_format import parse_turns
 from podspool.stages.settings import AudioSettings
 from podspool.stages.words import words
 
+# imported inside run() so a stage test without publishing stays light; a worker imports it at boot, or
+# its first episode pays seconds for scipy and pyloudnorm (publish/loudness.py imports them lazily)
+WARM_UP_IMPORTS = ("podspool.stages.publish.episode", "pyloudnorm", "scipy.signal", "scipy.ndimage", "lameenc",
+                   "mutagen.id3")
+
 __all__ = ["parse_turns", "run", "validate"]
 
 MIN_RMS = 0.01  # about -40 dBFS: quieter than this is silence or a broken stream, not speech

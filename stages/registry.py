@@ -33,7 +33,9 @@ def warm_up(stage: StageName, settings: StageSettings) -> None:
     """Import a stage and its provider (numpy, BM25, libespeak...) before the first episode needs them."""
     from podspool.stages.providers import registry as providers
 
-    importlib.import_module(f"podspool.stages.{stage}")
+    module = importlib.import_module(f"podspool.stages.{stage}")
+    for name in getattr(module, "WARM_UP_IMPORTS", ()):  # what the stage imports lazily (scipy for publishing)
+        importlib.import_module(name)
     table = {"research": providers.RESEARCH, "production": providers.WRITERS, "audio": providers.SPEECH}[stage]
     try:
         providers.load(table, getattr(settings, stage).provider)

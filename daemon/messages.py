@@ -1,0 +1,54 @@
+"""Typed messages over the pipe between the supervisor and a local worker (pickled by multiprocessing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podspool.stages.base import EpisodeInput, StageResult
+
+
+@dataclass(frozen=True)
+class Run:
+    """Supervisor -> worker: run your stage on this episode folder."""
+
+    task_id: int
+    folder: str
+    episode: EpisodeInput
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Supervisor -> worker: finish what you hold, then exit."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Worker -> supervisor: booted, its stage and provider imported."""
+
+
+@dataclass(frozen=True)
+class Freed:
+    """Worker -> supervisor: the task is past its provider call (it may take the next one)."""
+
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """Worker -> supervisor: the task's result."""
+
+    task_id: int
+    result: StageResult
+
+
+@dataclass(frozen=True)
+class Log:
+    """Worker -> supervisor: one log line (the supervisor is the only writer of the log files)."""
+
+    level: str
+    text: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+ToWorker = Run | Stop
+FromWorker = Ready | Freed | Done | Log
