@@ -117,6 +117,7 @@ class Retention(Strict):
 TYPICAL_LATENCY_S: dict[str, float] = {
     "local_research": 0.02, "local_writer": 0.03, "espeak": 0.5,
     "perplexity": 8.0, "websearch": 2.0, "openai": 40.0, "elevenlabs": 4.0,
+    "openai_speech": 3.0, "piper": 8.0,  # piper: a whole episode, offline, on 2 cores
 }
 
 
@@ -129,7 +130,7 @@ class PlanSettings(Strict):
     save_s: float = Field(default=0.03, ge=0)
     supervisor_s: float = Field(default=0.015, ge=0)
     script_words: int = Field(default=1400, ge=1)  # words of a script, for per-character and per-turn APIs
-    words_per_turn: int = Field(default=45, ge=1)  # a turn is one ElevenLabs call in per_turn mode
+    words_per_turn: int = Field(default=45, ge=1)  # a turn is one call per_turn (ElevenLabs) or with openai speech
     revisions: float = Field(default=0.0, ge=0)  # expected revisions per episode of a model writer
 
     @field_validator("latency_s")

@@ -19,8 +19,9 @@ from podspool.daemon.ratelimit.window import Rate
 from podspool.daemon.scheduler import batch_stage_cap
 from podspool.stages.base import STAGE_NAMES, StageName, Usage
 from podspool.stages.costs import cost_of
+from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
 
-OFFLINE = ("local", "espeak")  # providers that call no API: no calls to count, nothing to pay
+OFFLINE = ("local", "espeak", "piper")  # providers that call no API: no calls to count, nothing to pay
 CHARS_PER_WORD = 6  # a spoken word and its space, for per-character prices
 TOKENS_PER_WORD = 1.35
 
@@ -43,6 +44,8 @@ def _latency(cfg: Config, stage: StageName, provider: str) -> float:
         sim = cfg.providers.sim
         return sim.stage_latency_ms.get(stage, sim.latency_ms) / 1000.0
     name = f"local_{'research' if stage == 'research' else 'writer'}" if provider == "local" else provider
+    if stage == "audio" and provider == "openai":
+        name = "openai_speech"  # the speech endpoint, not the script writer's chat model
     return cfg.plan.latency_s.get(name, TYPICAL_LATENCY_S.get(name, 1.0))
 
 
@@ -58,7 +61,11 @@ def stage_work(cfg: Config, stage: StageName) -> StageWork:
     if provider in OFFLINE:
         return StageWork(stage, provider, provider, 1, latency)
     if stage == "research":
-        model = cfg.providers.perplexity.model if provider == "perplexity" else cfg.providers.websearch.search_depth
+        pplx = cfg.providers.perplexity
+        if provider == "perplexity":
+            model = "search" if pplx.api == "search" else pplx.model or pplx.preset or "sonar"
+        else:
+            model = cfg.providers.websearch.search_depth
         usage = [Usage(api=provider, model=model, input_tokens=200, output_tokens=900)]
         return StageWork(stage, provider, provider, 1, latency, usage, note=f"{provider}: tokens estimated")
     if stage == "production":
@@ -68,13 +75,22 @@ def stage_work(cfg: Config, stage: StageName) -> StageWork:
                        output_tokens=tokens_out) for _ in range(calls)]
         note = f"openai: {calls} draft(s) per episode of about {words} words ([plan] revisions, script_words)"
         return StageWork(stage, provider, "openai", calls, latency, usage, note=note)
-    # elevenlabs: one request per turn (longer turns are split); characters are what it bills
     turns = max(1, round(words / cfg.plan.words_per_turn))
     chars = words * CHARS_PER_WORD
-    usage = [Usage(api="elevenlabs", model=cfg.providers.elevenlabs.model, characters=chars // turns)
-             for _ in range(turns)]
-    note = f"elevenlabs: about {turns} turns and {chars} characters per episode ([plan] script_words, words_per_turn)"
-    return StageWork(stage, provider, "elevenlabs", turns, latency, usage, note=note)
+    if provider == "openai":  # one request per turn, a voice per host
+        speech = cfg.providers.openai_speech
+        usage = [Usage(api="openai_speech", model=speech.model, characters=chars // turns) for _ in range(turns)]
+        note = f"openai_speech: about {turns} turns and {chars} characters per episode ([plan] script_words, words_per_turn)"
+        return StageWork(stage, provider, "openai_speech", turns, latency, usage, note=note)
+    # elevenlabs: per_turn is one request per turn; dialogue packs turns into requests of at most
+    # max_chars_per_request, each taking as long as the turns it speaks; characters are what it bills
+    el = cfg.providers.elevenlabs
+    calls = turns if el.mode == "per_turn" else max(1, -(-chars // el.max_chars_per_request))
+    usage = [Usage(api="elevenlabs", model=el.model or DEFAULT_MODELS[el.mode], characters=chars // calls)
+             for _ in range(calls)]
+    note = (f"elevenlabs {el.mode}: about {turns} turns and {chars} characters per episode in {calls} request(s) "
+            "([plan] script_words, words_per_turn)")
+    return StageWork(stage, provider, "elevenlabs", calls, latency * turns / calls, usage, note=note)
 
 
 def rates(cfg: Config) -> dict[str, Rate]:

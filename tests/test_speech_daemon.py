@@ -45,3 +45,21 @@ def test_each_episode_is_voiced_in_three_requests_or_fewer(tmp_path: Path) -> No
     assert len(fake.requests) <= 3 * 2
     assert all(r.path == "/v1/text-to-dialogue/with-timestamps" for r in fake.requests)
     assert KEY not in (spool / "logs" / "podspool.log").read_text()
+
+
+def test_plan_counts_speech_requests_as_each_provider_makes_them() -> None:
+    from podspool.daemon.config import Config
+    from podspool.daemon.plan import stage_work
+
+    def audio(**cfg: object) -> tuple[str, int, float]:
+        w = stage_work(Config.model_validate({"plan": {"script_words": 450, "words_per_turn": 22}, **cfg}), "audio")
+        return w.api, w.calls, round(sum(u.characters for u in w.usage))
+
+    # 450 words ~ 2,700 characters: two dialogue requests, as the loopback fake counted above
+    assert audio(audio={"provider": "elevenlabs"}) == ("elevenlabs", 2, 2700)
+    assert audio(audio={"provider": "elevenlabs"}, providers={"elevenlabs": {"mode": "per_turn"}})[:2] == (
+        "elevenlabs", 20)
+    assert audio(audio={"provider": "openai"})[:2] == ("openai_speech", 20)
+    assert audio(audio={"provider": "piper"})[:2] == ("piper", 1)
+    w = stage_work(Config.model_validate({"audio": {"provider": "piper"}}), "audio")
+    assert not w.usage  # offline: nothing to pay
