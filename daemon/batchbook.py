@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 from podspool.daemon.dashboard import render_text
+from podspool.daemon.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
 from podspool.daemon.session import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
 from podspool.daemon.spool import FINAL, Spool
@@ -113,9 +114,13 @@ class BatchBook:
 
     # ---- files ------------------------------------------------------------------------------
 
-    def session(self, bid: str, unfinished: Iterable[tuple[str, EpisodeManifest]], running: set[str]) -> dict[str, Any]:
+    def session(self, bid: str, book: EpisodeBook, with_finished: bool = False) -> dict[str, Any]:
+        """session.json of a batch: rows for its unfinished episodes, and with `with_finished` for the ones
+        it finished while open too (dashboards, metrics)."""
         b = self.by_id[bid]
-        return derive(b.meta, b.tally, unfinished, running, b.checkpoints)
+        eps = book.of_batch(bid)
+        rows = [(ep.location, ep.manifest) for ep in eps] + (b.finished if with_finished else [])
+        return derive(b.meta, b.tally, rows, {ep.episode_id for ep in eps if ep.running}, b.checkpoints)
 
     def write_session(self, bid: str, session: dict[str, Any]) -> None:
         folder = self.spool.batch_dir(bid)

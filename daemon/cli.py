@@ -93,7 +93,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
         from loguru import logger
 
         logger.opt(exception=exc).critical("podspool crashed: {}", exc)
-        sup._emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
+        sup.emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
         raise typer.Exit(exitcodes.FAILURE) from None
     raise typer.Exit(code)
 

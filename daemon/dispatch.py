@@ -1,0 +1,109 @@
+"""Dispatch: which waiting episodes start now, made durable as one group, then handed to the executor.
+
+Every decision is O(1) or O(log n): batches are walked in admission order (few), each stage's ready
+heap of a batch is popped, and budgets, admission and running counts are kept incrementally.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from loguru import logger
+from podspool.daemon import lifecycle
+from podspool.daemon.commit import CommitGroup
+from podspool.daemon.episodes import Episode
+from podspool.daemon.executor import StageTask
+from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.scheduler import batch_stage_cap
+from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName
+
+if TYPE_CHECKING:
+    from podspool.daemon.supervisor import Supervisor
+
+
+class Dispatcher:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def run(self) -> None:
+        """Start what may start now: later stages first, batches in admission order."""
+        if self.sup.stopping or time.monotonic() < self.sup.disk_paused_until:
+            return
+        now = time.time()
+        starts: list[tuple[Episode, StageName, EpisodeManifest]] = []
+        group = CommitGroup(self.sup.spool.root)
+        admitted = len(self.sup.episodes.in_progress)
+        cap = self.sup.cfg.limits.max_sessions_in_memory
+        paused = getattr(getattr(self.sup.executor, "memory", None), "paused", False)
+        for stage in reversed(STAGE_NAMES):  # later stages first: finish episodes before starting new ones
+            free = self.sup.executor.free_slots(stage)
+            for bid in list(self.sup.batches.order):
+                if free <= 0:
+                    break
+                b = self.sup.batches[bid]
+                if not self.sup.episodes.has_waiting(stage, bid):
+                    continue
+                if b.over_budget():
+                    self._log_held(bid)
+                    continue
+                size = self.sup.executor.size(stage)
+                limit = batch_stage_cap(b.meta.get("strategy"), stage, size, self.sup.cfg.concurrency_explicit)
+                # Below the pool's size a strategy's cap counts the batch's running tasks; at the pool's
+                # size the free slots already bound it (and a worker past its call may overlap the next).
+                capped = limit < size
+                while free > 0 and (not capped or self.sup.episodes.running(stage, bid) + sum(
+                        1 for e, s, _ in starts if s == stage and e.batch_id == bid) < limit):
+                    ep = self.sup.episodes.pop_ready(stage, bid, now)
+                    if ep is None:
+                        break
+                    m = ep.manifest.model_copy(deep=True)
+                    if m.status != "in_progress":
+                        if paused or admitted >= cap:
+                            self.sup.episodes.push_back(ep)
+                            break
+                        admitted += 1
+                    lifecycle.begin(m, stage, utcnow(), time.monotonic())
+                    try:
+                        self.sup.write_manifest(group, stage, m)
+                    except OSError as exc:
+                        self.sup.episodes.push_back(ep)
+                        self.sup.disk_trouble(f"starting {m.session_id}", exc)
+                        break
+                    starts.append((ep, stage, m))
+                    free -= 1
+        if not starts:
+            return
+        failed = self.sup.commit(group, "starting episodes")
+        for ep, stage, m in starts:
+            if ep.episode_id in failed:  # not started after all: a full disk must not use up its attempts
+                self.sup.episodes.push_back(ep)
+                continue
+            ep.manifest = m
+            self._hand_over(ep, stage)
+
+    def _hand_over(self, ep: Episode, stage: StageName) -> None:
+        m = ep.manifest
+        b = self.sup.batches[m.batch_id]
+        b.meta.setdefault("start_time", utcnow())
+        b.dirty = True
+        self.sup.task_seq += 1
+        episode = EpisodeInput(episode_id=m.session_id, batch_id=m.batch_id, number=m.episode_number,
+                               topic=m.topic, title=m.title, notes=m.notes, sources=tuple(m.sources),
+                               attempt=m.attempts)
+        task = StageTask(self.sup.task_seq, stage, episode, str(self.sup.spool.folder(stage, m.session_id)))
+        self.sup.episodes.started(ep)
+        if not self.sup.executor.submit(task):
+            self.sup.episodes.stopped(ep, stage)
+            self.sup.episodes.settled(ep)  # in progress on disk, waiting in memory: the next start counts nothing
+            return
+        logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage).info("{} started (attempt {})", stage,
+                                                                              m.attempts)
+
+    def _log_held(self, bid: str) -> None:
+        b = self.sup.batches[bid]
+        if not b.held_logged:
+            b.held_logged = b.dirty = True
+            logger.bind(batch=bid).warning(
+                "batch {} reached its budget of ${:.2f}: its waiting episodes are held "
+                "(raise it with: podspool retry --batch {} --budget USD)", bid, float(b.meta["budget_usd"]), bid)

@@ -1,0 +1,110 @@
+"""Results: each outcome is applied to a copy of its manifest, the tick's copies and moves are made
+durable together (group commit), and only then do they replace what the supervisor holds in memory.
+
+A result the disk could not record is kept and applied afresh once the disk recovers, so nothing of
+it is counted twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import TYPE_CHECKING
+
+from loguru import logger
+from podspool.daemon import lifecycle
+from podspool.daemon.commit import CommitGroup
+from podspool.daemon.episodes import Episode
+from podspool.daemon.executor import TaskOutcome
+from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.scheduler import retry_delay
+
+if TYPE_CHECKING:
+    from podspool.daemon.supervisor import Supervisor
+
+
+class Recorder:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def run(self) -> None:
+        """Take the outcomes that arrived (and those a full disk held back) and record them."""
+        outcomes = self.sup.unsaved + self.sup.executor.poll() if time.monotonic() >= self.sup.disk_paused_until \
+            else self.sup.executor.poll()
+        if time.monotonic() < self.sup.disk_paused_until:
+            self.sup.unsaved += outcomes
+            return
+        self.sup.unsaved = []
+        if outcomes:
+            self.record(outcomes)
+
+    def record(self, outcomes: list[TaskOutcome]) -> None:
+        """Apply results to copies of their manifests, make them durable together, then publish them."""
+        group = CommitGroup(self.sup.spool.root)
+        planned: list[tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]] = []
+        for out in outcomes:
+            self.sup.api_calls.update(out.result.api_calls)
+            ep = self.sup.episodes.get(out.episode_id)
+            if ep is None or not ep.running or ep.location != out.stage:
+                logger.warning("dropping a result for {} ({}): it is no longer running there", out.episode_id,
+                               out.stage)
+                continue
+            m = ep.manifest.model_copy(deep=True)
+            delay = retry_delay(m.attempts, self.sup.cfg.limits.retry_backoff_s, self.sup.cfg.limits.retry_backoff_max_s)
+            t = lifecycle.settle(m, out.stage, out.result, max_retries=self.sup.cfg.limits.max_retries, now_iso=utcnow(),
+                                 now_mono=time.monotonic(), now_unix=time.time(), retry_delay_s=delay)
+            try:
+                self.sup.write_manifest(group, out.stage, m)
+            except OSError as exc:
+                self.sup.unsaved.append(out)
+                self.sup.disk_trouble(f"saving the result of {out.episode_id}", exc)
+                continue
+            if t.moves:
+                group.move(self.sup.spool.folder(out.stage, ep.episode_id), self.sup.spool.folder(t.target, ep.episode_id),
+                           f"move {ep.episode_id} {out.stage}->{t.target}", ep.episode_id)
+            planned.append((out, ep, m, t))
+        failed = self.sup.commit(group, "saving results")
+        for out, ep, m, t in planned:
+            if ep.episode_id in failed:
+                self.sup.unsaved.append(out)  # nothing of it is in memory yet: applied afresh once the disk recovers
+                continue
+            self._publish(out, ep, m, t)
+
+    def _publish(self, out: TaskOutcome, ep: Episode, m: EpisodeManifest, t: lifecycle.Transition) -> None:
+        stage, result = out.stage, out.result
+        ep.manifest = m
+        b = self.sup.batches[m.batch_id]
+        b.tally.add_cost(stage, result.cost_usd)
+        b.dirty = True
+        self.sup.episodes.stopped(ep, stage)
+        ep.location = t.target
+        log = logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage)
+        if t.outcome in ("advanced", "done"):
+            secs = m.timings[stage].seconds
+            log.info("{} done in {}s{} (${:.4f}){}", stage, secs, " (reused)" if result.reused else "",
+                     result.cost_usd, " -> done" if t.outcome == "done" else "")
+            if t.outcome == "done":
+                self.sup.upkeep.retire_wav(m.session_id)
+                self.sup.emit("on_episode_done", m)
+        elif t.outcome == "disk":
+            log.warning("{} could not save its work ({}); it runs again once the disk recovers", stage, result.error)
+            code = result.disk_errno or errno.ENOSPC
+            self.sup.disk_trouble(f"{stage} of {m.session_id}", OSError(code, os.strerror(code)))
+        elif t.outcome == "failed":
+            log.error("{} failed for good after {} attempt(s): {}", stage, m.attempts, result.error)
+            self.sup.emit("on_episode_failed", m)
+        else:
+            log.warning("{} attempt {} failed: {}; retrying in {:.1f}s, after the rest of the batch",
+                        stage, m.attempts, result.error, t.retry_in or 0.0)
+        if t.outcome in ("done", "failed"):  # after its last log line, which goes to its episode.log
+            self.sup.episodes.remove(ep)
+            b.tally.finish(t.target, m)
+            b.finished_since_checkpoint.append((t.target, m))
+            b.finished.append((t.target, m))
+        else:
+            self.sup.episodes.settled(ep)
+        try:
+            self.sup.after_change(m.batch_id)
+        except OSError as exc:
+            self.sup.disk_trouble(f"writing the batch files of {m.batch_id}", exc)
