@@ -200,7 +200,10 @@ class Spool:
         episodes_dir = stage_dir / "episodes"
         episodes_dir.mkdir(mode=DIR_MODE)
         st = inbox_file.stat()
-        fsio.write_json(stage_dir / "batch.json", manifest.model_dump(mode="json", exclude_none=True))
+        # One fsync wave for the batch's files and every episode's manifest (group commit): the staging
+        # folder is invisible until its rename into batches/, so nothing needs to be durable before then.
+        group = CommitGroup(stage_dir)
+        group.write(stage_dir / "batch.json", _json_bytes(manifest.model_dump(mode="json", exclude_none=True)), bid)
         session = {
             "batch_id": bid,
             "accepted_at": utcnow(),
@@ -210,10 +213,8 @@ class Spool:
             "strategy": manifest.effective_strategy(),
             "source": {"name": inbox_file.name, "inode": st.st_ino, "sha256": hashlib.sha256(raw).hexdigest()},
         }
-        fsio.write_json(stage_dir / "session.json", session)
+        group.write(stage_dir / "session.json", _json_bytes(session), bid)
         made = []
-        # One fsync wave for every episode's manifest (group commit), not two fsyncs per episode.
-        group = CommitGroup(stage_dir)
         for ep in manifest.all_episodes():
             eid = episode_id(ep.number, bid)
             folder = episodes_dir / eid
@@ -356,8 +357,13 @@ def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
 
 
 def manifest_bytes(m: EpisodeManifest) -> bytes:
-    """manifest.json's bytes: the one format, whoever writes it."""
-    return (json.dumps(m.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    """manifest.json's bytes: the one format, whoever writes it (pydantic's encoder: json's indenting
+    one is pure Python, and a busy tick writes dozens)."""
+    return m.model_dump_json(indent=2).encode("utf-8") + b"\n"
+
+
+def _json_bytes(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def is_inbox_name(name: str) -> bool:
