@@ -34,6 +34,10 @@ LABEL = re.compile(
     r"(?P<label><?[^\W\d_][\w .'’-]{0,30}?>?)\s*"
     r"(?:\((?P<aside>[^)\n]{0,40})\)\s*)?"  # ALEX (smiling): the aside is a stage direction
     r"(?P<mid>[*_]{0,3})\s*[:：]\s*(?P<post>[*_]{0,3})\s*(?P<text>.*?)\s*$")
+# "Alex — text", "**HOST A** - text": accepted only for a host's name or a generic label, since prose
+# ("Paris - the city of light") uses dashes too
+DASH_LABEL = re.compile(r"^\s*(?:[-+•]\s+|\d{1,3}[.)]\s+)?(?P<pre>[*_]{0,3})(?P<label>[^\W\d_][\w .'’-]{0,30}?)"
+                        r"(?P=pre)\s+[—–-]{1,2}\s+(?P<text>\S.*?)\s*$")
 GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer)\s*#?\s*(?:\d{1,2}|[a-z])"
                      r"|host|co-?host|guest", re.IGNORECASE)
 # "Fun fact: …", "Note: …" start prose, not a turn; "Music: …" is a cue; "Segment 2: …" a heading.
@@ -314,6 +318,9 @@ def _label(line: str, speakers: _Speakers) -> tuple[str, str, bool] | None:
     """(label, words, styled) when the line opens with a speaker label; styled = bold/italic or CAPS."""
     m = LABEL.match(line)
     if not m:
+        dash = DASH_LABEL.match(line)
+        if dash and speakers.resolve(dash["label"].strip()) is not None:
+            return dash["label"].strip(), dash["text"], bool(dash["pre"])
         return None
     name = m["label"].strip()
     styled = bool(m["pre"] or m["mid"] or m["post"]) or (name.isupper() and len(name) > 1)

@@ -31,6 +31,7 @@ def turns(reply: str, hosts: list[str] = HOSTS) -> list[tuple[str, str]]:
     "*Alex:* Bees dance [1].\n*Sam:* They do.",
     "**ALEX**\nBees dance [1].\n\n**SAM**\nThey do.",
     "```markdown\nAlex: Bees dance [1].\nSam: They do.\n```",
+    "Alex — Bees dance [1].\n**Sam** - They do.",
 ])
 def test_name_variants(reply: str) -> None:
     assert turns(reply) == [("Alex", "Bees dance."), ("Sam", "They do.")]
@@ -130,3 +131,8 @@ def test_hosts_with_accents_and_a_generic_label_for_the_other() -> None:
 def test_line_numbers_are_the_replys_own() -> None:
     reply = "<think>\nplan\nmore plan\n</think>\nAlex: Hi [1].\nSam: Yo.\n**Narrator:** Boo."
     assert normalise(reply, HOSTS, "B").problems[0].startswith("line 7: unknown speaker 'Narrator'")
+
+
+def test_a_dash_is_a_label_only_for_a_host_or_a_generic_label() -> None:
+    assert turns("Host A - Hi [1].\nHost B — Paris - the city of light.\n\nParis - the city.\nHost A: Bye.") == [
+        ("Alex", "Hi."), ("Sam", "Paris - the city of light."), ("Sam", "Paris - the city."), ("Alex", "Bye.")]
