@@ -168,6 +168,7 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
     last_turn: list[str] | None = None
     blank_before = True
     in_model_sources = False
+    plain_labels: dict[str, list[str]] = {}  # unknown "Name:" labels without styling, by name
     trailing: list[tuple[int, str]] = []  # unlabelled paragraphs after a turn: the speaker's, unless they end the reply
 
     def add_turn(host: str, words: str) -> None:
@@ -219,10 +220,14 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         if label is not None:
             name, said, styled = label
             host = speakers.resolve(name)
-            if host is None and (styled or PLAIN_NAME.fullmatch(name) or GENERIC.fullmatch(name.strip("<> "))):
+            if host is None and (styled or GENERIC.fullmatch(name.strip("<> "))):
                 problems.append(f"line {_line_in(reply, stripped, n)}: {_who(name, speakers)}: {excerpt(stripped)}")
                 pending = None
                 continue
+            if host is None and PLAIN_NAME.fullmatch(name):
+                # "Narrator: …" is a speaker if it recurs; a lone "Firstly: …" is prose with a colon
+                plain_labels.setdefault(name, []).append(f"line {_line_in(reply, stripped, n)}: "
+                                                         f"{_who(name, speakers)}: {excerpt(stripped)}")
             if host is not None:
                 said = clean_turn_text(said, dropped)
                 if said:
@@ -247,6 +252,7 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
             dropped.append(f"before the first turn: {excerpt(stripped, 40)}")
     for n, held in trailing:  # after the last turn: a note to the reader ("Hope this helps!"), not speech
         dropped.append(f"after the last turn (line {n}): {excerpt(held, 40)}")
+    problems += [lines[0] for lines in plain_labels.values() if len(lines) > 1]
     return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=found_title is None,
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
 

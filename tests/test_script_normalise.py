@@ -90,7 +90,7 @@ def test_missing_title_comes_from_the_topic_and_turns_get_a_heading() -> None:
 @pytest.mark.parametrize("line,who", [
     ("**Narrator:** Meanwhile, in 1973...", "unknown speaker 'Narrator'"),
     ("GUEST STAR: Hello!", "unknown speaker 'GUEST STAR'"),
-    ("Dr. Smith: I study bees.", "unknown speaker 'Dr. Smith'"),
+    ("Dr. Smith: I study bees.\nDr. Smith: Really.", "unknown speaker 'Dr. Smith'"),
     ("Speaker 3: A third voice.", "a third speaker 'Speaker 3'"),
 ])
 def test_what_cannot_be_understood_is_named_with_its_line(line: str, who: str) -> None:
@@ -136,3 +136,8 @@ def test_line_numbers_are_the_replys_own() -> None:
 def test_a_dash_is_a_label_only_for_a_host_or_a_generic_label() -> None:
     assert turns("Host A - Hi [1].\nHost B — Paris - the city of light.\n\nParis - the city.\nHost A: Bye.") == [
         ("Alex", "Hi."), ("Sam", "Paris - the city of light."), ("Sam", "Paris - the city."), ("Alex", "Bye.")]
+
+
+def test_a_lone_plain_word_before_a_colon_is_prose() -> None:
+    assert turns("Alex: Two things [1].\nFirstly: bees dance.\nSam: And secondly?") == [
+        ("Alex", "Two things. Firstly: bees dance."), ("Sam", "And secondly?")]
