@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from podspool.stages.script_format import (
     INTRO_HEADING,
     SOURCES_HEADINGS,
+    spoken,
     turn_line,
 )
 
@@ -129,7 +130,7 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
     opened = THINK_OPEN.search(out)
     if opened:  # never closed: the rest is thinking, not script (the reply was likely cut)
         out, found = out[: opened.start()], True
-    return out, found
+    return THINK_CLOSE.sub("", out), found  # a stray closing tag left over is not speech either
 
 
 def is_direction(inner: str) -> bool:
@@ -150,7 +151,11 @@ def clean_turn_text(text: str, dropped: list[str]) -> str:
             return " "
         return m.group(0)
 
-    return " ".join(BRACKETED.sub(drop, text).split()).strip("*_ ").strip()
+    for _ in range(5):  # until nothing changes: dropping "(pause)" from "[(pause)x]" can expose another cue
+        text, before = " ".join(BRACKETED.sub(drop, text).split()).strip("*_ ").strip(), text
+        if text == before:
+            break
+    return text if re.search(r"\w", text) else ""  # marks alone ("##", "…") say nothing
 
 
 def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
@@ -253,7 +258,14 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
     for n, held in trailing:  # after the last turn: a note to the reader ("Hope this helps!"), not speech
         dropped.append(f"after the last turn (line {n}): {excerpt(held, 40)}")
     problems += [lines[0] for lines in plain_labels.values() if len(lines) > 1]
-    return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=found_title is None,
+    # "Title: [laughs]" is no title, and a title cites nothing
+    title_words = found_title or ""
+    for _ in range(5):
+        title_words, before = spoken(clean_turn_text(title_words, dropped)).strip("[]"), title_words
+        if title_words == before:
+            break
+    found_title = title_words if re.search(r"\w", title_words) else None
+    return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=not found_title,
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
 
 

@@ -7,6 +7,8 @@ failing line rather than a silently different script.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from podspool.stages.script_format import parse_turns, sections
 from podspool.stages.script_normalise import normalise, tidy
 
@@ -141,3 +143,17 @@ def test_a_dash_is_a_label_only_for_a_host_or_a_generic_label() -> None:
 def test_a_lone_plain_word_before_a_colon_is_prose() -> None:
     assert turns("Alex: Two things [1].\nFirstly: bees dance.\nSam: And secondly?") == [
         ("Alex", "Two things. Firstly: bees dance."), ("Sam", "And secondly?")]
+
+
+_PIECES = ["Alex:", "**Sam:**", "HOST A:", "Speaker 3:", "<Person1>", "</Person1>", "<think>", "</think>", "## ",
+           "# ", "[laughs]", "(pause)", "*", "**", "[1]", "[9]", "Title:", "```", "---", "- ", "\n", "\n\n",
+           "Narrator:", "words here.", "Sources:", "1. x", " — ", ":", "[", "(", "é"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=12)), max_size=40))
+def test_any_reply_normalises_without_error_and_stays_normalised(pieces: list[str]) -> None:
+    draft = normalise("".join(pieces), HOSTS, "Topic")
+    assert draft.body.startswith("# ")
+    assert {t.host for t in parse_turns(draft.body)} <= set(HOSTS)
+    assert normalise(draft.body, HOSTS, "Topic").body == draft.body  # normalising twice changes nothing
