@@ -269,24 +269,6 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
 
 
-def tidy(reply: str, hosts: Sequence[str]) -> str:
-    """A light pass for a writer's own output: reasoning, fences and cue lines out, labelled lines as
-    `**Host:** text`, everything else as written (`normalise` later judges what is left)."""
-    text, _ = strip_reasoning(reply)
-    text = TAGGED_TURN.sub(lambda m: f"\n\n{m.group(1)}: {' '.join(m.group(2).split())}\n\n", text)
-    speakers = _Speakers(hosts)
-    out: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if FENCE.match(line) or _is_cue_line(stripped):
-            continue
-        label = _label(stripped, speakers) if stripped and not HEADING.match(line) else None
-        host = speakers.resolve(label[0]) if label else None
-        said = clean_turn_text(label[1], []) if label and host else ""
-        out.append(turn_line(host, said) if host and said else line.rstrip())
-    return "\n".join(out).strip() + "\n"
-
-
 def _plain(text: str) -> str:
     return " ".join(re.sub(r"[*_`#]", "", text).split()).strip()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from podspool.stages.script_format import parse_turns, sections
-from podspool.stages.script_normalise import normalise, tidy
+from podspool.stages.script_normalise import normalise
 
 HOSTS = ["Alex", "Sam"]
 
@@ -107,11 +107,10 @@ def test_prose_with_a_colon_is_not_a_speaker() -> None:
         ("Alex", "Look."), ("Alex", "Here's the thing: bees dance."), ("Sam", "Fun fact: they do.")]
 
 
-def test_normalising_is_idempotent_and_tidy_keeps_what_it_does_not_know() -> None:
+def test_normalising_is_idempotent() -> None:
     reply = "# T\n\n## Intro\n\nHOST A: Hi [1].\n\nHOST B: Yo.\n\nA stray line.\n"
     once = normalise(reply, HOSTS, "T").body
     assert normalise(once, HOSTS, "T").body == once
-    assert tidy(reply, HOSTS) == "# T\n\n## Intro\n\n**Alex:** Hi [1].\n\n**Sam:** Yo.\n\nA stray line.\n"
 
 
 def test_a_chat_models_usual_dressing() -> None:
