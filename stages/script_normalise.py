@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from podspool.stages.script_format import (
     INTRO_HEADING,
     SOURCES_HEADINGS,
+    spoken,
     turn_line,
 )
 
@@ -34,6 +35,10 @@ LABEL = re.compile(
     r"(?P<label><?[^\W\d_][\w .'’-]{0,30}?>?)\s*"
     r"(?:\((?P<aside>[^)\n]{0,40})\)\s*)?"  # ALEX (smiling): the aside is a stage direction
     r"(?P<mid>[*_]{0,3})\s*[:：]\s*(?P<post>[*_]{0,3})\s*(?P<text>.*?)\s*$")
+# "Alex — text", "**HOST A** - text": accepted only for a host's name or a generic label, since prose
+# ("Paris - the city of light") uses dashes too
+DASH_LABEL = re.compile(r"^\s*(?:[-+•]\s+|\d{1,3}[.)]\s+)?(?P<pre>[*_]{0,3})(?P<label>[^\W\d_][\w .'’-]{0,30}?)"
+                        r"(?P=pre)\s+[—–-]{1,2}\s+(?P<text>\S.*?)\s*$")
 GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer)\s*#?\s*(?:\d{1,2}|[a-z])"
                      r"|host|co-?host|guest", re.IGNORECASE)
 # "Fun fact: …", "Note: …" start prose, not a turn; "Music: …" is a cue; "Segment 2: …" a heading.
@@ -125,7 +130,7 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
     opened = THINK_OPEN.search(out)
     if opened:  # never closed: the rest is thinking, not script (the reply was likely cut)
         out, found = out[: opened.start()], True
-    return out, found
+    return THINK_CLOSE.sub("", out), found  # a stray closing tag left over is not speech either
 
 
 def is_direction(inner: str) -> bool:
@@ -146,7 +151,11 @@ def clean_turn_text(text: str, dropped: list[str]) -> str:
             return " "
         return m.group(0)
 
-    return " ".join(BRACKETED.sub(drop, text).split()).strip("*_ ").strip()
+    for _ in range(5):  # until nothing changes: dropping "(pause)" from "[(pause)x]" can expose another cue
+        text, before = " ".join(BRACKETED.sub(drop, text).split()).strip("*_ ").strip(), text
+        if text == before:
+            break
+    return text if re.search(r"\w", text) else ""  # marks alone ("##", "…") say nothing
 
 
 def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
@@ -164,6 +173,7 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
     last_turn: list[str] | None = None
     blank_before = True
     in_model_sources = False
+    plain_labels: dict[str, list[str]] = {}  # unknown "Name:" labels without styling, by name
     trailing: list[tuple[int, str]] = []  # unlabelled paragraphs after a turn: the speaker's, unless they end the reply
 
     def add_turn(host: str, words: str) -> None:
@@ -215,10 +225,14 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         if label is not None:
             name, said, styled = label
             host = speakers.resolve(name)
-            if host is None and (styled or PLAIN_NAME.fullmatch(name) or GENERIC.fullmatch(name.strip("<> "))):
+            if host is None and (styled or GENERIC.fullmatch(name.strip("<> "))):
                 problems.append(f"line {_line_in(reply, stripped, n)}: {_who(name, speakers)}: {excerpt(stripped)}")
                 pending = None
                 continue
+            if host is None and PLAIN_NAME.fullmatch(name):
+                # "Narrator: …" is a speaker if it recurs; a lone "Firstly: …" is prose with a colon
+                plain_labels.setdefault(name, []).append(f"line {_line_in(reply, stripped, n)}: "
+                                                         f"{_who(name, speakers)}: {excerpt(stripped)}")
             if host is not None:
                 said = clean_turn_text(said, dropped)
                 if said:
@@ -243,26 +257,16 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
             dropped.append(f"before the first turn: {excerpt(stripped, 40)}")
     for n, held in trailing:  # after the last turn: a note to the reader ("Hope this helps!"), not speech
         dropped.append(f"after the last turn (line {n}): {excerpt(held, 40)}")
-    return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=found_title is None,
+    problems += [lines[0] for lines in plain_labels.values() if len(lines) > 1]
+    # "Title: [laughs]" is no title, and a title cites nothing
+    title_words = found_title or ""
+    for _ in range(5):
+        title_words, before = spoken(clean_turn_text(title_words, dropped)).strip("[]"), title_words
+        if title_words == before:
+            break
+    found_title = title_words if re.search(r"\w", title_words) else None
+    return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=not found_title,
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
-
-
-def tidy(reply: str, hosts: Sequence[str]) -> str:
-    """A light pass for a writer's own output: reasoning, fences and cue lines out, labelled lines as
-    `**Host:** text`, everything else as written (`normalise` later judges what is left)."""
-    text, _ = strip_reasoning(reply)
-    text = TAGGED_TURN.sub(lambda m: f"\n\n{m.group(1)}: {' '.join(m.group(2).split())}\n\n", text)
-    speakers = _Speakers(hosts)
-    out: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if FENCE.match(line) or _is_cue_line(stripped):
-            continue
-        label = _label(stripped, speakers) if stripped and not HEADING.match(line) else None
-        host = speakers.resolve(label[0]) if label else None
-        said = clean_turn_text(label[1], []) if label and host else ""
-        out.append(turn_line(host, said) if host and said else line.rstrip())
-    return "\n".join(out).strip() + "\n"
 
 
 def _plain(text: str) -> str:
@@ -314,6 +318,9 @@ def _label(line: str, speakers: _Speakers) -> tuple[str, str, bool] | None:
     """(label, words, styled) when the line opens with a speaker label; styled = bold/italic or CAPS."""
     m = LABEL.match(line)
     if not m:
+        dash = DASH_LABEL.match(line)
+        if dash and speakers.resolve(dash["label"].strip()) is not None:
+            return dash["label"].strip(), dash["text"], bool(dash["pre"])
         return None
     name = m["label"].strip()
     styled = bool(m["pre"] or m["mid"] or m["post"]) or (name.isupper() and len(name) > 1)

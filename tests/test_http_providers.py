@@ -16,6 +16,7 @@ from podspool.stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeec
 from podspool.stages.providers.openai_compat import OpenAIWriter
 from podspool.stages.providers.perplexity import PerplexityResearch
 from podspool.stages.providers.websearch import WebSearchResearch
+from podspool.stages.script_normalise import normalise
 from podspool.stages.settings import StageSettings
 
 KEY = "sk-TESTKEY-0123456789abcdef"
@@ -293,7 +294,8 @@ def test_openai_writer_wire_format_normalised_script_and_cost() -> None:
     prompt = body["messages"][-1]["content"]
     assert "[1] Dark matter is 27% of the universe." in prompt and "https://b.example" in prompt
     assert "**Alex:**" in prompt and "failed these quality checks" not in prompt
-    assert out.script == "# Dark matter\n\n**Alex:** Welcome! [1]\n\n**Sam:** Flat curves [2].\n"
+    assert out.script == content  # the reply as written: the production stage normalises every writer's
+    assert "**Alex:** Welcome! [1]\n\n**Sam:** Flat curves [2].\n" in normalise(out.script, ["Alex", "Sam"], "").body
     assert (out.usage[0].input_tokens, out.usage[0].output_tokens) == (2000, 1000)
     assert cost_of(out.usage, ctx.settings) == pytest.approx(0.0009)  # 2000 * 0.15/M + 1000 * 0.60/M
 

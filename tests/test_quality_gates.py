@@ -258,3 +258,12 @@ def test_no_findings_fails_before_any_writer_call(tmp_path: Path, monkeypatch: p
     result = run_stage("production", tmp_path, EPISODE, StageContext(settings=_settings()))
     assert not result.ok and not result.retryable and "nothing to write from" in (result.error or "")
     assert writer.feedback == []  # never called
+
+
+def test_a_cited_paraphrase_counts_as_coverage_an_uncited_one_does_not() -> None:
+    findings = [Finding(text="Karl von Frisch decoded the honeybee dance language and won a Nobel Prize in 1973.",
+                        source="a.md", score=1.0)]
+    research = ResearchOutput(provider="local", findings=findings, citations=[], searched=[])
+    paraphrase = "**Alex:** A scientist named von Frisch cracked how bees talk, and the Nobel committee noticed."
+    assert quality.coverage_gate(paraphrase + " [1]", research).score == 1.0
+    assert quality.coverage_gate(paraphrase, research).score == 0.0

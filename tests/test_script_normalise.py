@@ -7,8 +7,10 @@ failing line rather than a silently different script.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from podspool.stages.script_format import parse_turns, sections
-from podspool.stages.script_normalise import normalise, tidy
+from podspool.stages.script_normalise import normalise
 
 HOSTS = ["Alex", "Sam"]
 
@@ -31,6 +33,7 @@ def turns(reply: str, hosts: list[str] = HOSTS) -> list[tuple[str, str]]:
     "*Alex:* Bees dance [1].\n*Sam:* They do.",
     "**ALEX**\nBees dance [1].\n\n**SAM**\nThey do.",
     "```markdown\nAlex: Bees dance [1].\nSam: They do.\n```",
+    "Alex — Bees dance [1].\n**Sam** - They do.",
 ])
 def test_name_variants(reply: str) -> None:
     assert turns(reply) == [("Alex", "Bees dance."), ("Sam", "They do.")]
@@ -89,7 +92,7 @@ def test_missing_title_comes_from_the_topic_and_turns_get_a_heading() -> None:
 @pytest.mark.parametrize("line,who", [
     ("**Narrator:** Meanwhile, in 1973...", "unknown speaker 'Narrator'"),
     ("GUEST STAR: Hello!", "unknown speaker 'GUEST STAR'"),
-    ("Dr. Smith: I study bees.", "unknown speaker 'Dr. Smith'"),
+    ("Dr. Smith: I study bees.\nDr. Smith: Really.", "unknown speaker 'Dr. Smith'"),
     ("Speaker 3: A third voice.", "a third speaker 'Speaker 3'"),
 ])
 def test_what_cannot_be_understood_is_named_with_its_line(line: str, who: str) -> None:
@@ -104,11 +107,10 @@ def test_prose_with_a_colon_is_not_a_speaker() -> None:
         ("Alex", "Look."), ("Alex", "Here's the thing: bees dance."), ("Sam", "Fun fact: they do.")]
 
 
-def test_normalising_is_idempotent_and_tidy_keeps_what_it_does_not_know() -> None:
+def test_normalising_is_idempotent() -> None:
     reply = "# T\n\n## Intro\n\nHOST A: Hi [1].\n\nHOST B: Yo.\n\nA stray line.\n"
     once = normalise(reply, HOSTS, "T").body
     assert normalise(once, HOSTS, "T").body == once
-    assert tidy(reply, HOSTS) == "# T\n\n## Intro\n\n**Alex:** Hi [1].\n\n**Sam:** Yo.\n\nA stray line.\n"
 
 
 def test_a_chat_models_usual_dressing() -> None:
@@ -130,3 +132,27 @@ def test_hosts_with_accents_and_a_generic_label_for_the_other() -> None:
 def test_line_numbers_are_the_replys_own() -> None:
     reply = "<think>\nplan\nmore plan\n</think>\nAlex: Hi [1].\nSam: Yo.\n**Narrator:** Boo."
     assert normalise(reply, HOSTS, "B").problems[0].startswith("line 7: unknown speaker 'Narrator'")
+
+
+def test_a_dash_is_a_label_only_for_a_host_or_a_generic_label() -> None:
+    assert turns("Host A - Hi [1].\nHost B — Paris - the city of light.\n\nParis - the city.\nHost A: Bye.") == [
+        ("Alex", "Hi."), ("Sam", "Paris - the city of light."), ("Sam", "Paris - the city."), ("Alex", "Bye.")]
+
+
+def test_a_lone_plain_word_before_a_colon_is_prose() -> None:
+    assert turns("Alex: Two things [1].\nFirstly: bees dance.\nSam: And secondly?") == [
+        ("Alex", "Two things. Firstly: bees dance."), ("Sam", "And secondly?")]
+
+
+_PIECES = ["Alex:", "**Sam:**", "HOST A:", "Speaker 3:", "<Person1>", "</Person1>", "<think>", "</think>", "## ",
+           "# ", "[laughs]", "(pause)", "*", "**", "[1]", "[9]", "Title:", "```", "---", "- ", "\n", "\n\n",
+           "Narrator:", "words here.", "Sources:", "1. x", " — ", ":", "[", "(", "é"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=12)), max_size=40))
+def test_any_reply_normalises_without_error_and_stays_normalised(pieces: list[str]) -> None:
+    draft = normalise("".join(pieces), HOSTS, "Topic")
+    assert draft.body.startswith("# ")
+    assert {t.host for t in parse_turns(draft.body)} <= set(HOSTS)
+    assert normalise(draft.body, HOSTS, "Topic").body == draft.body  # normalising twice changes nothing

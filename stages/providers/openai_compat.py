@@ -22,7 +22,6 @@ from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage, WriterOutput
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 from podspool.stages.script_format import script_rules
-from podspool.stages.script_normalise import tidy
 from podspool.stages.settings import OpenAISettings
 
 API = "openai"
@@ -97,8 +96,9 @@ class OpenAIWriter:
 
         text, incomplete, usage = self._call(ctx, settings, body, parse, headers, key)
         self._last_reply = {episode.episode_id: text}  # one episode at a time per process: keep just it
-        # tidied for a reader of the writer's output; the production stage normalises every writer's script
-        return WriterOutput(script=tidy(text, hosts), usage=[usage], incomplete=incomplete)
+        # the reply as the model wrote it: the production stage normalises every writer's script, and
+        # keeps this text for the operator when a draft is refused
+        return WriterOutput(script=text, usage=[usage], incomplete=incomplete)
 
     def _call(self, ctx: StageContext, settings: OpenAISettings, body: dict[str, Any],
               parse: Callable[[requests.Response], Reply], headers: dict[str, str], key: str | None) -> Reply:
