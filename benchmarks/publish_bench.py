@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,16 @@ def main() -> None:
         print(f"{name:<40} {secs:8.3f} {secs / minutes:18.3f}")
     print(f"{'post-processing, the steps above':<40} {sum(s for _, s in rows):8.3f} "
           f"{sum(s for _, s in rows) / minutes:18.3f}")
+    tracemalloc.start()
+    y2, _ = loudness.normalise(x.astype(np.float32), rate, -16.0, -1.5)
+    mp3.encode(y2, rate, 1, None)
+    del y2
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     print(f"{'audio stage, publishing off':<40} {off:8.3f} {off / minutes:18.3f}")
     print(f"{'audio stage, publishing on':<40} {on:8.3f} {on / minutes:18.3f}")
+    print(f"peak memory of normalise + encode (tracemalloc): {peak_mb:.0f} MB, "
+          f"{peak_mb / (samples.size * 4 / 2**20):.1f}x the take as float32")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
     # BS.1770 adds the channels' power: the same voice in two channels measures 3 dB louder than in one
     target_gap = 10 * math.log10(audio.mp3_channels)
     target = audio.loudness_lufs - target_gap
-    normal, loud = loudness.normalise(samples.astype(np.float64) / 32768.0, rate, target,
+    normal, loud = loudness.normalise(samples.astype(np.float32) / np.float32(32768), rate, target,
                                       audio.true_peak_dbtp - ENCODER_HEADROOM_DB)
     seconds = samples.size / rate
     title = episode_title(script, episode)
