@@ -114,13 +114,14 @@ def _onsets(x: np.ndarray, rate: int, min_gap_s: float = 0.34) -> list[float]:
     n = x.size // frame
     level = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1))
     quiet = level < 10 ** (-50 / 20)
+    step = frame / rate  # not 0.01 s exactly: 22050 Hz makes 220-sample frames
     out, run = [], 0
     for i, q in enumerate(quiet):
         if q:
             run += 1
             continue
-        if not out or run * 0.01 >= min_gap_s:
-            out.append(i * 0.01)
+        if not out or run * step >= min_gap_s:
+            out.append(i * step)
         run = 0
     return out
 
