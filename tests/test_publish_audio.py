@@ -234,6 +234,8 @@ def test_provider_spans_win_and_estimates_say_so(tmp_path: Path) -> None:
     assert [c["startTime"] for c in json.loads((tmp_path / artifacts.CHAPTERS_JSON).read_text())["chapters"]] == [0.0, 2.0]
     spans, method = timing.turn_spans(turns, [], np.frombuffer(pcm, dtype="<i2"), rate, 350)
     assert method == "estimated"
+    shuffled = [measured[1], measured[0]]  # not one per turn in order: not trusted
+    assert timing.turn_spans(turns, shuffled, np.frombuffer(pcm, dtype="<i2"), rate, 350)[1] == "estimated"
     assert spans[1].start == pytest.approx((3.0 - 0.35) / 3 + 0.35, abs=0.01)  # a third of the words come first
 
 
