@@ -22,7 +22,7 @@ import numpy as np
 from podspool.stages import artifacts
 from podspool.stages.base import EpisodeInput, StageContext, Turn
 from podspool.stages.providers.espeak import EspeakSpeech
-from podspool.stages.publish import chapters, loudness, mp3, tags, timing
+from podspool.stages.publish import chapters, loudness, mp3, tags, timing, verify
 from podspool.stages.registry import run_stage
 from podspool.stages.settings import AudioSettings, StageSettings
 
@@ -75,6 +75,8 @@ def main() -> None:
     rows.append(("loudness: measure, limit, re-measure", t))
     t, encoded = _cpu(lambda: mp3.encode(y, rate, 1, None), args.repeat)
     rows.append(("mp3 encode (lame, 64 kbit/s mono)", t))
+    t, heard = _cpu(lambda: verify.measure(encoded), args.repeat)
+    rows.append(("mp3 read back and measured", t))
     chs = chapters.chapters(script, spans, samples.size / rate, "Benchmark")
     meta = tags.EpisodeTags(title="Benchmark", show="podspool", author="podspool", number=1, date="2026-01-01")
     t, _ = _cpu(lambda: tags.tagged(encoded, meta, chs), args.repeat)
@@ -95,7 +97,8 @@ def main() -> None:
     on = min(stage(True) for _ in range(args.repeat))
     print(f"episode: {samples.size / rate:.1f} s of espeak speech at {rate} Hz, {len(turns)} turns, "
           f"{len(chs)} chapters; input {report.input_lufs} LUFS -> {report.output_lufs} LUFS, "
-          f"true peak {report.true_peak_dbtp} dBTP, {report.limited_samples} samples limited")
+          f"true peak {report.true_peak_dbtp} dBTP, {report.limited_samples} samples limited; the mp3 as "
+          f"decoded: {heard.lufs:.2f} LUFS, {heard.true_peak_dbtp:.2f} dBTP (aimed at -16 and -1.5 here)")
     print(f"{'step':<40} {'CPU s':>8} {'CPU s / audio min':>18}")
     for name, secs in rows:
         print(f"{name:<40} {secs:8.3f} {secs / minutes:18.3f}")
