@@ -267,19 +267,22 @@ def test_our_loudness_and_true_peak_agree_with_pyloudnorm_and_scipy() -> None:
     assert abs(loudness.db(loudness.true_peak(x)) - loudness.db(whole)) < 0.1
 
 
-def test_an_mp3_over_the_ceiling_is_made_again_lower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no headroom for the codec, the first encoding's peaks land over -1 dBTP: it is read back,
-    found over, and made again under a lower ceiling; the independent decoder and meter agree."""
+@pytest.mark.parametrize("knob, value", [("ENCODER_HEADROOM_DB", -1.0), ("CODEC_LOSS_LU", 3.0)])
+def test_an_mp3_that_misses_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, knob: str,
+                                          value: float) -> None:
+    """Aimed past the ceiling (PCM peaks at 0 dBTP), or 3 LU too loud, the first encoding misses: it is
+    read back, found off, and made again with the aim corrected; the independent decoder and meter agree."""
     from podspool.stages.providers.espeak import EspeakSpeech
     from podspool.stages.publish import episode as publishing
     from podspool.stages.script_format import parse_turns
 
-    monkeypatch.setattr(publishing, "ENCODER_HEADROOM_DB", 0.0)
+    monkeypatch.setattr(publishing, knob, value)
     turns = parse_turns(SCRIPT)
     speech = EspeakSpeech().synthesize(turns, StageContext(settings=_settings()))
     out = publish(tmp_path, EPISODE, SCRIPT, turns, speech, [], _settings())
     report = out.report["loudness"]
     assert report["encodes"] >= 2 and report["file_true_peak_dbtp"] <= -1.0, report
+    assert abs(report["file_lufs"] - -16.0) <= 0.5, report
     x, rate, channels = _decode(tmp_path / artifacts.EPISODE_MP3)
     lufs, peak = _meter(x, rate, channels)
     assert peak <= -1.0 and abs(lufs - -16.0) <= 1.0, (lufs, peak)
