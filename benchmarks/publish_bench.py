@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from podspool.stages import artifacts
 from podspool.stages.base import EpisodeInput, StageContext, Turn
 from podspool.stages.providers.espeak import EspeakSpeech
-from podspool.stages.publish import chapters, loudness, mp3, tags, timing
+from podspool.stages.publish import chapters, loudness, mp3, tags, timing, verify
 from podspool.stages.registry import run_stage
 from podspool.stages.settings import AudioSettings, StageSettings
 
@@ -74,6 +75,8 @@ def main() -> None:
     rows.append(("loudness: measure, limit, re-measure", t))
     t, encoded = _cpu(lambda: mp3.encode(y, rate, 1, None), args.repeat)
     rows.append(("mp3 encode (lame, 64 kbit/s mono)", t))
+    t, heard = _cpu(lambda: verify.measure(encoded), args.repeat)
+    rows.append(("mp3 read back and measured", t))
     chs = chapters.chapters(script, spans, samples.size / rate, "Benchmark")
     meta = tags.EpisodeTags(title="Benchmark", show="podspool", author="podspool", number=1, date="2026-01-01")
     t, _ = _cpu(lambda: tags.tagged(encoded, meta, chs), args.repeat)
@@ -94,14 +97,23 @@ def main() -> None:
     on = min(stage(True) for _ in range(args.repeat))
     print(f"episode: {samples.size / rate:.1f} s of espeak speech at {rate} Hz, {len(turns)} turns, "
           f"{len(chs)} chapters; input {report.input_lufs} LUFS -> {report.output_lufs} LUFS, "
-          f"true peak {report.true_peak_dbtp} dBTP, {report.limited_samples} samples limited")
+          f"true peak {report.true_peak_dbtp} dBTP, {report.limited_samples} samples limited; the mp3 as "
+          f"decoded: {heard.lufs:.2f} LUFS, {heard.true_peak_dbtp:.2f} dBTP (aimed at -16 and -1.5 here)")
     print(f"{'step':<40} {'CPU s':>8} {'CPU s / audio min':>18}")
     for name, secs in rows:
         print(f"{name:<40} {secs:8.3f} {secs / minutes:18.3f}")
     print(f"{'post-processing, the steps above':<40} {sum(s for _, s in rows):8.3f} "
           f"{sum(s for _, s in rows) / minutes:18.3f}")
+    tracemalloc.start()
+    y2, _ = loudness.normalise(x.astype(np.float32), rate, -16.0, -1.5)
+    mp3.encode(y2, rate, 1, None)
+    del y2
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     print(f"{'audio stage, publishing off':<40} {off:8.3f} {off / minutes:18.3f}")
     print(f"{'audio stage, publishing on':<40} {on:8.3f} {on / minutes:18.3f}")
+    print(f"peak memory of normalise + encode (tracemalloc): {peak_mb:.0f} MB, "
+          f"{peak_mb / (samples.size * 4 / 2**20):.1f}x the take as float32")
 
 
 if __name__ == "__main__":

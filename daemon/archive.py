@@ -112,8 +112,12 @@ def unfinished(root: Path, bid: str) -> list[str]:
         return [] if archived_batch_dir(root, bid).is_dir() else [f"no batch {bid!r}"]
     if (batch_folder / EPISODES).is_dir():
         return [f"batch {bid} is still being taken in"]
+    try:
+        eids = _episode_ids(batch_folder, bid)
+    except NotArchivable as exc:  # a reason, not an exception: the daemon asks this between its moves
+        return [str(exc)]
     out = []
-    for eid in _episode_ids(batch_folder, bid):
+    for eid in eids:
         found = _where(root, bid, eid)
         if found is not None and found[0] in QUEUES:
             out.append(f"{eid} is still in {found[0]}/")

@@ -26,7 +26,7 @@ from podspool.stages.words import words
 # imported inside run() so a stage test without publishing stays light; a worker imports it at boot, or
 # its first episode pays seconds for scipy and pyloudnorm (publish/loudness.py imports them lazily)
 WARM_UP_IMPORTS = ("podspool.stages.publish.episode", "pyloudnorm", "scipy.signal", "scipy.ndimage", "lameenc",
-                   "mutagen.id3")
+                   "mutagen.id3", "miniaudio")
 
 __all__ = ["parse_turns", "run", "validate"]
 

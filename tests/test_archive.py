@@ -68,6 +68,11 @@ def test_unfinished_or_unknown_batches_are_refused(spool: Path, tmp_path: Path) 
     assert archive.archivable(s, None) == []
     assert cli("archive", "--spool", str(s), "--batch", "nope").returncode == 2
     assert cli("archive", "--spool", str(s)).returncode == 2  # neither --batch nor --older-than
+    os.rename(s / "audio" / EIDS[1], s / "done" / EIDS[1])
+    (s / "batches" / BATCH / "batch.json").write_text("{not json")  # a reason to refuse, never a crash
+    assert archive.unfinished(s, BATCH) and archive.archivable(s, None) == []
+    r = cli("archive", "--spool", str(s), "--batch", BATCH)
+    assert r.returncode == 2 and "batch.json" in r.stderr and episodes_in(s, "done") == EIDS
 
 
 def test_older_than_picks_batches_by_when_they_finished(spool: Path, tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
 """Loudness normalisation to a target integrated loudness (ITU-R BS.1770-4) under a true-peak ceiling.
 
-Integrated loudness comes from pyloudnorm. True peak follows BS.1770-4 Annex 2: the signal read at 4x
-its sample rate through an interpolating FIR. The oversampled signal is never built whole: each of the
-three in-between phases is one short convolution in float32, reduced at once to a per-sample peak
-envelope (about 0.1 s of CPU for three minutes of audio, a quarter of scipy's resample_poly).
+Loudness: pyloudnorm's K-weighting filters (the standard's), with the gating done here over per-chunk
+sums; tests/test_publish_audio.py checks it agrees with pyloudnorm's own integrated_loudness. True peak
+follows BS.1770-4 Annex 2: the signal read at 4x its rate through an interpolating FIR, one short
+convolution per in-between phase.
+
+Everything runs over slices of the take and keeps only per-chunk figures (32 samples), so memory stays
+at about two float32 copies of the take whatever its length (pyloudnorm and a whole oversampled signal
+took 500 MB above that for 16 minutes), and the limiter's passes are nearly free.
 
 tests/test_publish_audio.py reads the result with an independent meter (libebur128) after an
 independent mp3 decoder (miniaudio).
@@ -11,9 +15,9 @@ independent mp3 decoder (miniaudio).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -23,9 +27,10 @@ RELATIVE_GATE_LU = -10.0
 OVERSAMPLE = 4
 TAPS_PER_PHASE = 12  # BS.1770-4's own interpolator has 48 taps, 12 per phase
 LIMITER_RAMP_S = 0.010  # the limiter's gain ramps down over this before a peak and back up after it
-LOUDNESS_TOLERANCE_LU = 0.2  # a pass that lands this close to the target is good enough
+LOUDNESS_TOLERANCE_LU = 0.1  # a pass whose estimate lands this close to the target is good enough
 MAX_PASSES = 4
-CHUNK = 32  # samples: the limiter and the loudness estimates of its passes work per chunk
+CHUNK = 32  # samples: every figure is kept per chunk
+SLICE = CHUNK << 15  # samples per slice of work (1 Mi)
 
 
 @dataclass(frozen=True)
@@ -44,41 +49,52 @@ def db(linear: float) -> float:
     return float(20 * np.log10(max(linear, 1e-12)))
 
 
-def _meter(rate: int) -> Any:
+def _slices(n: int) -> Iterator[tuple[int, int]]:
+    for a in range(0, n, SLICE):
+        yield a, min(n, a + SLICE)
+
+
+def _per_chunk(values: np.ndarray, how: str) -> np.ndarray:
+    """Sum or max over each CHUNK of `values` (a slice that starts on a chunk boundary)."""
+    n = -(-values.size // CHUNK)
+    padded = np.pad(values, (0, n * CHUNK - values.size))
+    rows = padded.reshape(n, CHUNK)
+    return rows.sum(axis=1, dtype=np.float64) if how == "sum" else rows.max(axis=1).astype(np.float64)
+
+
+@lru_cache(maxsize=4)
+def _k_weighting(rate: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     from pyloudnorm import Meter  # imported here: only the audio worker pays for scipy
 
-    return Meter(rate)
+    # pyloudnorm's filters for this rate (high shelf, then high pass); no public accessor
+    return tuple((np.asarray(f.b, dtype=np.float64), np.asarray(f.a, dtype=np.float64))
+                 for f in Meter(rate)._filters.values())
 
 
-def _padded(x: np.ndarray, rate: int) -> np.ndarray:
-    block = int(BLOCK_S * rate)
-    # a take shorter than one gating block is measured padded with silence
-    return np.pad(x, (0, block - x.size)) if x.size < block else x
+def chunk_power(x: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted power summed per chunk; filter state is carried from slice to slice."""
+    from scipy.signal import lfilter
+
+    filters = _k_weighting(rate)
+    state = [np.zeros(max(len(a), len(b)) - 1) for b, a in filters]  # at rest before the first sample
+    out = []
+    for lo, hi in _slices(x.size):
+        y = np.asarray(x[lo:hi], dtype=np.float64)
+        for i, (b, a) in enumerate(filters):
+            y, state[i] = lfilter(b, a, y, zi=state[i])
+        out.append(_per_chunk(y * y, "sum"))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
-def integrated_lufs(x: np.ndarray, rate: int) -> float:
-    """Gated integrated loudness (pyloudnorm) of a mono float signal (full scale 1.0) in LUFS."""
-    return float(_meter(rate).integrated_loudness(np.asarray(_padded(x, rate), dtype=np.float64)))
-
-
-def k_weighted_power(x: np.ndarray, rate: int) -> np.ndarray:
-    """The squared K-weighted signal, through pyloudnorm's own filters (high shelf, then high pass)."""
-    y = np.asarray(_padded(x, rate), dtype=np.float64)
-    for stage in _meter(rate)._filters.values():  # no public accessor; the filters are the standard's
-        y = stage.apply_filter(y)
-    return y * y
-
-
-def gated_lufs(chunk_power: np.ndarray, chunk: int, rate: int) -> float:
-    """BS.1770-4 gating over K-weighted power summed per `chunk` samples (blocks rounded to whole chunks).
-
-    Vectorised: pyloudnorm loops over every block in Python, and the limiter's passes measure often.
-    """
-    block = max(4, round(BLOCK_S * rate / chunk / 4) * 4)
+def gated_lufs(power: np.ndarray, rate: int) -> float:
+    """BS.1770-4 gated loudness from per-chunk K-weighted power (blocks rounded to whole chunks)."""
+    block = max(4, round(BLOCK_S * rate / CHUNK / 4) * 4)
     step = block // 4
-    energy = np.concatenate(([0.0], np.cumsum(chunk_power, dtype=np.float64)))
-    starts = np.arange(0, max(1, chunk_power.size - block + 1), step)
-    z = (energy[np.minimum(starts + block, chunk_power.size)] - energy[starts]) / (block * chunk)
+    if power.size < block:  # a take shorter than one gating block is measured as one, padded with silence
+        power = np.pad(power, (0, block - power.size))
+    energy = np.concatenate(([0.0], np.cumsum(power, dtype=np.float64)))
+    starts = np.arange(0, power.size - block + 1, step)
+    z = (energy[starts + block] - energy[starts]) / (block * CHUNK)
     with np.errstate(divide="ignore"):
         z = z[-0.691 + 10 * np.log10(z) >= ABSOLUTE_GATE_LUFS]
         if z.size == 0:
@@ -88,10 +104,9 @@ def gated_lufs(chunk_power: np.ndarray, chunk: int, rate: int) -> float:
     return float(-0.691 + 10 * np.log10(z.mean()))
 
 
-def _per_chunk(values: np.ndarray, how: Any, fill: float = 0.0) -> np.ndarray:
-    n = -(-values.size // CHUNK)
-    padded = np.pad(values, (0, n * CHUNK - values.size), constant_values=fill)
-    return np.asarray(how(padded.reshape(n, CHUNK), axis=1))
+def integrated_lufs(x: np.ndarray, rate: int) -> float:
+    """Gated integrated loudness of a mono float signal (full scale 1.0) in LUFS; -inf for silence."""
+    return gated_lufs(chunk_power(x, rate), rate)
 
 
 @lru_cache(maxsize=1)
@@ -103,19 +118,23 @@ def _phases() -> tuple[np.ndarray, ...]:
     return tuple(h[k::OVERSAMPLE] for k in range(1, OVERSAMPLE))
 
 
-def peak_envelope(x: np.ndarray) -> np.ndarray:
-    """Per sample n, the largest magnitude of the 4x-oversampled signal in [n, n+1) (float32)."""
-    x32 = np.asarray(x, dtype=np.float32)
-    env = np.abs(x32)
+def chunk_peaks(x: np.ndarray) -> np.ndarray:
+    """Per chunk, the largest magnitude of the 4x-oversampled signal (BS.1770-4 true peak), linear."""
     delay = TAPS_PER_PHASE // 2  # the FIR's centre, in input samples
-    for taps in _phases():
-        np.maximum(env, np.abs(np.convolve(x32, taps)[delay: delay + x32.size]), out=env)
-    return env
+    out = []
+    for lo, hi in _slices(x.size):
+        a, b = max(0, lo - TAPS_PER_PHASE), min(x.size, hi + TAPS_PER_PHASE)  # the neighbours the FIR reads
+        seg = np.asarray(x[a:b], dtype=np.float32)
+        env = np.abs(seg)
+        for taps in _phases():
+            np.maximum(env, np.abs(np.convolve(seg, taps)[delay: delay + seg.size]), out=env)
+        out.append(_per_chunk(env[lo - a: hi - a], "max"))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def true_peak(x: np.ndarray) -> float:
     """True peak, linear (1.0 = full scale)."""
-    return float(peak_envelope(x).max()) if x.size else 0.0
+    return float(chunk_peaks(x).max()) if x.size else 0.0
 
 
 def _gain_curve(chunk_peak: np.ndarray, gain: float, ceiling: float, rate: int) -> np.ndarray:
@@ -135,34 +154,41 @@ def _gain_curve(chunk_peak: np.ndarray, gain: float, ceiling: float, rate: int) 
     return np.minimum(uniform_filter1d(held, size=2 * r + 1, mode="nearest"), need)
 
 
+def _apply(x: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """`x` times the per-chunk gain `curve`, interpolated per sample (in slices: no full-length temporaries)."""
+    centres = np.arange(curve.size) * CHUNK + (CHUNK - 1) / 2
+    y = np.empty_like(x)
+    for a, b in _slices(x.size):
+        np.multiply(x[a:b], np.interp(np.arange(a, b), centres, curve), out=y[a:b], casting="same_kind")
+    return y
+
+
 def normalise(x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float) -> tuple[np.ndarray, Loudness]:
-    """`x` (float, full scale 1.0) at `target_lufs`, its true peaks at or under `ceiling_dbtp`.
+    """`x` (float, full scale 1.0) at `target_lufs`, its true peaks at or under `ceiling_dbtp` (float32).
 
     The gain that reaches the target is applied, and a look-ahead limiter lowers it around every peak it
     would push over the ceiling. Limiting costs some loudness, so the gain is raised by what the next
     estimate lacks (a few passes). The gain curve varies slowly (10 ms ramps), so the input's K-weighted
     power and peak envelope, scaled by the curve, stand for the output's own during the passes; the
-    output itself is then measured (pyloudnorm, true peak), and that measurement is what is reported.
+    output itself is then measured (loudness and true peak), and that measurement is what is reported.
     """
-    chunk_power = _per_chunk(k_weighted_power(x, rate), np.sum)
-    measured = gated_lufs(chunk_power, CHUNK, rate)
+    power = chunk_power(x, rate)
+    measured = gated_lufs(power, rate)
     if not np.isfinite(measured):
         raise ValueError("the audio has no measurable loudness (it is silent)")
     ceiling = 10 ** (ceiling_dbtp / 20)
-    chunk_peak = _per_chunk(peak_envelope(x), np.max).astype(np.float64)
+    peaks = chunk_peaks(x)
     gain_db = target_lufs - measured
     for _ in range(MAX_PASSES):
-        curve = _gain_curve(chunk_peak, 10 ** (gain_db / 20), ceiling, rate)
-        estimate = gated_lufs(chunk_power * np.pad(curve, (0, chunk_power.size - curve.size), mode="edge") ** 2,
-                              CHUNK, rate)
+        curve = _gain_curve(peaks, 10 ** (gain_db / 20), ceiling, rate)
+        estimate = gated_lufs(power * curve**2, rate)
         if abs(estimate - target_lufs) < LOUDNESS_TOLERANCE_LU:
             break
         gain_db += target_lufs - estimate
-    centres = np.arange(curve.size) * CHUNK + (CHUNK - 1) / 2
-    y = x * np.interp(np.arange(x.size), centres, curve)
+    y = _apply(np.asarray(x, dtype=np.float32), curve)
     peak = true_peak(y)
     if peak > ceiling:  # the envelope's approximation missed by a hair: trade a little loudness for the ceiling
-        y = y * (ceiling / peak)
+        y *= np.float32(ceiling / peak)
         peak = true_peak(y)
     out_lufs = integrated_lufs(y, rate)
     limited = int(np.count_nonzero(curve < 10 ** (gain_db / 20) * (1 - 1e-6))) * CHUNK

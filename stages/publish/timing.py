@@ -59,9 +59,10 @@ def estimate(turns: list[Turn], seconds: float, pause_s: float) -> list[TurnSpan
 
 def turn_spans(turns: list[Turn], given: list[TurnSpan], samples: np.ndarray, rate: int,
                pause_ms: int) -> tuple[list[TurnSpan], Method]:
-    if len(given) == len(turns) and given:
-        return list(given), "measured"
+    seconds = samples.size / rate if rate else 0.0
+    if given and [s.turn for s in given] == list(range(len(turns))):  # one per turn, in order: usable as is
+        return [TurnSpan(s.turn, min(s.start, seconds), min(max(s.start, s.end), seconds)) for s in given], "measured"
     found = detect(samples, rate, len(turns), pause_ms)
     if found is not None:
         return found, "detected"
-    return estimate(turns, samples.size / rate if rate else 0.0, pause_ms / 1000), "estimated"
+    return estimate(turns, seconds, pause_ms / 1000), "estimated"
