@@ -26,7 +26,7 @@ from typing import Any
 from loguru import logger
 from podspool.daemon.models import BatchManifest, EpisodeManifest, episode_id
 from podspool.daemon.session import parse_time
-from podspool.daemon.spool import DIR_MODE, FINAL, MANIFEST, QUEUES
+from podspool.daemon.spool import DIR_MODE, FINAL, MANIFEST, QUEUES, Spool
 from podspool.stages import fsio
 from pydantic import ValidationError
 
@@ -48,7 +48,7 @@ class ArchivedEpisode:
 
 
 def archive_dir(root: Path, bid: str) -> Path:
-    return root / ARCHIVE / bid
+    return Spool(root).archive / bid
 
 
 def archived_batch_dir(root: Path, bid: str) -> Path:

@@ -12,6 +12,7 @@ import typer
 from podspool.daemon import exitcodes
 from podspool.daemon.config import Config, ConfigError, config_path, load_config, spool_root
 from podspool.daemon.models import BatchManifest
+from podspool.daemon.spool import Spool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
@@ -49,7 +50,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     """Run the daemon in the foreground."""
     from podspool.daemon.credentials import load_secrets
     from podspool.daemon.logs import setup
-    from podspool.daemon.spool import Spool, SpoolLocked
+    from podspool.daemon.spool import SpoolLocked
     from podspool.daemon.supervisor import Supervisor
 
     os.umask(0o027)  # nothing the daemon creates is world-readable
@@ -118,7 +119,7 @@ def _check_files(files: list[Path], cfg: Config,
                 typer.echo(f"  - {p}", err=True)
             continue
         bid = checked.manifest.batch_id
-        if spool is not None and bid and (spool / "batches" / bid).exists():
+        if spool is not None and bid and Spool(spool).known_batch(bid):
             bad = True
             typer.echo(f"{f}: invalid\n  - batch_id: {bid!r} is already known in {spool}", err=True)
             continue
@@ -159,7 +160,7 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
             grant_root(root, f.absolute().parent.resolve())
         bid = manifest.batch_id or default_batch_id()
         n = 1
-        while (inbox / f"{bid}.json").exists() or (root / "batches" / bid).exists():
+        while (inbox / f"{bid}.json").exists() or Spool(root).known_batch(bid):
             if manifest.batch_id:
                 raise _fail(exitcodes.USAGE, f"batch {bid} is already waiting in {inbox}")
             n += 1
@@ -234,7 +235,7 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
     """Move failed episodes back to the stage they failed in; --budget sets a batch's new budget."""
     from podspool.daemon import control
     from podspool.daemon.logs import setup
-    from podspool.daemon.spool import Spool, SpoolLocked
+    from podspool.daemon.spool import SpoolLocked
     from podspool.daemon.supervisor import Supervisor
 
     if not episodes and not batch and not all_:
@@ -300,7 +301,7 @@ def archive(batch: Annotated[str | None, typer.Option("--batch", help="this fini
     from podspool.daemon import archive as archiving
     from podspool.daemon import control
     from podspool.daemon.logs import setup
-    from podspool.daemon.spool import Spool, SpoolLocked
+    from podspool.daemon.spool import SpoolLocked
 
     if batch is None and older_than is None:
         raise _fail(exitcodes.USAGE, "name --batch ID or --older-than DAYS")

@@ -47,6 +47,7 @@ class Spool:
         self.inbox = root / "inbox"
         self.rejected = root / "rejected"
         self.batches = root / "batches"
+        self.archive = root / "archive"  # the layout inside is daemon/archive.py's
         self.logs = root / "logs"
         self.state = root / "state"
         self.staging = self.state / "staging"
@@ -311,7 +312,8 @@ class Spool:
     # ---- batches ----------------------------------------------------------------------------
 
     def known_batch(self, bid: str) -> bool:
-        return self.batch_dir(bid).exists() or (self.staging / bid).exists()
+        """Accepted, being accepted, or archived: an id is never used twice (archiving would collide)."""
+        return self.batch_dir(bid).exists() or (self.staging / bid).exists() or (self.archive / bid).exists()
 
     def read_batch(self, bid: str) -> BatchManifest | None:
         try:

@@ -12,7 +12,7 @@ import feedparser
 import pytest
 from podspool.daemon import archive
 from podspool.daemon.spool import Spool
-from podspool_helpers import cli, episodes_in
+from podspool_helpers import cli, episodes_in, make_spool, write_manifest
 from publish_helpers import BATCH, EIDS, copy_spool, finished_spool, temp_files
 
 
@@ -123,3 +123,12 @@ def test_kill_9_at_every_move_of_archive(spool: Path, tmp_path: Path) -> None:
         assert r.returncode == 0, (k, r.stderr)
         _archived_whole(s)
         assert temp_files(s) == [], k
+
+
+def test_an_archived_batch_id_is_never_used_again(tmp_path: Path) -> None:
+    root = make_spool(tmp_path / "spool")
+    (root / "archive" / "old" / "batch").mkdir(parents=True)
+    assert Spool(root).known_batch("old")
+    manifest = write_manifest(tmp_path / "old.json", {"batch_id": "old", "topics": ["again"]})
+    out = cli("submit", str(manifest), "--spool", str(root))
+    assert out.returncode == 2 and "already known" in out.stderr
