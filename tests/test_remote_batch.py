@@ -1,17 +1,16 @@
-"""Remote stage work end to end: a real redis-server, real `podspool worker` groups started as separate
-hosts would be, a pretend supervisor driving the DramatiqExecutor. Exactly once, kill -9, one rate
-limit across both groups as counted by the fake server."""
+"""Remote stage work under a pretend supervisor driving the DramatiqExecutor (a real redis-server, real
+`podspool worker` groups started as separate hosts would be): every outcome applied exactly once after a
+kill -9, one rate limit across both groups as counted by the fake server. The whole daemon on two groups
+is in test_remote_daemon.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 from fakeapi import FakeApi, Reply, max_in_window
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import (
     Drive,
-    WorkerGroup,
     drive,
     make_executor,
     wait_for_workers,
@@ -20,10 +19,6 @@ from remote_harness import (
 )
 
 N = 40
-
-
-def _group_pids(group: WorkerGroup) -> set[int]:
-    return {p.pid for p in psutil.Process(group.proc.pid).children(recursive=True)}
 
 
 def _exactly_once(seen: Drive, n: int) -> None:
@@ -37,23 +32,6 @@ def _artifacts_complete(spool: Path, n: int) -> None:
     for i in range(1, n + 1):
         names = {p.name for p in (spool / f"ep_{i:03d}_remote").iterdir()}
         assert {"research.json", "script.md", "quality.json", "audio.wav", "audio.json"} <= names, (i, names)
-
-
-def test_forty_episodes_on_two_groups_done_exactly_once(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=50)
-    with worker_groups(config, tmp_path / "host-a", tmp_path / "host-b") as (a, b):
-        ex = make_executor(config, tmp_path / "spool" / "state")
-        try:
-            wait_for_workers(ex, 2)
-            seen = drive(ex, tmp_path / "spool" / "episodes", N)
-        finally:
-            ex.stop()
-        pids_a, pids_b = _group_pids(a), _group_pids(b)
-    _exactly_once(seen, N)
-    _artifacts_complete(tmp_path / "spool" / "episodes", N)
-    used = {int(w.rsplit("/", 1)[1]) for w in seen.workers_used}
-    assert used & pids_a and used & pids_b, "both groups took work"
-    assert not any((tmp_path / "host-a").glob("ep_*")), "workers write nothing beside their own log"
 
 
 def test_kill9_of_one_group_mid_batch_still_exactly_once(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
