@@ -4,6 +4,7 @@ executor's: every episode ends in done/ exactly once, its artifacts written by t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -62,12 +63,20 @@ def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None: 
 
 
 def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=150)
-    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as (a, _b):
+    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=300)
+    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:
         daemon = start_daemon(spool, "--once")
         try:
+            wait_for(lambda: len(episodes_in(spool, "done")) >= 1, 60, daemon, "a first episode done")
+            # `status` lists the remote workers from their heartbeats, while the daemon runs
+            pids = {p.pid for g in groups for p in psutil.Process(g.proc.pid).children(recursive=True)}
+            runtime = json.loads(cli("status", "--spool", str(spool), "--json").stdout)["runtime"]
+            assert runtime["executor"] == "dramatiq"
+            assert {w["pid"] for w in runtime["workers"]} == pids, runtime["workers"]
+            assert all(w["stage"] == "research,production,audio" for w in runtime["workers"])
+            assert "Workers (2)" in cli("status", "--spool", str(spool)).stdout
             wait_for(lambda: len(episodes_in(spool, "done")) >= 6, 60, daemon, "6 episodes done")
-            a.kill9()
+            groups[0].kill9()
             assert daemon.wait(120) == 0, daemon.stderr.read()[-3000:] if daemon.stderr else ""
         finally:
             if daemon.poll() is None:
