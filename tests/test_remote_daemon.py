@@ -43,6 +43,9 @@ def _all_done_once(spool: Path) -> None:
         for artifact in ("research.json", "script.md", "quality.json", "audio.json"):
             assert (folder / artifact).exists(), (eid, artifact)
         assert (folder / "audio.mp3").exists() or (folder / "audio.wav").exists(), eid  # [retention] drops the wav
+        log = (folder / "episode.log").read_text()
+        for stage in ("research", "production", "audio"):  # each phase's result applied exactly once
+            assert len(re.findall(rf"\| {stage} \| {stage} done in ", log)) == 1, (eid, stage, log)
     summary = read_json(spool / "batches" / "remote" / "remote_summary.json")["batch_result"]
     assert summary["results"]["successful"] == N and summary["results"]["failed"] == 0
 
