@@ -192,3 +192,6 @@ def test_status_sees_the_workers_and_doctor_checks_the_broker(tmp_path: Path, re
     down.write_text(config.read_text().replace(redis_url, "redis://127.0.0.1:9/0"))
     bad = cli("doctor", "--spool", str(tmp_path / "spool"), "--config", str(down))
     assert bad.returncode == 1 and "FAIL broker redis://127.0.0.1:9/0 answers" in bad.stdout
+    refused = cli("worker", "--config", str(down))  # a worker with no broker says so and exits
+    assert refused.returncode == 1 and "does not answer" in refused.stderr
+    assert cli("worker", "--stage", "mixing", "--config", str(config)).returncode == 2
