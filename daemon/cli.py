@@ -370,6 +370,9 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
     cfg = _config(spool_root(None), config)
     # dramatiq reads its idle poll interval from the environment once, when first imported: set it first
     os.environ["dramatiq_worker_timeout"] = str(cfg.executor.idle_poll_ms)  # noqa: SIM112  (its spelling)
+    # and how many messages a queue's consumer holds: dramatiq's default (2 x threads per queue) lets one
+    # host hoard work while another idles, and leaves more to redeliver when a host dies
+    os.environ["dramatiq_queue_prefetch"] = str(threads or cfg.executor.threads)  # noqa: SIM112
     try:
         from dramatiq.cli import main as dramatiq_main
         from dramatiq.cli import make_argument_parser
