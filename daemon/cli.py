@@ -80,8 +80,11 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     executor = None
     if cfg.executor.kind == "dramatiq":  # stage work on Dramatiq workers over Redis (daemon/remote/)
-        from podspool.daemon.remote.executor import DramatiqExecutor
-
+        try:
+            from podspool.daemon.remote.executor import DramatiqExecutor
+        except ImportError as exc:
+            raise _fail(exitcodes.USAGE, f"[executor] kind = \"dramatiq\" needs {exc.name}: "
+                                         "pip install 'podspool[dramatiq]'") from None
         executor = DramatiqExecutor(cfg, sp.state, secrets)
     sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor)
     sup_ref.append(sup)
@@ -368,9 +371,15 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
     cfg = _config(spool_root(None), config)
     # dramatiq reads its idle poll interval from the environment once, when first imported: set it first
     os.environ["dramatiq_worker_timeout"] = str(cfg.executor.idle_poll_ms)  # noqa: SIM112  (its spelling)
-    from dramatiq.cli import main as dramatiq_main
-    from dramatiq.cli import make_argument_parser
-    from podspool.daemon.remote.broker import answers
+    # and how many messages a queue's consumer holds: dramatiq's default (2 x threads per queue) lets one
+    # host hoard work while another idles, and leaves more to redeliver when a host dies
+    os.environ["dramatiq_queue_prefetch"] = str(threads or cfg.executor.threads)  # noqa: SIM112
+    try:
+        from dramatiq.cli import main as dramatiq_main
+        from dramatiq.cli import make_argument_parser
+        from podspool.daemon.remote.broker import answers
+    except ImportError as exc:
+        raise _fail(exitcodes.USAGE, f"{exc.name} is missing: pip install 'podspool[dramatiq]'") from None
     from podspool.daemon.remote.names import STAGES_ENV, Names
 
     problem = answers(cfg.executor)

@@ -69,6 +69,11 @@ def render_runtime(rt: dict[str, Any] | None) -> str:
              "  Stage        queue  busy/procs/pool"]
     for stage, st in rt["stages"].items():
         lines.append(f"  {stage:<12} {st['queue']:5d}  {st['busy']:4d}/{st['processes']}/{st['pool_size']}")
+    if rt.get("executor") == "dramatiq":  # remote workers, from their heartbeats in Redis
+        lines.append(f"  Workers ({len(rt.get('workers', []))})   host/pid  stages  busy  last heartbeat")
+        for w in rt.get("workers", []):
+            age = max(0.0, rt["time"] - w["last_heartbeat"])
+            lines.append(f"  {w['host']}/{w['pid']}  {w['stage']}  {w['busy']}  {age:.0f}s ago")
     lines.append("  Rate limits  used/limit per window  headroom")
     for api, r in rt["rate_limits"].items():
         paused = f"  paused {r['paused_s']:.0f}s (Retry-After)" if r.get("paused_s") else ""

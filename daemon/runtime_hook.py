@@ -34,6 +34,8 @@ def runtime_doc(snap: dict[str, Any], state_dir: Path, *, running: bool = True) 
         "max_sessions_in_memory": snap["max_sessions_in_memory"],
         "memory": {**mem, "rss_mb": round(mem["rss_bytes"] / 2**20, 1)},
         "stages": snap["stages"],
+        "executor": snap.get("executor", "local"),
+        "workers": snap.get("workers", []),
         "locations": snap["locations"],
         "rate_limits": headroom(state_dir / "ratelimit", snap["rate_limits"], snap["time"]),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from podspool.daemon.spool import FINAL
@@ -57,6 +58,8 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "rate_limits": sup.cfg.rate_limits.parsed(),
         "api_calls": dict(sup.api_calls),
         "stages": stages,
+        "executor": sup.cfg.executor.kind,
+        "workers": [asdict(w) for w in sup.executor.workers()],  # remote ones: from their heartbeats
         "locations": locations(sup),
         "batches": [sup.batches_session(bid) for bid in sup.batches.order],
         "episodes": episodes,

@@ -35,6 +35,10 @@ threads = {threads}
 shutdown_grace_s = 3
 [limits]
 max_sessions_in_memory = {in_flight}
+[concurrency]  # with dramatiq: each stage's tasks in flight across all worker hosts
+research = {in_flight}
+production = {in_flight}
+audio = {in_flight}
 [research]
 provider = "{research}"
 time_limit_s = {time_limit}
@@ -152,13 +156,14 @@ def drive(executor: DramatiqExecutor, spool: Path, n: int, *, timeout: float = 9
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"batch not finished in {timeout} s: {len(seen.done)} done, "
                                  f"{len(seen.failed)} failed, {len(executor.in_flight())} in flight")
-        while waiting and executor.free_slots("research") > 0:
-            eid = waiting[0]
+        for eid in list(waiting):
             stage = STAGE_NAMES[stage_of.get(eid, 0)]
+            if executor.free_slots(stage) <= 0:
+                continue
             task_id += 1
             if not executor.submit(StageTask(task_id, stage, episodes[eid], str(spool / eid))):
                 break
-            waiting.pop(0)
+            waiting.remove(eid)
         select.select(executor.handles(), [], [], 0.5)
         outcomes: list[TaskOutcome] = executor.poll()
         for o in outcomes:

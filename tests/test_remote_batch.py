@@ -1,17 +1,15 @@
-"""Remote stage work end to end: a real redis-server, real `podspool worker` groups started as separate
-hosts would be, a pretend supervisor driving the DramatiqExecutor. Exactly once, kill -9, one rate
-limit across both groups as counted by the fake server."""
+"""Remote stage work under a pretend supervisor driving the DramatiqExecutor (a real redis-server, real
+`podspool worker` groups started as separate hosts would be): one rate limit across both groups as
+counted by the fake server. The whole daemon on two groups, kill -9 included, is in test_remote_daemon.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 from fakeapi import FakeApi, Reply, max_in_window
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import (
     Drive,
-    WorkerGroup,
     drive,
     make_executor,
     wait_for_workers,
@@ -19,62 +17,12 @@ from remote_harness import (
     write_config,
 )
 
-N = 40
-
-
-def _group_pids(group: WorkerGroup) -> set[int]:
-    return {p.pid for p in psutil.Process(group.proc.pid).children(recursive=True)}
-
 
 def _exactly_once(seen: Drive, n: int) -> None:
     assert not seen.failed, seen.failed
     assert len(seen.done) == len(set(seen.done)) == n
     assert all(count == 1 for count in seen.applied.values()), [k for k, c in seen.applied.items() if c != 1]
     assert len(seen.applied) == 3 * n
-
-
-def _artifacts_complete(spool: Path, n: int) -> None:
-    for i in range(1, n + 1):
-        names = {p.name for p in (spool / f"ep_{i:03d}_remote").iterdir()}
-        assert {"research.json", "script.md", "quality.json", "audio.wav", "audio.json"} <= names, (i, names)
-
-
-def test_forty_episodes_on_two_groups_done_exactly_once(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=50)
-    with worker_groups(config, tmp_path / "host-a", tmp_path / "host-b") as (a, b):
-        ex = make_executor(config, tmp_path / "spool" / "state")
-        try:
-            wait_for_workers(ex, 2)
-            seen = drive(ex, tmp_path / "spool" / "episodes", N)
-        finally:
-            ex.stop()
-        pids_a, pids_b = _group_pids(a), _group_pids(b)
-    _exactly_once(seen, N)
-    _artifacts_complete(tmp_path / "spool" / "episodes", N)
-    used = {int(w.rsplit("/", 1)[1]) for w in seen.workers_used}
-    assert used & pids_a and used & pids_b, "both groups took work"
-    assert not any((tmp_path / "host-a").glob("ep_*")), "workers write nothing beside their own log"
-
-
-def test_kill9_of_one_group_mid_batch_still_exactly_once(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=150)
-    killed: list[int] = []
-    with worker_groups(config, tmp_path / "host-a", tmp_path / "host-b") as (a, _b):
-        ex = make_executor(config, tmp_path / "spool" / "state")
-        try:
-            wait_for_workers(ex, 2)
-
-            def kill_a_midway(seen: Drive) -> None:
-                if not killed and len(seen.done) >= 8:
-                    killed.append(len(seen.done))
-                    a.kill9()  # its in-progress messages are unacknowledged: redelivered to host b
-
-            seen = drive(ex, tmp_path / "spool" / "episodes", N, on_progress=kill_a_midway, timeout=120)
-        finally:
-            ex.stop()
-    assert killed and killed[0] < N
-    _exactly_once(seen, N)
-    _artifacts_complete(tmp_path / "spool" / "episodes", N)
 
 
 def _tavily(request: object) -> Reply:
@@ -88,7 +36,7 @@ def test_four_per_second_held_across_both_groups_at_the_server(tmp_path: Path, r
         config = write_config(tmp_path / "podspool.toml", redis_url, research="websearch", latency_ms=5,
                               extra=extra)
         env = {"TAVILY_API_KEY": "tvly-test-key"}  # each host has its own keys; none travels in a message
-        n = 24
+        n = 16
         with worker_groups(config, tmp_path / "host-a", tmp_path / "host-b", env=env):
             ex = make_executor(config, tmp_path / "spool" / "state")
             try:
@@ -101,7 +49,7 @@ def test_four_per_second_held_across_both_groups_at_the_server(tmp_path: Path, r
     assert len(arrived) == n
     assert max_in_window(arrived, 1.0) <= 4
     span = arrived[-1] - arrived[0]
-    # 24 starts at 4 per (1 s + margin) need at least 5 windows; far slower would mean a stall
-    assert 5.0 <= span < 9.0, span
+    # 16 starts at 4 per (1 s + margin) need at least 3 windows; far slower would mean a stall
+    assert 3.0 <= span < 6.0, span
     assert len({w for w in seen.workers_used}) >= 2
     print(f"\nserver saw {len(arrived)} searches over {span:.2f} s, max {max_in_window(arrived, 1.0)} in any 1 s")

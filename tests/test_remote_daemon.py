@@ -4,8 +4,11 @@ executor's: every episode ends in done/ exactly once, its artifacts written by t
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+import psutil
 from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import worker_groups, write_config
@@ -40,27 +43,43 @@ def _all_done_once(spool: Path) -> None:
         for artifact in ("research.json", "script.md", "quality.json", "audio.json"):
             assert (folder / artifact).exists(), (eid, artifact)
         assert (folder / "audio.mp3").exists() or (folder / "audio.wav").exists(), eid  # [retention] drops the wav
+        log = (folder / "episode.log").read_text()
+        for stage in ("research", "production", "audio"):  # each phase's result applied exactly once
+            assert len(re.findall(rf"\| {stage} \| {stage} done in ", log)) == 1, (eid, stage, log)
     summary = read_json(spool / "batches" / "remote" / "remote_summary.json")["batch_result"]
     assert summary["results"]["successful"] == N and summary["results"]["failed"] == 0
 
 
 def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=30)
-    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b"):
+    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:
         run = cli("run", "--once", "--spool", str(spool), timeout=120)
+        pids = [{p.pid for p in psutil.Process(g.proc.pid).children(recursive=True)} for g in groups]
     assert run.returncode == 0, run.stderr[-3000:]
     _all_done_once(spool)
-    log = (spool / "done" / "ep_001_remote" / "episode.log").read_text()
-    assert "research" in log and "audio" in log
+    # the workers' log lines come home into each episode.log, tagged with host/pid
+    ran_on = {int(m) for eid in episodes_in(spool, "done")
+              for m in re.findall(r"\[[^\]/]+/(\d+)\]", (spool / "done" / eid / "episode.log").read_text())}
+    assert ran_on & pids[0] and ran_on & pids[1], "both groups took work"
+    for host in ("host-a", "host-b"):
+        assert [p.name for p in (tmp_path / host).iterdir()] == ["worker.log"], "a worker host keeps nothing"
 
 
 def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=150)
-    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as (a, _b):
+    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=300)
+    with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:
         daemon = start_daemon(spool, "--once")
         try:
+            wait_for(lambda: len(episodes_in(spool, "done")) >= 1, 60, daemon, "a first episode done")
+            # `status` lists the remote workers from their heartbeats, while the daemon runs
+            pids = {p.pid for g in groups for p in psutil.Process(g.proc.pid).children(recursive=True)}
+            runtime = json.loads(cli("status", "--spool", str(spool), "--json").stdout)["runtime"]
+            assert runtime["executor"] == "dramatiq"
+            assert {w["pid"] for w in runtime["workers"]} == pids, runtime["workers"]
+            assert all(w["stage"] == "research,production,audio" for w in runtime["workers"])
+            assert "Workers (2)" in cli("status", "--spool", str(spool)).stdout
             wait_for(lambda: len(episodes_in(spool, "done")) >= 6, 60, daemon, "6 episodes done")
-            a.kill9()
+            groups[0].kill9()
             assert daemon.wait(120) == 0, daemon.stderr.read()[-3000:] if daemon.stderr else ""
         finally:
             if daemon.poll() is None:

@@ -18,7 +18,7 @@ from podspool.daemon.remote.names import Names
 from podspool.stages.base import EpisodeInput
 from podspool_helpers import cli
 from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)
-from remote_harness import drive, make_executor, wait_for_workers, worker_groups, write_config
+from remote_harness import Drive, drive, make_executor, wait_for_workers, worker_groups, write_config
 
 
 def _wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[TaskOutcome]:
@@ -41,9 +41,9 @@ def test_broker_restart_mid_batch_loses_nothing(tmp_path: Path) -> None:
             try:
                 wait_for_workers(ex, 2)
 
-                def restart_once(seen: object) -> None:
-                    if not restarted and len(seen.done) >= 4:  # type: ignore[attr-defined]
-                        restarted.append(len(seen.done))  # type: ignore[attr-defined]
+                def restart_once(seen: Drive) -> None:
+                    if not restarted and len(seen.done) >= 4:
+                        restarted.append(len(seen.done))
                         server.restart(down_s=1.0)  # no persistence: queues and results are gone
 
                 seen = drive(ex, tmp_path / "spool" / "eps", 16, on_progress=restart_once, timeout=90)
@@ -61,27 +61,27 @@ def test_poison_tasks_fail_and_the_rest_finish(tmp_path: Path, redis_url: str) -
     # `extra` lands inside [providers.sim]: every call for a topic containing "Hang" never returns
     config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=20, time_limit=1,
                           extra='hang_topic = "Hang"\n')
-    with worker_groups(config, tmp_path / "host-a"):
+    spool = tmp_path / "spool" / "eps"
+    with worker_groups(config, tmp_path / "host-a") as (host,):
         ex = make_executor(config, tmp_path / "spool" / "state")
+        client = redis.Redis.from_url(redis_url)
         try:
             wait_for_workers(ex, 1)
-            # one task that hangs past its stage's time limit ...
-            client = redis.Redis.from_url(redis_url)
-            spool = tmp_path / "spool" / "eps"
-            seen = drive(ex, spool, 6, topic="Topic {n}", timeout=60)
-            hang = EpisodeInput(episode_id="ep_900_x", batch_id="x", number=900, topic="Hang forever")
-            (spool / hang.episode_id).mkdir(parents=True)
-            assert ex.submit(StageTask(900, "research", hang, str(spool / hang.episode_id)))
-            # ... and one that has already killed its worker max_deliveries times
-            crash = EpisodeInput(episode_id="ep_901_x", batch_id="x", number=901, topic="Crashes its worker")
-            (spool / crash.episode_id).mkdir(parents=True)
+            tasks = []
+            for i, topic in enumerate(["Hang forever", "Crashes its worker", "Tides", "Sleep"], 900):
+                ep = EpisodeInput(episode_id=f"ep_{i}_x", batch_id="x", number=i, topic=topic)
+                (spool / ep.episode_id).mkdir(parents=True)
+                tasks.append(StageTask(i, "research", ep, str(spool / ep.episode_id)))
+            # 901 has already killed its worker max_deliveries times
             client.set(Names().deliveries(f"{ex.life}-901"), 3)
-            assert ex.submit(StageTask(901, "research", crash, str(spool / crash.episode_id)))
-            outcomes = {o.episode_id: o for o in _wait_outcomes(ex, 2, timeout=30)}
-            client.close()
+            for t in tasks:
+                assert ex.submit(t)
+            outcomes = {o.episode_id: o for o in _wait_outcomes(ex, 4, timeout=30)}
         finally:
+            client.close()
             ex.stop()
-    assert not seen.failed and len(seen.done) == 6  # the healthy ones
+            host.kill9()  # its hung thread would hold a graceful stop for the whole grace
+    assert outcomes["ep_902_x"].result.ok and outcomes["ep_903_x"].result.ok  # the rest are unaffected
     assert not outcomes["ep_900_x"].result.ok and "time limit" in (outcomes["ep_900_x"].result.error or "")
     poison = outcomes["ep_901_x"].result
     assert not poison.ok and not poison.retryable and "poison" in (poison.error or "")
@@ -192,3 +192,6 @@ def test_status_sees_the_workers_and_doctor_checks_the_broker(tmp_path: Path, re
     down.write_text(config.read_text().replace(redis_url, "redis://127.0.0.1:9/0"))
     bad = cli("doctor", "--spool", str(tmp_path / "spool"), "--config", str(down))
     assert bad.returncode == 1 and "FAIL broker redis://127.0.0.1:9/0 answers" in bad.stdout
+    refused = cli("worker", "--config", str(down))  # a worker with no broker says so and exits
+    assert refused.returncode == 1 and "does not answer" in refused.stderr
+    assert cli("worker", "--stage", "mixing", "--config", str(config)).returncode == 2

@@ -16,7 +16,8 @@ Clocks: the start times are the hosts' wall clocks. `redis_clock` aligns a host'
 server's (`TIME`, refreshed every minute), so skew between hosts does not widen or narrow windows;
 what is left is half a round trip of uncertainty, well inside the strategy's margin on a LAN.
 Durability: whatever the Redis server keeps (RDB/AOF); a restarted Redis without persistence forgets
-the window, so a fresh burst of N may follow a broker restart.
+the window, so a fresh burst of N may follow a broker restart. While Redis is away, requests wait for
+it (up to `OUTAGE_WAIT_S`) rather than start unlimited.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from podspool.daemon.ratelimit.backend import resized
 
 LEASE_MS = 2000
+OUTAGE_WAIT_S = 120.0  # how long a request waits for an absent Redis before its call fails
 CLOCK_REFRESH_S = 60.0
 
 _LOAD = """
@@ -140,8 +143,19 @@ class RedisBackend:
 
     def _take(self, keys: list[str], token: str, capacity: int) -> list[Any]:
         delay = 0.0005
+        away_since: float | None = None
         while True:
-            got = self._load(keys=keys, args=[token, self.lease_ms, capacity])
+            try:
+                got = self._load(keys=keys, args=[token, self.lease_ms, capacity])
+            except (redis.ConnectionError, redis.TimeoutError):
+                # The broker restarts or blinks: no grant can be made without it, so wait for it (a stage
+                # waiting here is a slow call, not a failed attempt), for up to OUTAGE_WAIT_S.
+                now = time.monotonic()
+                away_since = away_since if away_since is not None else now
+                if now - away_since > OUTAGE_WAIT_S:
+                    raise
+                time.sleep(0.25)
+                continue
             if got:
                 return list(got)
             # someone else (another process, another host) is inside its two round trips

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.middleware import Interrupt
 from loguru import logger
 from podspool.daemon.config import ExecutorSettings
@@ -30,6 +31,7 @@ GATE_LEASE_S = 120  # a host that dies inside the quality gates frees them after
 # Dramatiq's time limit interrupts a thread only between bytecodes; one stuck in a blocking C call
 # (a read with no timeout) never sees it. Past its limit plus this, the watchdog answers for it.
 STUCK_GRACE_S = 3.0
+POST_FOR_S = 600.0  # how long a finished task keeps trying to post its result to an absent broker
 
 
 class LogCollector:
@@ -126,7 +128,25 @@ class TaskRunner:
         with tempfile.TemporaryDirectory(prefix="podspool-task-") as tmp, \
                 logger.contextualize(task=token, batch=episode.batch_id, episode=episode.episode_id, stage=stage):
             result, files = self._run_in(Path(tmp), body, stage, episode)
-            self._post(body, result, files)
+            self._post_until_it_lands(body, result, files)
+
+    def _post_until_it_lands(self, body: dict[str, Any], result: StageResult, files: list[tuple[str, bytes]]) -> None:
+        """The stage is paid for: a broker that blinks must not make dramatiq run it again, so posting is
+        retried here (up to POST_FOR_S) rather than by dramatiq's retries, which would rerun the stage."""
+        delay, deadline = 0.5, time.monotonic() + POST_FOR_S
+        while True:
+            try:
+                self._post(body, result, files)
+                return
+            except (redis.RedisError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("could not post the result of {} ({}); trying again in {:.0f} s", body["token"],
+                               exc, delay)
+                with self._lock:
+                    self._answered.discard(body["token"])  # not answered after all
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _count_delivery(self, token: str) -> int:
         key = self.names.deliveries(token)

@@ -92,7 +92,7 @@ class DramatiqExecutor:
 
     def stage_view(self, stage: StageName) -> dict[str, int]:
         running = sum(1 for t in self._flight.values() if t.stage == stage)
-        processes = sum(1 for w in self._workers_cached() if stage in w.stage.split(","))
+        processes = sum(1 for w in self.workers() if stage in w.stage.split(","))
         return {"busy": running, "saving": 0, "processes": processes, "pool_size": self.size(stage)}
 
     @property
@@ -110,6 +110,8 @@ class DramatiqExecutor:
             self._forget(stashed[1])
             self._wake()
             return True
+        if self._listener is None or not self._listener.up:
+            return False  # the broker is away: no connect timeout on the main loop, the task waits in the spool
         token = f"{self.life}-{task.task_id}"
         try:
             self._send(task, token)
@@ -178,20 +180,18 @@ class DramatiqExecutor:
             self._client = None
 
     def workers(self) -> list[WorkerView]:
+        """Every worker process with a live heartbeat (read from Redis at most once a second)."""
         if self._client is None:
             return []
-        try:
-            return read_workers(self._client, self.names)
-        except (redis.RedisError, OSError):
-            return []
+        if time.monotonic() - self._views_at > 1.0:
+            try:
+                self._views = read_workers(self._client, self.names)
+            except (redis.RedisError, OSError):
+                self._views = []
+            self._views_at = time.monotonic()
+        return self._views
 
     # ---- inside ---------------------------------------------------------------------------------
-
-    def _workers_cached(self) -> list[WorkerView]:
-        """Heartbeats at most once a second: stage_view is asked for every stage on every tick."""
-        if time.monotonic() - self._views_at > 1.0:
-            self._views, self._views_at = self.workers(), time.monotonic()
-        return self._views
 
     def _send(self, task: StageTask, token: str) -> None:
         settings = self.cfg.executor

@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +46,14 @@ class ResultListener:
         self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="podspool-results", daemon=True)
-        self.up = False
+        self.up = False  # the broker answered the last time we asked (read by the main thread)
 
-    def start(self) -> None:
+    def start(self, wait_s: float = 3.0) -> None:
+        """Start listening; wait up to `wait_s` for the broker's first answer, so the first tasks go out."""
         self._thread.start()
+        deadline = time.monotonic() + wait_s
+        while not self.up and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self._stop.set()
