@@ -104,7 +104,7 @@ def compare(s: Scenario, workdir: Path) -> dict[str, Any]:
     measured = ts(run["end_time"]) - ts(run["start_time"])
     return {
         "scenario": s.name, "episodes": s.episodes, "done": summary["results"]["successful"],
-        "bound_by": plan["bound_by"],
+        "bound_by": plan["bound_by"], "load_factor": plan.get("load_factor"),
         "predicted_s": plan["duration_s"], "measured_s": round(measured, 2), "wall_s": round(wall, 2),
         "error_pct": round(100 * (plan["duration_s"] - measured) / measured, 1),
         "calls_predicted": plan["calls"], "calls_measured": measured_calls(spool),

@@ -125,10 +125,14 @@ class PlanSettings(Strict):
     """What `podspool plan` assumes where it cannot know in advance (sim's latency is its own setting)."""
 
     latency_s: dict[str, float] = Field(default_factory=dict)  # provider -> seconds, over TYPICAL_LATENCY_S
-    # Measured on a loaded 2-core machine with sim providers: a worker's own work per task after its calls
-    # (validate, write its artifacts whole), and the supervisor's per result (manifest, move, batch files)
-    save_s: float = Field(default=0.03, ge=0)
-    supervisor_s: float = Field(default=0.015, ge=0)
+    # The daemon's own time per task on a core of its own, fitted to sim dry runs on a shared 2-core machine
+    # (benchmarks/plan_bench.py): a worker's work after its calls (validate, write its artifacts whole);
+    # the supervisor's per task (hand it over, record its result), one task at a time; and the latency
+    # from a saved result to the episode's next stage. The plan multiplies them by the load per core.
+    save_s: float = Field(default=0.008, ge=0)
+    supervisor_s: float = Field(default=0.008, ge=0)
+    handoff_s: float = Field(default=0.014, ge=0)
+    scale_by_load: bool = True  # those three grow with the load average per core, when above 1
     script_words: int = Field(default=1400, ge=1)  # words of a script, for per-character and per-turn APIs
     words_per_turn: int = Field(default=45, ge=1)  # a turn is one call per_turn (ElevenLabs) or with openai speech
     revisions: float = Field(default=0.0, ge=0)  # expected revisions per episode of a model writer

@@ -9,6 +9,7 @@ timing model is `daemon/plan_model.py`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,18 +94,29 @@ def stage_work(cfg: Config, stage: StageName) -> StageWork:
     return StageWork(stage, provider, "elevenlabs", calls, latency * turns / calls, usage, note=note)
 
 
+def load_factor(cfg: Config) -> float:
+    """How much slower the daemon's own work runs now than with a core to itself: the 1-minute load
+    average per core, when above 1 (each runnable process then gets that much less of a core)."""
+    if not cfg.plan.scale_by_load:
+        return 1.0
+    try:
+        return max(1.0, os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0))))
+    except (OSError, AttributeError):
+        return 1.0
+
+
 def rates(cfg: Config) -> dict[str, Rate]:
     """The daemon's own limits, margin included (`Rate.of`), by API."""
     return {api: Rate.of(n, window) for api, (n, window) in cfg.rate_limits.parsed().items()}
 
 
-def loads(cfg: Config, strategy: str, works: list[StageWork]) -> list[StageLoad]:
+def loads(cfg: Config, strategy: str, works: list[StageWork], factor: float = 1.0) -> list[StageLoad]:
     limited = rates(cfg)
     return [StageLoad(stage=w.stage,
                       processes=batch_stage_cap(strategy, w.stage, int(getattr(cfg.concurrency, w.stage)),
                                                 cfg.concurrency_explicit),
                       calls=w.calls, latency_s=w.latency_s, api=w.api if w.api in limited else None,
-                      save_s=cfg.plan.save_s)
+                      save_s=cfg.plan.save_s * factor)
             for w in works]
 
 
@@ -121,11 +133,13 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
             calls[w.api] = calls.get(w.api, 0) + w.calls * n
         cost[w.stage] = round(cost_of(w.usage, settings) * n, 6)
     cost["total"] = round(cost["research"] + cost["production"] + cost["audio"], 6)
-    stage_loads = loads(cfg, strategy, works)
+    factor = load_factor(cfg)
+    stage_loads = loads(cfg, strategy, works, factor)
     limited = rates(cfg)
     cap = cfg.limits.max_sessions_in_memory
-    duration = simulate(stage_loads, limited, cap, episodes=n, supervisor_s=cfg.plan.supervisor_s)
-    ranked = bounds(stage_loads, limited, cap, cfg.plan.supervisor_s, n)
+    supervisor_s, handoff_s = cfg.plan.supervisor_s * factor, cfg.plan.handoff_s * factor
+    duration = simulate(stage_loads, limited, cap, episodes=n, supervisor_s=supervisor_s, handoff_s=handoff_s)
+    ranked = bounds(stage_loads, limited, cap, supervisor_s, n, handoff_s)
     notes = [w.note for w in works if w.note]
     budget = manifest.budget_usd
     if budget is not None and cost["total"] > budget:
@@ -145,6 +159,7 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
         "episodes_per_hour": round(ranked[0].per_second * 3600, 1) if ranked else None,
         "bounds": [{"what": b.what, "episodes_per_hour": round(b.per_second * 3600, 1)} for b in ranked],
         "notes": notes,
+        "load_factor": round(factor, 2),
     }
 
 
@@ -189,8 +204,9 @@ def eta(episodes: list[tuple[str, EpisodeManifest]], strategy: str | None, cfg: 
             # a measured stage time already holds its calls, the waits for their rate limit and the overhead
             measured[w.stage] = sum(seconds) / len(seconds)  # type: ignore[arg-type]
             w.latency_s = max(0.0, measured[w.stage] - cfg.plan.save_s) / max(1, w.calls)
-    stage_loads = loads(cfg, strategy or "large_batch", works)
+    factor = load_factor(cfg)
+    stage_loads = loads(cfg, strategy or "large_batch", works, factor)
     seconds_left = simulate(stage_loads, rates(cfg), cfg.limits.max_sessions_in_memory, positions=remaining,
-                            supervisor_s=cfg.plan.supervisor_s)
+                            supervisor_s=cfg.plan.supervisor_s * factor, handoff_s=cfg.plan.handoff_s * factor)
     return {"eta_seconds": round(seconds_left, 1),
             "eta_from": "measured " + ", ".join(measured) if measured else "plan (nothing measured yet)"}

@@ -32,7 +32,8 @@ class StageLoad:
 
     @property
     def call_s(self) -> float:
-        """How long a task holds its process: the next task's call starts as this one's calls end."""
+        """How long a task holds its process: the next task's call starts as this one's calls end (once
+        the task before has saved: a worker holds two tasks at most)."""
         return self.calls * self.latency_s
 
     @property
@@ -66,9 +67,10 @@ class _Limiter:
 
 
 def bounds(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int,
-           supervisor_s: float = 0.0, episodes: int | None = None) -> list[Bound]:
+           supervisor_s: float = 0.0, episodes: int | None = None, handoff_s: float = 0.0) -> list[Bound]:
     """The steady-state throughput each resource allows; the smallest one bounds the batch."""
-    out = [Bound(f"{s.stage} processes ({s.processes})", s.processes / s.call_s) for s in stages if s.call_s > 0]
+    out = [Bound(f"{s.stage} processes ({s.processes})", s.processes / max(s.call_s, s.save_s))
+           for s in stages if max(s.call_s, s.save_s) > 0]
     calls_per_api: dict[str, int] = {}
     for s in stages:
         if s.api in rates:
@@ -77,7 +79,7 @@ def bounds(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int,
         r = rates[api]
         if calls and (episodes is None or calls * episodes > r.limit):  # a batch that fits one window is not held
             out.append(Bound(f"rate limit {api} ({r.limit} per {r.window_s:g}s)", r.limit / r.span_s / calls))
-    in_flight = sum(s.latency_of_task_s for s in stages) + supervisor_s * len(stages)
+    in_flight = sum(s.latency_of_task_s for s in stages) + max(supervisor_s, handoff_s) * len(stages)
     if in_flight > 0:
         out.append(Bound(f"max_sessions_in_memory ({session_cap})", session_cap / in_flight))
     if supervisor_s > 0:
@@ -87,11 +89,12 @@ def bounds(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int,
 
 
 def simulate(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int, episodes: int = 0,
-             positions: list[int] | None = None, supervisor_s: float = 0.0) -> float:
+             positions: list[int] | None = None, supervisor_s: float = 0.0, handoff_s: float = 0.0) -> float:
     """Seconds from the first task's start to the last episode's end.
 
-    Every result then waits its turn with the supervisor, one process that records it (`supervisor_s`
-    each) before the episode moves on: with fast stages, that is what bounds a batch.
+    Every task is handed over and its result recorded by the supervisor, one process doing one thing at
+    a time (`supervisor_s` a task in all, the throughput it costs) before the episode moves on (`handoff_s` after it was saved, at
+    least: the latency of the hand-over): with fast stages, the supervisor is what bounds a batch.
 
     `positions`, when given, holds the stage index each remaining episode waits at (0 = not started,
     counted against the session cap when it starts; more = already admitted); else `episodes` new ones.
@@ -101,56 +104,61 @@ def simulate(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int, 
     for n, pos in enumerate(todo):
         queue[pos].append(n)
     admitted = sum(1 for pos in todo if pos > 0)
-    free = [s.processes for s in stages]
+    idle = [list(range(s.processes)) for s in stages]  # worker numbers free for a new task, per stage
+    # a worker takes its next task while the last one saves, but never a third: it waits for that save
+    saving_until = [[0.0] * s.processes for s in stages]
     limiters = {api: _Limiter(rate) for api, rate in rates.items()}
-    events: list[tuple[float, int, str, int, int, int]] = []  # (time, seq, kind, stage, episode, call)
+    events: list[tuple[float, int, str, int, int, int, int]] = []  # time, seq, kind, stage, episode, call, worker
     seq = 0
     now = 0.0
     end = 0.0
     supervisor_free = 0.0
 
-    def push(t: float, kind: str, stage: int, ep: int, call: int = 0) -> None:
+    def push(t: float, kind: str, stage: int, ep: int, call: int = 0, worker: int = 0) -> None:
         nonlocal seq
         seq += 1
-        heapq.heappush(events, (t, seq, kind, stage, ep, call))
+        heapq.heappush(events, (t, seq, kind, stage, ep, call, worker))
 
     def dispatch(t: float) -> None:
         nonlocal admitted, supervisor_free
         for i in reversed(range(len(stages))):  # later stages first, as the supervisor does
-            while free[i] and queue[i]:
+            while idle[i] and queue[i]:
                 if i == 0 and admitted >= session_cap:
                     break
                 ep = min(queue[i])
                 queue[i].remove(ep)
-                free[i] -= 1
                 if i == 0:
                     admitted += 1
                 # handing a task over is the supervisor's work too (it writes the manifest first)
                 supervisor_free = max(t, supervisor_free) + supervisor_s / 2
-                push(supervisor_free, "call", i, ep, 0)
+                push(supervisor_free, "call", i, ep, 0, idle[i].pop())
 
     dispatch(0.0)
     while events:
-        now, _, kind, i, ep, call = heapq.heappop(events)
+        now, _, kind, i, ep, call, w = heapq.heappop(events)
         s = stages[i]
         if kind == "call":
-            if call >= s.calls:  # its calls are over: the process may take the next task while this one saves
-                free[i] += 1
+            if call >= s.calls:  # its calls are over: the worker may take the next task while this one saves
+                push(max(now, saving_until[i][w]), "idle", i, ep, 0, w)
+                saving_until[i][w] = now + s.save_s
                 push(now + s.save_s, "saved", i, ep)
-                dispatch(now)
                 continue
             lim = limiters.get(s.api) if s.api else None
             if lim is not None:
                 start = lim.earliest(now)
                 if start > now:  # wait, then ask again (others may have taken the slot meanwhile)
-                    push(start, "call", i, ep, call)
+                    push(start, "call", i, ep, call, w)
                     continue
                 lim.take(now)
-            push(now + s.latency_s, "call", i, ep, call + 1)
+            push(now + s.latency_s, "call", i, ep, call + 1, w)
+            continue
+        if kind == "idle":
+            idle[i].append(w)
+            dispatch(now)
             continue
         if kind == "saved":  # in line for the supervisor, which records one result at a time
             supervisor_free = max(now, supervisor_free) + supervisor_s / 2
-            push(supervisor_free, "done", i, ep)
+            push(max(supervisor_free, now + handoff_s), "done", i, ep)
             continue
         # done: recorded and moved on
         if i + 1 < len(stages):

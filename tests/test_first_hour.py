@@ -52,7 +52,9 @@ def test_every_problem_is_named_at_once_model_level_included(tmp_path: Path) -> 
 
 def test_quick_start_from_any_folder(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+    (elsewhere / "spool").mkdir(parents=True)
+    # local research reads every source (the grant is checked in the stage too); sim audio keeps it quick
+    (elsewhere / "spool" / "podspool.toml").write_text('[audio]\nprovider = "sim"\n')
     out = cli("submit", str(EXAMPLE), cwd=elsewhere)
     assert out.returncode == 0, out.stderr
     placed = read_json(elsewhere / "spool" / "inbox" / "example_small.json")

@@ -79,7 +79,7 @@ def test_eta_uses_what_the_batch_measured() -> None:
     cfg = Config.model_validate({"research": {"provider": "sim"}, "production": {"provider": "sim"},
                                  "audio": {"provider": "sim"}, "providers": {"sim": {"latency_ms": 100}},
                                  "concurrency": {"research": 1, "production": 1, "audio": 1},
-                                 "plan": {"save_s": 0, "supervisor_s": 0}})
+                                 "plan": {"save_s": 0, "supervisor_s": 0, "handoff_s": 0}})
     cfg.concurrency_explicit = True
 
     def ep(n: int, loc: str, audio_s: float | None = None) -> tuple[str, EpisodeManifest]:
