@@ -102,6 +102,23 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     raise typer.Exit(code)
 
 
+def _daemon_running(root: Path) -> bool:
+    """Whether a daemon holds the spool's lock (a shared lock cannot be had while it does)."""
+    import fcntl
+
+    try:
+        fd = os.open(root / "state" / "podspool.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _check_files(files: list[Path], cfg: Config,
                  spool: Path | None) -> tuple[list[tuple[Path, BatchManifest, bytes]], bool]:
     """Check each manifest as `podspool submit` would: sources relative to its own folder, and the
@@ -158,9 +175,14 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     for f, manifest, _raw in ok:
-        if not cfg.research.source_roots and any(not is_url(s) for ep in manifest.episodes for s in ep.sources):
-            # its sources are checked against its own folder; the daemon must allow that folder too
-            grant_root(root, f.absolute().parent.resolve())
+        if cfg.research.source_roots or all(is_url(s) for ep in manifest.episodes for s in ep.sources):
+            continue
+        # its sources were checked against its own folder: the daemon must allow that folder too
+        if grant_root(root, f.absolute().parent.resolve()) and _daemon_running(root):
+            raise _fail(exitcodes.USAGE, f"{f.absolute().parent} is now allowed for sources, but the running "
+                        "daemon reads that on SIGHUP: reload it (systemctl reload podspool, or kill -HUP "
+                        f"$(cat {root / 'state' / 'podspool.lock'})), then submit again")
+    for _, manifest, _raw in ok:
         bid = manifest.batch_id or default_batch_id()
         n = 1
         while (inbox / f"{bid}.json").exists() or Spool(root).known_batch(bid):

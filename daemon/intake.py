@@ -197,13 +197,18 @@ def granted_roots(spool: Path) -> list[Path]:
     return [Path(p) for p in data.get("roots", []) if isinstance(p, str) and Path(p).is_absolute()]
 
 
-def grant_root(spool: Path, folder: Path) -> None:
-    """Let the daemon of `spool` read sources under `folder` (when no source_roots are configured)."""
+def grant_root(spool: Path, folder: Path) -> bool:
+    """Let the daemon of `spool` read sources under `folder` (when no source_roots are configured).
+    True when the folder was not granted before."""
     from podspool.stages import fsio
 
-    roots = [r for r in granted_roots(spool) if r != folder] + [folder]
+    known = granted_roots(spool)
+    if known and known[-1] == folder:
+        return False
+    roots = [r for r in known if r != folder] + [folder]
     (spool / "state").mkdir(mode=0o750, parents=True, exist_ok=True)
     fsio.write_json(spool / "state" / GRANTS_FILE, {"roots": [str(r) for r in roots[-MAX_GRANTS:]]})
+    return folder not in known
 
 
 def daemon_roots(configured: list[str], spool: Path, cwd: Path | None = None) -> list[Path]:

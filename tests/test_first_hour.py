@@ -4,11 +4,13 @@ at once, the quick start from any folder with confinement intact, and a batch th
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from typing import Any
 
 from podspool.daemon.intake import ManifestProblem, check_manifest
 from podspool.stages.settings import ResearchSettings
-from podspool_helpers import cli, episodes_in, make_spool, read_json, write_manifest
+from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "small_batch.json"
@@ -116,3 +118,53 @@ def test_a_batch_local_research_cannot_ground_is_refused(tmp_path: Path) -> None
     else:
         raise AssertionError("intake accepted a batch local research cannot ground")
     check_manifest(raw, [tmp_path], research=ResearchSettings(provider="sim"))
+
+
+def test_status_gives_a_running_batch_an_eta_from_what_it_measured(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool", extra="[concurrency]\nresearch = 1\nproduction = 1\naudio = 1\n",
+                       latency_ms=300)
+    write_manifest(spool / "inbox" / "b.json", {"batch_id": "eta", "topics": [f"t{i}" for i in range(8)]})
+    daemon = start_daemon(spool, "--once")
+    try:
+        seen: dict[str, Any] = {}
+
+        def measured_eta() -> bool:
+            doc = json.loads(cli("status", "--spool", str(spool), "--json").stdout)
+            batch = next(iter(doc["batches"]), None)
+            if batch and batch["state"] == "running" and batch["completed"] >= 1:
+                seen.update(batch)
+                return True
+            return False
+
+        wait_for(measured_eta, 30, daemon, "a running batch with an episode done")
+        assert seen["eta_seconds"] > 0 and "measured" in seen["eta_from"]
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def test_a_running_daemon_allows_a_newly_granted_folder_after_sighup(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    daemon = start_daemon(spool)
+    try:
+        wait_for(lambda: (spool / "state" / "runtime.json").exists(), 30, daemon, "the daemon to start")
+        folder = tmp_path / "season"
+        folder.mkdir()
+        (folder / "notes.md").write_text("notes\n")
+        m = write_manifest(folder / "b.json", {"batch_id": "hup", "episodes": [
+            {"number": 1, "topic": "x", "sources": ["notes.md"]}]})
+        first = cli("submit", str(m), "--spool", str(spool), cwd=tmp_path)
+        assert first.returncode == 2 and "SIGHUP" in first.stderr
+        assert not (spool / "inbox" / "hup.json").exists()  # nothing placed that the daemon would refuse
+        daemon.send_signal(signal.SIGHUP)
+        log = spool / "logs" / "podspool.log"
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 30, daemon, "the reload")
+        again = cli("submit", str(m), "--spool", str(spool), cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_hup"], 30, daemon, "the batch to finish")
+        assert not list((spool / "rejected").glob("hup*"))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
