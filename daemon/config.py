@@ -115,7 +115,7 @@ class Retention(Strict):
 # Typical seconds per call, for `podspool plan` ("local_research" and "local_writer" are the offline
 # providers, "espeak" speaks a whole episode in one call). [plan.latency_s] overrides any of them.
 TYPICAL_LATENCY_S: dict[str, float] = {
-    "local_research": 0.02, "local_writer": 0.03, "espeak": 0.5,
+    "local_research": 0.02, "local_writer": 0.03, "espeak": 0.2,
     "perplexity": 8.0, "websearch": 2.0, "openai": 40.0, "elevenlabs": 4.0,
     "openai_speech": 3.0, "piper": 8.0,  # piper: a whole episode, offline, on 2 cores
 }

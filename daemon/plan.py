@@ -180,8 +180,7 @@ def render(plans: list[dict[str, Any]], cfg: Config) -> str:
                   "  API calls:  " + (", ".join(f"{api} {n}" for api, n in p["calls"].items()) or "none (offline)"),
                   f"  cost:       research ${c['research']:.4f}, production ${c['production']:.4f}, "
                   f"audio ${c['audio']:.4f}, total ${c['total']:.4f}",
-                  f"  duration:   {_duration(p['duration_s'])} ({p['duration_s']:.1f} s from the first start "
-                  "to the last episode done)",
+                  f"  duration:   {_duration(p['duration_s'])}, from the first episode started to the last one done",
                   f"  bound by:   {p['bound_by']} ({p['episodes_per_hour']} episodes/hour at most)"]
         lines += [f"  note:       {n}" for n in p["notes"]]
         lines.append("")
