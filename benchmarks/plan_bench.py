@@ -47,8 +47,8 @@ FULL = [
     Scenario("125 episodes, 30 ms", 125, 30, concurrency=(5, 3, 2)),
 ]
 QUICK = [
-    Scenario("quick: audio bound", 12, 100, concurrency=(3, 2, 1)),
-    Scenario("quick: rate limit 10/second", 8, 10, rate="10/second", concurrency=(3, 3, 3)),
+    Scenario("quick: audio bound", 20, 150, concurrency=(3, 2, 1)),
+    Scenario("quick: rate limit 10/second", 16, 10, rate="10/second", concurrency=(3, 3, 3)),
 ]
 
 

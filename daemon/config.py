@@ -121,6 +121,12 @@ TYPICAL_LATENCY_S: dict[str, float] = {
 }
 
 
+class StageSeconds(Strict):
+    research: float = Field(default=0.0, ge=0)
+    production: float = Field(default=0.0, ge=0)
+    audio: float = Field(default=0.0, ge=0)
+
+
 class PlanSettings(Strict):
     """What `podspool plan` assumes where it cannot know in advance (sim's latency is its own setting)."""
 
@@ -128,11 +134,14 @@ class PlanSettings(Strict):
     # The daemon's own time per task on a core of its own, fitted to sim dry runs on a shared 2-core machine
     # (benchmarks/plan_bench.py): a worker's work after its calls (validate, write its artifacts whole);
     # the supervisor's per task (hand it over, record its result), one task at a time; and the latency
-    # from a saved result to the episode's next stage. The plan multiplies them by the load per core.
-    save_s: float = Field(default=0.008, ge=0)
-    supervisor_s: float = Field(default=0.008, ge=0)
-    handoff_s: float = Field(default=0.014, ge=0)
-    scale_by_load: bool = True  # those three grow with the load average per core, when above 1
+    # from a saved result to the episode's next stage.
+    save_s: StageSeconds = Field(default_factory=lambda: StageSeconds(research=0.004, production=0.008, audio=0.015))
+    # a worker's first task also imports what its stage needs (the audio stage's publishing libraries)
+    warmup_s: StageSeconds = Field(default_factory=lambda: StageSeconds(research=0.03, production=0.02, audio=0.8))
+    supervisor_s: float = Field(default=0.003, ge=0)
+    handoff_s: float = Field(default=0.006, ge=0)
+    # those grow with the machine's load: by this share of the load average per core above 1 (0: never)
+    load_weight: float = Field(default=0.5, ge=0)
     script_words: int = Field(default=1400, ge=1)  # words of a script, for per-character and per-turn APIs
     words_per_turn: int = Field(default=45, ge=1)  # a turn is one call per_turn (ElevenLabs) or with openai speech
     revisions: float = Field(default=0.0, ge=0)  # expected revisions per episode of a model writer

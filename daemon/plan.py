@@ -15,7 +15,7 @@ from typing import Any
 
 from podspool.daemon.config import TYPICAL_LATENCY_S, Config
 from podspool.daemon.models import BatchManifest, EpisodeManifest
-from podspool.daemon.plan_model import StageLoad, bounds, simulate
+from podspool.daemon.plan_model import Bound, StageLoad, bounds, simulate
 from podspool.daemon.ratelimit.window import Rate
 from podspool.daemon.scheduler import batch_stage_cap
 from podspool.stages.base import STAGE_NAMES, StageName, Usage
@@ -95,14 +95,13 @@ def stage_work(cfg: Config, stage: StageName) -> StageWork:
 
 
 def load_factor(cfg: Config) -> float:
-    """How much slower the daemon's own work runs now than with a core to itself: the 1-minute load
-    average per core, when above 1 (each runnable process then gets that much less of a core)."""
-    if not cfg.plan.scale_by_load:
-        return 1.0
+    """How much slower the daemon's own work runs now than on an idle machine, from the 1-minute load
+    average per core above 1, weighted by `[plan] load_weight` (fitted: half of it shows)."""
     try:
-        return max(1.0, os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0))))
+        per_core = os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0)))
     except (OSError, AttributeError):
         return 1.0
+    return 1.0 + cfg.plan.load_weight * max(0.0, per_core - 1.0)
 
 
 def rates(cfg: Config) -> dict[str, Rate]:
@@ -116,8 +115,18 @@ def loads(cfg: Config, strategy: str, works: list[StageWork], factor: float = 1.
                       processes=batch_stage_cap(strategy, w.stage, int(getattr(cfg.concurrency, w.stage)),
                                                 cfg.concurrency_explicit),
                       calls=w.calls, latency_s=w.latency_s, api=w.api if w.api in limited else None,
-                      save_s=cfg.plan.save_s * factor)
+                      save_s=getattr(cfg.plan.save_s, w.stage) * factor,
+                      warmup_s=getattr(cfg.plan.warmup_s, w.stage) * factor)
             for w in works]
+
+
+def _bound_by(ranked: list[Bound], episodes: int, duration: float) -> str:
+    if not ranked:
+        return "nothing (no work)"
+    if duration > 2 * episodes / ranked[0].per_second:
+        # most of the time goes to starting up: the first episode's way through, each worker's first task
+        return "pipeline fill and worker warm-up (too small a batch to reach its steady rate)"
+    return ranked[0].what
 
 
 def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
         "calls": calls,
         "cost_usd": cost,
         "duration_s": round(duration, 2),
-        "bound_by": ranked[0].what if ranked else "nothing (no work)",
+        "bound_by": _bound_by(ranked, n, duration),
         "episodes_per_hour": round(ranked[0].per_second * 3600, 1) if ranked else None,
         "bounds": [{"what": b.what, "episodes_per_hour": round(b.per_second * 3600, 1)} for b in ranked],
         "notes": notes,
@@ -202,7 +211,7 @@ def eta(episodes: list[tuple[str, EpisodeManifest]], strategy: str | None, cfg: 
         if seconds:
             # a measured stage time already holds its calls, the waits for their rate limit and the overhead
             measured[w.stage] = sum(seconds) / len(seconds)  # type: ignore[arg-type]
-            w.latency_s = max(0.0, measured[w.stage] - cfg.plan.save_s) / max(1, w.calls)
+            w.latency_s = max(0.0, measured[w.stage] - getattr(cfg.plan.save_s, w.stage)) / max(1, w.calls)
     factor = load_factor(cfg)
     stage_loads = loads(cfg, strategy or "large_batch", works, factor)
     seconds_left = simulate(stage_loads, rates(cfg), cfg.limits.max_sessions_in_memory, positions=remaining,

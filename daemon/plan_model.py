@@ -29,6 +29,7 @@ class StageLoad:
     latency_s: float  # per call, once the rate limit lets it start
     api: str | None = None  # the rate-limited API those calls go to (None: not limited)
     save_s: float = 0.0  # the worker's own work after its calls (validate, write whole); overlaps the next call
+    warmup_s: float = 0.0  # added to the save of each worker's first task (imports on first use)
 
     @property
     def call_s(self) -> float:
@@ -107,6 +108,7 @@ def simulate(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int, 
     idle = [list(range(s.processes)) for s in stages]  # worker numbers free for a new task, per stage
     # a worker takes its next task while the last one saves, but never a third: it waits for that save
     saving_until = [[0.0] * s.processes for s in stages]
+    warm = [[False] * s.processes for s in stages]
     limiters = {api: _Limiter(rate) for api, rate in rates.items()}
     events: list[tuple[float, int, str, int, int, int, int]] = []  # time, seq, kind, stage, episode, call, worker
     seq = 0
@@ -139,9 +141,12 @@ def simulate(stages: list[StageLoad], rates: dict[str, Rate], session_cap: int, 
         s = stages[i]
         if kind == "call":
             if call >= s.calls:  # its calls are over: the worker may take the next task while this one saves
-                push(max(now, saving_until[i][w]), "idle", i, ep, 0, w)
-                saving_until[i][w] = now + s.save_s
-                push(now + s.save_s, "saved", i, ep)
+                # one save at a time per worker: this one starts when the task before has saved
+                started = max(now, saving_until[i][w])
+                push(started, "idle", i, ep, 0, w)
+                saving_until[i][w] = started + s.save_s + (0.0 if warm[i][w] else s.warmup_s)
+                warm[i][w] = True
+                push(saving_until[i][w], "saved", i, ep)
                 continue
             lim = limiters.get(s.api) if s.api else None
             if lim is not None:
