@@ -47,7 +47,7 @@ FULL = [
     Scenario("125 episodes, 30 ms", 125, 30, concurrency=(5, 3, 2)),
 ]
 QUICK = [
-    Scenario("quick: audio bound", 20, 150, concurrency=(3, 2, 1)),
+    Scenario("quick: research bound", 20, 150, concurrency=(1, 2, 2)),
     Scenario("quick: rate limit 10/second", 16, 10, rate="10/second", concurrency=(3, 3, 3)),
 ]
 

@@ -30,7 +30,7 @@ def test_plan_matches_real_dry_runs() -> None:
         assert r["cost_predicted"] == pytest.approx(r["cost_measured"], abs=1e-9)
         # the bench holds it to the judged 15%; a loaded CI machine gets a little more room
         assert abs(r["error_pct"]) <= 20, r
-    assert rows[0]["bound_by"] == "audio processes (1)"
+    assert rows[0]["bound_by"] == "research processes (1)"
     assert rows[1]["bound_by"].startswith("rate limit sim (10 per 1s)")
 
 
