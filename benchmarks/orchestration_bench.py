@@ -32,6 +32,7 @@ provider = "sim"
 provider = "sim"
 [audio]
 provider = "sim"
+mp3 = false          # no publishing: what is measured is the daemon's own work, not loudness and lame
 [providers.sim]
 latency_ms = 0
 [logging]

@@ -9,25 +9,21 @@ from pathlib import Path
 
 from loguru import logger
 from podspool.daemon.config import Config
-from podspool.daemon.intake import ManifestProblem, check_file
+from podspool.daemon.intake import ManifestProblem, check_file, daemon_roots
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.spool import Spool
-
-
-def source_roots(cfg: Config) -> list[Path]:
-    roots = [Path(r) for r in cfg.research.source_roots] or [Path.cwd()]
-    return [r if r.is_absolute() else Path.cwd() / r for r in roots]
 
 
 def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[EpisodeManifest]] | None:
     """Accept or reject one inbox file. Returns (batch_id, new episode manifests) when accepted."""
     if not os.path.lexists(path):
         return None
-    roots = source_roots(cfg)
+    roots = daemon_roots(cfg.research.source_roots, spool.root)
     try:
         if not path.name.endswith(".json"):
             raise ManifestProblem([f"only *.json batch manifests are read from the inbox, not {path.name!r}"])
-        checked = check_file(path, cfg.limits.max_manifest_bytes, roots)
+        # research=: a batch the configured research cannot ground is refused now, not failed after the run
+        checked = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research)
         manifest = checked.manifest
         if manifest.batch_id and spool.known_batch(manifest.batch_id):
             if spool.is_leftover_of_accepted(path, checked.raw, manifest.batch_id):

@@ -168,3 +168,14 @@ def test_a_running_daemon_allows_a_newly_granted_folder_after_sighup(tmp_path: P
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
+
+
+def test_the_daemon_refuses_at_intake_a_batch_local_research_cannot_ground(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "inbox").mkdir(parents=True)
+    write_manifest(spool / "inbox" / "topics.json", {"batch_id": "bare", "topics": ["Why we sleep"]})
+    out = cli("run", "--once", "--spool", str(spool), cwd=tmp_path)  # embedded defaults: local research
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (spool / "batches" / "bare").exists()
+    reason = (spool / "rejected" / "topics.json.error.txt").read_text()
+    assert "no source files" in reason and "sources_dir" in reason
