@@ -82,6 +82,7 @@ def test_feed_is_unchanged_by_a_rerun_and_refuses_a_bad_url(spool: Path) -> None
     assert _feed(spool, "--base-url", "ftp://nope") == 2
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_kill_9_at_every_durable_step_of_feed(spool: Path, tmp_path: Path) -> None:
     """A crash leaves the old feed.xml or the new one, never a torn one; the next run finishes the job."""
     old = "https://old.example.org"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fakeapi import FakeApi, Reply, max_in_window
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import (
@@ -30,6 +31,7 @@ def _tavily(request: object) -> Reply:
         {"url": "https://example.org/tides", "title": "Tides", "content": "Tides follow the moon.", "score": 0.9}]})
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_four_per_second_held_across_both_groups_at_the_server(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     with FakeApi(_tavily) as fake:
         extra = f'[rate_limits]\nwebsearch = "4/second"\n[providers.websearch]\nbase_url = "{fake.base_url}"\n'

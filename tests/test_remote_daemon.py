@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import psutil
+import pytest
 from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import worker_groups, write_config
@@ -65,6 +66,7 @@ def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None: 
         assert [p.name for p in (tmp_path / host).iterdir()] == ["worker.log"], "a worker host keeps nothing"
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=300)
     with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:

@@ -31,6 +31,7 @@ def _wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[
     return got
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_broker_restart_mid_batch_loses_nothing(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()  # our own: this test kills it
     try:
@@ -57,6 +58,7 @@ def test_broker_restart_mid_batch_loses_nothing(tmp_path: Path) -> None:
     assert set(seen.applied.values()) == {1}
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_poison_tasks_fail_and_the_rest_finish(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     # `extra` lands inside [providers.sim]: every call for a topic containing "Hang" never returns
     config = write_config(tmp_path / "podspool.toml", redis_url, latency_ms=20, time_limit=1,
@@ -93,6 +95,7 @@ def _slow_search(request: object) -> Reply:
         {"url": "https://example.org/a", "title": "A", "content": "Tides follow the moon.", "score": 0.5}]})
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_result_of_a_dead_supervisor_is_reconciled_not_paid_twice(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     with FakeApi(_slow_search) as fake:
         extra = f'[providers.websearch]\nbase_url = "{fake.base_url}"\n'
