@@ -22,19 +22,9 @@ import time
 from pathlib import Path
 
 import psutil
+from simconfig import sim_config
 
-CONFIG = """
-[research]
-provider = "sim"
-[production]
-provider = "sim"
-[audio]
-provider = "sim"
-[providers.sim]
-latency_ms = 0
-[logging]
-stderr = false
-"""
+CONFIG = sim_config()
 
 
 def spool_bytes(root: Path) -> tuple[int, int]:

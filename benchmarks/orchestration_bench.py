@@ -22,22 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+from simconfig import sim_config
 
-CONFIG = """
-[limits]
-max_sessions_in_memory = 10
-[research]
-provider = "sim"
-[production]
-provider = "sim"
-[audio]
-provider = "sim"
-mp3 = false          # no publishing: what is measured is the daemon's own work, not loudness and lame
-[providers.sim]
-latency_ms = 0
-[logging]
-stderr = false
-"""
+# no publishing (mp3 = false): what is measured is the daemon's own work, not loudness and lame
+CONFIG = sim_config(audio="mp3 = false\n", extra="[limits]\nmax_sessions_in_memory = 10\n")
 
 
 def run(episodes: int, env: dict[str, str] | None = None) -> dict[str, float]:

@@ -20,25 +20,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-CONFIG = """
-[concurrency]
-research = 5
-production = 3
-audio = 2
-[limits]
-max_sessions_in_memory = 10
-[research]
-provider = "sim"
-[production]
-provider = "sim"
-[audio]
-provider = "sim"
-[providers.sim]
-latency_ms = 0
-stage_latency_ms = {{ research = {r}, production = {p}, audio = {a} }}
-[logging]
-stderr = false
-"""
+from simconfig import sim_config
+
+CONFIG = sim_config("latency_ms = 0\nstage_latency_ms = {{ research = {r}, production = {p}, audio = {a} }}",
+                    extra="[concurrency]\nresearch = 5\nproduction = 3\naudio = 2\n[limits]\nmax_sessions_in_memory = 10\n")
 
 
 def ts(text: str) -> float:

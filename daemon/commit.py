@@ -84,7 +84,7 @@ class CommitGroup:
                 view = view[os.write(fd, view):]
         except BaseException:
             os.close(fd)
-            _unlink(tmp)
+            fsio.unlink_quietly(tmp)
             raise
         os.close(fd)
         self.items.append(_Write(tmp, path, owner))
@@ -136,7 +136,7 @@ class CommitGroup:
     def _undo(self, items: list[_Write | _Move]) -> None:
         for it in items:
             if isinstance(it, _Write):
-                _unlink(it.tmp)
+                fsio.unlink_quietly(it.tmp)
 
 
 def _fsync_file(path: Path) -> None:
@@ -145,10 +145,3 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

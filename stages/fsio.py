@@ -101,14 +101,14 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     try:
         crashpoint(f"write {path.parent.name}/{path.name}")
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
 
@@ -136,7 +136,8 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
+    """Remove a file that may already be gone (a temp file after a failed write)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
