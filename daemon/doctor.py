@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from podspool.daemon import diskuse
 from podspool.daemon.config import Config
 from podspool.daemon.credentials import ENV_NAMES, load_secrets
 
 HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
                   "elevenlabs": "elevenlabs", "openai_speech": "openai_speech"}
 NO_KEY_NEEDED = ("openai", "openai_speech")  # local OpenAI-compatible servers take none
+DISK_LOW_BYTES = 1 << 30  # an episode's wav alone is ~7 MB while it is made; under 1 GiB is a warning sign
 
 
 def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
@@ -29,6 +31,10 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
     else:
         parent = root.parent
         check(os.access(parent, os.W_OK | os.X_OK), f"spool {root} can be created", f"{parent} not writable")
+    u = diskuse.usage(root)
+    low = u["free_bytes"] < DISK_LOW_BYTES
+    check(not low, f"disk: spool uses {diskuse.mb(u['spool_bytes'])}, {diskuse.mb(u['free_bytes'])} free",
+          f"under {diskuse.mb(DISK_LOW_BYTES)} free: episodes will pause on a full disk")
     # [audio] provider = "openai" is configured under [providers.openai_speech]
     speech = "openai_speech" if cfg.audio.provider == "openai" else cfg.audio.provider
     used = {cfg.research.provider, cfg.production.provider, speech}

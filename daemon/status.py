@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon import archive
+from podspool.daemon import archive, diskuse
 from podspool.daemon.config import Config
 from podspool.daemon.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
@@ -60,7 +60,7 @@ def collect(root: Path, only: str | None = None, cfg: Config | None = None) -> d
             session.update(eta(episodes, meta.get("strategy"), cfg) or {})
         batches.append(session)
     batches.sort(key=lambda s: (-(s.get("priority") or 0), s.get("seq") or 0))
-    out = {"spool": str(root), "batches": batches, "runtime": runtime}
+    out = {"spool": str(root), "batches": batches, "runtime": runtime, "disk": diskuse.usage(root)}
     if cfg is not None:
         out["queued"] = [q for q in inbox_preview(root, cfg) if not only or q.get("batch_id") == only]
     return out
@@ -74,4 +74,6 @@ def render(data: dict[str, Any]) -> str:
         parts = [f"no batches in {data['spool']}, and nothing waiting in its inbox "
                  "(`podspool submit FILE` places one)\n"]
     parts.append(render_runtime(data.get("runtime")))
+    if data.get("disk"):
+        parts.append(diskuse.render(data["disk"]))
     return "\n".join(parts)

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from podspool.daemon.config import Retention
 from podspool.daemon.retention import DAY_S, drop_wav, sweep
 from podspool_helpers import cli, make_spool, write_manifest
@@ -47,3 +48,21 @@ def test_a_wav_without_an_mp3_is_never_removed(tmp_path: Path) -> None:
     old = time.time() - 10 * DAY_S
     os.utime(folder / "audio.wav", (old, old))
     assert drop_wav(folder, 0) == 0 and (folder / "audio.wav").exists()
+
+
+def test_status_and_doctor_show_the_spool_disk_use_and_free_space(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    root = _run(tmp_path)
+    out = cli("status", "--json", "--spool", str(root))
+    assert out.returncode == 0, out.stderr
+    disk = json.loads(out.stdout)["disk"]
+    # du counts each inode once, as the spool's figure must (audio.mp3 is a hard link of episode.mp3)
+    du = int(subprocess.run(["du", "-s", "--block-size=1", str(root)], capture_output=True, text=True,
+                            check=True).stdout.split()[0])
+    assert abs(disk["spool_bytes"] - du) <= 16 * 1024  # a log line or two may land between the two reads
+    assert disk["free_bytes"] == pytest.approx(shutil.disk_usage(root).free, rel=0.05)
+    text = cli("doctor", "--spool", str(root)).stdout
+    assert "disk: spool uses" in text and "free" in text
