@@ -1,8 +1,9 @@
 """Long-running daemon benchmark (issue 15): pickup latency, turnaround, memory and disk over many batches.
 
 Starts one `podspool run` (sim providers, zero latency), then drops B batches of E episodes into the
-inbox one after another, each written aside and renamed in (as operators' scripts do). Prints the
-pickup latency (rename -> batches/<id>/ exists, polled every millisecond), each batch's turnaround
+inbox, each written aside and renamed in (as operators' scripts do) while the batch before it still
+runs, so the daemon is busy at every pickup. Prints the pickup latency (rename -> batches/<id>/ exists,
+polled every half millisecond), each batch's turnaround
 (rename -> its summary exists), the supervisor's RSS after the first batches and at the end, and the
 spool's bytes per finished episode (unique inodes: audio.mp3 is a hard link of episode.mp3). Asserts nothing.
 
@@ -58,21 +59,28 @@ def main() -> None:
             while not (root / "state" / "runtime.json").exists():
                 time.sleep(0.05)
             pickups, turnarounds, rss = [], [], {}
+            dropped: dict[str, float] = {}
+
+            def finish(bid: str, number: int) -> None:
+                while not (root / "batches" / bid / f"{bid}_summary.json").exists():
+                    time.sleep(0.002)
+                turnarounds.append(time.monotonic() - dropped[bid])
+                finished = number * args.episodes
+                if finished in (100, 1000, 2000, 5000, 10000) or number == args.batches:
+                    rss[finished] = ps.memory_info().rss / 2**20
+
             for i in range(args.batches):
                 bid = f"long_{i:05d}"
                 aside = root / f".{bid}.json.part"
                 aside.write_text(json.dumps({"batch_id": bid, "topics": [f"t{j}" for j in range(args.episodes)]}))
-                t0 = time.monotonic()
-                os.rename(aside, root / "inbox" / f"{bid}.json")
+                dropped[bid] = time.monotonic()
+                os.rename(aside, root / "inbox" / f"{bid}.json")  # while the previous batch still runs
                 while not (root / "batches" / bid).is_dir():
-                    time.sleep(0.001)
-                pickups.append(time.monotonic() - t0)
-                while not (root / "batches" / bid / f"{bid}_summary.json").exists():
-                    time.sleep(0.002)
-                turnarounds.append(time.monotonic() - t0)
-                finished = (i + 1) * args.episodes
-                if finished in (100, 1000, 2000, 5000, 10000) or i == args.batches - 1:
-                    rss[finished] = ps.memory_info().rss / 2**20
+                    time.sleep(0.0005)
+                pickups.append(time.monotonic() - dropped[bid])
+                if i:
+                    finish(f"long_{i - 1:05d}", i)
+            finish(f"long_{args.batches - 1:05d}", args.batches)
             b, n = spool_bytes(root)
         finally:
             proc.terminate()
