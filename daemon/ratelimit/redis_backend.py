@@ -17,7 +17,9 @@ server's (`TIME`, refreshed every minute), so skew between hosts does not widen 
 what is left is half a round trip of uncertainty, well inside the strategy's margin on a LAN.
 Durability: whatever the Redis server keeps (RDB/AOF); a restarted Redis without persistence forgets
 the window, so a fresh burst of N may follow a broker restart. While Redis is away, requests wait for
-it (up to `OUTAGE_WAIT_S`) rather than start unlimited.
+it (up to `OUTAGE_WAIT_S`) rather than start unlimited: `RedisLimiter` makes the whole decision again
+when Redis went away (or restarted and forgot the lease) anywhere inside it, so a broker restart is a
+slow call for the stage, never a failed attempt.
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from podspool.daemon.ratelimit import RateLimiter
 from podspool.daemon.ratelimit.backend import resized
 
 LEASE_MS = 2000
 OUTAGE_WAIT_S = 120.0  # how long a request waits for an absent Redis before its call fails
+OUTAGE_POLL_S = 0.25
+# What an absent or restarting Redis looks like to a client (redis-py's own few retries already spent).
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
+T = TypeVar("T")
 CLOCK_REFRESH_S = 60.0
 
 _LOAD = """
@@ -70,6 +77,22 @@ return 1
 
 class LeaseLost(RuntimeError):
     """This process held an API's window longer than its lease; nothing it decided was recorded."""
+
+
+def outlast_outage(call: Callable[[], T], *, also: tuple[type[BaseException], ...] = (),
+                   wait_s: float = OUTAGE_WAIT_S, pause: Callable[[float], Any] = time.sleep) -> T:
+    """`call()`, tried again every OUTAGE_POLL_S while Redis is away (a restart, a blink) or it raises one
+    of `also`, for up to `wait_s`; then the last error. `pause` returning True means give up now."""
+    away_since: float | None = None
+    catch: tuple[type[BaseException], ...] = (*REDIS_AWAY, *also)
+    while True:
+        try:
+            return call()
+        except catch:
+            now = time.monotonic()
+            away_since = now if away_since is None else away_since
+            if now - away_since > wait_s or pause(OUTAGE_POLL_S) is True:
+                raise
 
 
 class _RedisState:
@@ -143,19 +166,10 @@ class RedisBackend:
 
     def _take(self, keys: list[str], token: str, capacity: int) -> list[Any]:
         delay = 0.0005
-        away_since: float | None = None
         while True:
-            try:
-                got = self._load(keys=keys, args=[token, self.lease_ms, capacity])
-            except (redis.ConnectionError, redis.TimeoutError):
-                # The broker restarts or blinks: no grant can be made without it, so wait for it (a stage
-                # waiting here is a slow call, not a failed attempt), for up to OUTAGE_WAIT_S.
-                now = time.monotonic()
-                away_since = away_since if away_since is not None else now
-                if now - away_since > OUTAGE_WAIT_S:
-                    raise
-                time.sleep(0.25)
-                continue
+            # The broker restarts or blinks: no grant can be made without it, so wait for it (a stage
+            # waiting here is a slow call, not a failed attempt).
+            got = outlast_outage(lambda: self._load(keys=keys, args=[token, self.lease_ms, capacity]))
             if got:
                 return list(got)
             # someone else (another process, another host) is inside its two round trips
@@ -172,10 +186,25 @@ class RedisBackend:
                 state = _state(capacity, cap_s, head_s, paused_s, values)
                 yield state
             except BaseException:
-                self._commit(keys=keys, args=[token, 0, 0, "none", capacity])  # just drop the lease
+                try:
+                    self._commit(keys=keys, args=[token, 0, 0, "none", capacity])  # just drop the lease
+                except REDIS_AWAY:
+                    pass  # it lapses by itself within lease_ms; the error that got us here is the one to raise
                 raise
             if not self._commit(keys=keys, args=[token, *state.commit_args()]):
                 raise LeaseLost(f"rate window of {api} held past its {self.lease_ms} ms lease")
+
+
+class RedisLimiter(RateLimiter):
+    """`RateLimiter` over a `RedisBackend` that waits out a broker restart: a decision interrupted by an
+    absent Redis (COMMIT, the clock) or by a lease the restarted Redis forgot was not recorded and its
+    request has not started, so it is simply made again, for up to OUTAGE_WAIT_S."""
+
+    def try_acquire(self, api: str) -> float:
+        return outlast_outage(lambda: RateLimiter.try_acquire(self, api), also=(LeaseLost,))
+
+    def pause(self, api: str, seconds: float) -> None:
+        outlast_outage(lambda: RateLimiter.pause(self, api, seconds), also=(LeaseLost,))
 
 
 def _num(raw: Any, default: float = 0.0) -> float:

@@ -14,7 +14,10 @@ Failure semantics (each one tested in tests/test_remote_*.py):
 - The broker restarted: `submit` returns False while Redis is down (the supervisor keeps the task and
   tries again), results wait in Redis. When Redis comes back with a new `run_id` (it may have lost
   its queues: we assume no persistence), every task in flight is sent again under the same token; a
-  result that survived is applied once, its twin dropped.
+  result that survived is applied once, its twin dropped. Stage work that needs Redis meanwhile (a
+  rate-limit decision: `RedisLimiter`; the quality gates' lock: `GateLock`) waits for it, up to
+  `OUTAGE_WAIT_S`, instead of failing the attempt; a result whose artifacts the restarted broker lost
+  sends its task out once more rather than counting as a failure.
 - The supervisor killed: workers finish what they hold and post results to the spool's result list,
   which outlives the supervisor. The restarted supervisor's recovery scan submits the in-flight phases
   again; an ok result from the previous life for the same episode and stage is applied instead of

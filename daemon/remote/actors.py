@@ -8,6 +8,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,7 @@ import redis
 from dramatiq.middleware import Interrupt
 from loguru import logger
 from podspool.daemon.config import ExecutorSettings
-from podspool.daemon.ratelimit import RateLimiter
-from podspool.daemon.ratelimit.redis_backend import RedisBackend, redis_clock
+from podspool.daemon.ratelimit.redis_backend import RedisBackend, RedisLimiter, outlast_outage, redis_clock
 from podspool.daemon.remote import blobs, payload
 from podspool.daemon.remote.names import Names
 from podspool.stages import artifacts
@@ -55,6 +55,34 @@ class LogCollector:
     def take(self, token: str) -> list[list[Any]]:
         with self._lock:
             return self._lines.pop(token, [])
+
+
+class GateLock:
+    """The quality gates' lock across hosts, as a stage's `gate_lock`. It waits out a broker that is away
+    (a restart, a blink) instead of failing the stage; a lock the restarted broker forgot (or whose lease
+    ran out) has nothing left to release, which is not the stage's failure either."""
+
+    def __init__(self, client: Any, name: str, lease_s: float) -> None:
+        self._client = client
+        self._lock = client.lock(name, timeout=lease_s)
+        # Our own token, so a retried step can tell a SET or a release that landed before the connection
+        # dropped (redis-py's Lock forgets its token before releasing, and would wait out its own lease).
+        self._token = uuid.uuid4().hex
+
+    def _acquire(self) -> bool:
+        return bool(self._client.get(self._lock.name) == self._token.encode()
+                    or self._lock.acquire(token=self._token))
+
+    def __enter__(self) -> GateLock:
+        outlast_outage(self._acquire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            outlast_outage(lambda: self._lock.do_release(self._token))
+        except redis.exceptions.LockError as err:
+            logger.warning("the gate lock was gone when released ({}): the broker restarted or its lease ran out",
+                           err)
 
 
 class TaskRunner:
@@ -170,8 +198,8 @@ class TaskRunner:
         rates = {api: (int(n), float(w)) for api, (n, w) in body["rates"].items()}
         limit_s = float(body["time_limit_s"])
         ctx = StageContext(settings=settings, secrets=self.secrets, deadline=time.monotonic() + limit_s,
-                           limiter=RateLimiter(self.backend, rates, clock=self.clock),
-                           gate_lock=self.client.lock(self.names.gate_lock, timeout=GATE_LEASE_S))
+                           limiter=RedisLimiter(self.backend, rates, clock=self.clock),
+                           gate_lock=GateLock(self.client, self.names.gate_lock, GATE_LEASE_S))
         started = time.monotonic()
         try:
             result = run_stage(stage, folder, episode, ctx)

@@ -60,7 +60,8 @@ class DramatiqExecutor:
         self._client: Any = None
         self._broker: Any = None
         self._listener: ResultListener | None = None
-        self._resend = False
+        self._resend: set[str] = set()  # tokens in flight to send again (same token: a twin is dropped)
+        self._lost_once: set[str] = set()  # tokens already sent again because the broker lost their artifacts
         self._memory = MemoryGuard()
         self._views: list[WorkerView] = []
         self._views_at = float("-inf")
@@ -140,11 +141,11 @@ class DramatiqExecutor:
             if isinstance(item, BrokerRestarted):
                 logger.warning("the broker restarted (run_id {}): sending the {} tasks in flight again",
                                item.run_id, len(self._flight))
-                self._resend = True
+                self._resend.update(self._flight)
             else:
                 self._arrive(item)
         if self._resend:
-            self._resend_all()
+            self._send_again()
         self._expire_stash()
         out, self._ready = self._ready, []
         return out
@@ -213,13 +214,15 @@ class DramatiqExecutor:
                                    options={"time_limit": int((limit_s + 1.0) * 1000), "max_retries": PLUMBING_RETRIES})
         self._broker.enqueue(message)
 
-    def _resend_all(self) -> None:
-        for token, task in list(self._flight.items()):
-            try:
-                self._send(task, token)
-            except (redis.RedisError, OSError, dramatiq.errors.ConnectionError, SourceError):
-                return  # still down (or the sources went): keep the flag, try again next turn
-        self._resend = False
+    def _send_again(self) -> None:
+        for token in sorted(self._resend):
+            task = self._flight.get(token)
+            if task is not None:
+                try:
+                    self._send(task, token)
+                except (redis.RedisError, OSError, dramatiq.errors.ConnectionError, SourceError):
+                    return  # still down (or the sources went): keep the rest, try again next turn
+            self._resend.discard(token)
 
     def _arrive(self, arrival: Arrival) -> None:
         doc = arrival.doc
@@ -227,6 +230,17 @@ class DramatiqExecutor:
         if task is None or task.episode.episode_id != doc["episode_id"] or task.stage != doc["stage"]:
             self._not_ours(arrival)
             return
+        if arrival.lost is not None and doc["token"] not in self._lost_once:
+            # The broker restarted between the result and its chunks (or a blink outlasted the wait): the
+            # work is done but its files are gone. That is the broker's loss, not a failed attempt of the
+            # episode, so the task goes out once more instead (a second loss is reported as a failure).
+            logger.warning("{} {}: the broker lost the artifacts of its result ({}); sending the task again",
+                           task.stage, task.episode.episode_id, arrival.lost)
+            self._lost_once.add(doc["token"])
+            self._flight[doc["token"]] = task
+            self._resend.add(doc["token"])
+            return
+        self._lost_once.discard(doc["token"])
         self._ready.append(self._apply(task, arrival))
         self._forget(arrival)
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from loguru import logger
 from podspool.daemon.config import ExecutorSettings
+from podspool.daemon.ratelimit.redis_backend import outlast_outage
 from podspool.daemon.remote import blobs
 from podspool.daemon.remote import broker as remote_broker
 
@@ -108,6 +109,11 @@ class ResultListener:
             logger.error("dropped a malformed result from the broker: {}", exc)
             return None
         try:
-            return Arrival(doc, [(name, blobs.get(self.client, ref)) for name, ref in doc.get("files", [])])
+            # A broker that blinks right after BLPOP still holds the chunks: wait for it (stopping stops
+            # the wait). One that restarted lost them: BlobMissing, and the executor sends the task again.
+            return Arrival(doc, [(name, self._get(ref)) for name, ref in doc.get("files", [])])
         except (blobs.BlobMissing, redis.RedisError, OSError) as exc:
             return Arrival(doc, lost=str(exc))
+
+    def _get(self, ref: dict[str, Any]) -> bytes:
+        return outlast_outage(lambda: blobs.get(self.client, ref), pause=self._stop.wait)
