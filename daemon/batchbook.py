@@ -38,8 +38,6 @@ class BatchState:
     tally: Tally = field(default_factory=Tally)
     checkpoints: list[str] = field(default_factory=list)
     finished_since_checkpoint: list[tuple[str, EpisodeManifest]] = field(default_factory=list)
-    # finished episodes while the batch is open (dashboards, metrics); dropped with the batch
-    finished: list[tuple[str, EpisodeManifest]] = field(default_factory=list)
     dirty: bool = True
     summarised: bool = False  # its summary is written for its current state
     held_logged: bool = False
@@ -114,13 +112,16 @@ class BatchBook:
 
     # ---- files ------------------------------------------------------------------------------
 
-    def session(self, bid: str, book: EpisodeBook, with_finished: bool = False) -> dict[str, Any]:
-        """session.json of a batch: rows for its unfinished episodes, and with `with_finished` for the ones
-        it finished while open too (dashboards, metrics)."""
+    def session(self, bid: str, book: EpisodeBook) -> dict[str, Any]:
+        """session.json of a batch: counts and costs from its tally and the indexes, rows for the episodes
+        in flight (the folders say the rest)."""
         b = self.by_id[bid]
-        eps = book.of_batch(bid)
-        rows = [(ep.location, ep.manifest) for ep in eps] + (b.finished if with_finished else [])
-        return derive(b.meta, b.tally, rows, {ep.episode_id for ep in eps if ep.running}, b.checkpoints)
+        flying = [book.by_id[e] for e in book.in_flight(bid)]
+        unfinished = len(book.by_batch.get(bid, ()))
+        in_progress = book.in_progress_count(bid)
+        return derive(b.meta, b.tally, [(ep.location, ep.manifest) for ep in flying],
+                      {ep.episode_id for ep in flying if ep.running}, b.checkpoints,
+                      counts=(in_progress, unfinished - in_progress))
 
     def write_session(self, bid: str, session: dict[str, Any]) -> None:
         folder = self.spool.batch_dir(bid)

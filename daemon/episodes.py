@@ -55,7 +55,7 @@ class EpisodeBook:
         self.running_by: dict[tuple[str, str], int] = {}  # (stage, batch) -> running tasks
         self.waiting_by_stage: dict[str, int] = dict.fromkeys(STAGE_NAMES, 0)
         self.by_batch: dict[str, set[str]] = {}  # batch -> its unfinished episodes
-        self.in_progress_by_batch: dict[str, int] = {}
+        self.in_progress_by_ids: dict[str, set[str]] = {}  # batch -> its admitted episodes
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -85,6 +85,13 @@ class EpisodeBook:
             ids.discard(ep.episode_id)
             if not ids:
                 del self.by_batch[ep.batch_id]
+
+    def in_flight(self, batch_id: str) -> list[str]:
+        """Episodes of a batch that are admitted (in progress) or running: at most the session cap."""
+        return list(self.in_progress_by_ids.get(batch_id, ()))
+
+    def in_progress_count(self, batch_id: str) -> int:
+        return len(self.in_progress_by_ids.get(batch_id, ()))
 
     def of_batch(self, batch_id: str) -> list[Episode]:
         return [self.by_id[e] for e in self.by_batch.get(batch_id, ())]
@@ -175,7 +182,10 @@ class EpisodeBook:
         eid, bid = ep.episode_id, ep.batch_id
         if holds and eid not in self.in_progress:
             self.in_progress.add(eid)
-            self.in_progress_by_batch[bid] = self.in_progress_by_batch.get(bid, 0) + 1
+            self.in_progress_by_ids.setdefault(bid, set()).add(eid)
         elif not holds and eid in self.in_progress:
             self.in_progress.discard(eid)
-            self.in_progress_by_batch[bid] -= 1
+            ids = self.in_progress_by_ids[bid]
+            ids.discard(eid)
+            if not ids:
+                del self.in_progress_by_ids[bid]

@@ -234,7 +234,7 @@ def render_metrics(snap: dict[str, Any], totals: Totals, rates: dict[str, dict[s
 
 
 def locations_of(snap: dict[str, Any]) -> list[tuple[str, EpisodeManifest]]:
-    where = {r["episode_id"]: r["location"] for b in snap["batches"] for r in b["episodes"]}
+    where = snap["where"]
     return [(where[m.session_id], m) for m in snap["episodes"] if m.session_id in where]
 
 
@@ -243,7 +243,7 @@ class MetricsHook(Hook):
         self.root = Path(root)
         self.every_s = every_s
         self.tally = UsageTally(self.root)
-        self.closed = Totals()  # the episodes of batches that completed while this daemon ran
+        self.closed = Totals()  # the episodes that finished while this daemon ran
         self._last = 0.0
         self._snapshot: Callable[[], dict[str, Any]] | None = None
 
@@ -266,16 +266,20 @@ class MetricsHook(Hook):
             self._last = now
             self.write(snapshot())
 
-    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
-        where = {r["episode_id"]: r["location"] for r in session.get("episodes", [])}
-        located = [(where.get(m.session_id, m.status if m.status in ("done", "failed") else "done"), m)
-                   for m in episodes]
-        closed = Totals().fold(episodes)
-        closed.batches_complete = 1
-        self.closed = self.closed.plus(closed)
-        counted = UsageTally(self.root).requests_by_api(located)  # read once, then forgotten
-        for api, n in counted.items():
+    def _finished(self, location: str, m: EpisodeManifest) -> None:
+        """A finished episode leaves the supervisor's memory: fold it in now, its artifacts read once."""
+        self.closed.fold([m])
+        for api, n in UsageTally(self.root).requests_by_api([(location, m)]).items():
             self.closed.requests[api] = self.closed.requests.get(api, 0) + n
+
+    def on_episode_done(self, manifest: EpisodeManifest) -> None:
+        self._finished("done", manifest)
+
+    def on_episode_failed(self, manifest: EpisodeManifest) -> None:
+        self._finished("failed", manifest)
+
+    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+        self.closed.batches_complete += 1
         self._last = 0.0  # a finished batch is worth publishing now, not in 5 s
 
     def close(self) -> None:

@@ -101,7 +101,6 @@ class Recorder:
             self.sup.episodes.remove(ep)
             b.tally.finish(t.target, m)
             b.finished_since_checkpoint.append((t.target, m))
-            b.finished.append((t.target, m))
         else:
             self.sup.episodes.settled(ep)
         try:

@@ -96,9 +96,11 @@ class Tally:
 
 def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, EpisodeManifest]],
            running: set[str] | None = None, checkpoints: list[str] | None = None,
-           now: float | None = None) -> dict[str, Any]:
-    """session.json for one batch: its static `meta`, its `tally`, and rows for the episodes given
-    (the unfinished ones, and the finished ones too when the caller has them at hand)."""
+           now: float | None = None, counts: tuple[int, int] | None = None) -> dict[str, Any]:
+    """session.json for one batch: its static `meta`, its `tally`, and rows for the episodes given.
+
+    `status` gives every episode; the daemon gives only those in flight, with `counts` = (in progress,
+    waiting) from its indexes, so writing a session costs the same for 10 episodes or 10,000."""
     now = time.time() if now is None else now
     running = running or set()
     budget = meta.get("budget_usd")
@@ -114,10 +116,13 @@ def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, E
                      "location": loc, "status": m.status, "phases": m.phases.model_dump(),
                      "attempts": m.attempts, "quality": m.quality, "costs": m.costs.model_dump(),
                      "running": m.session_id in running})
+    if counts is not None:
+        in_progress, waiting = counts
     costs = {k: round(v, 6) for k, v in tally.costs.items()}
     completed, failed, total = tally.completed, tally.failed, tally.total
     over_budget = budget is not None and costs["total"] >= budget
-    held = sum(1 for r in rows if r["location"] not in ("done", "failed") and not r["running"]) if over_budget else 0
+    # held: everything of the batch in a stage folder that is not running now
+    held = max(0, in_progress + waiting - len(running)) if over_budget else 0
     started = parse_time(meta.get("start_time")) or parse_time(meta.get("accepted_at"))
     finished = completed + failed == total and total > 0
     end = parse_time(meta.get("end_time")) if finished else None

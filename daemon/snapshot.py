@@ -43,9 +43,9 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         view = sup.executor.stage_view(stage)
         stages[stage] = {"queue": max(0, sup.episodes.waiting_by_stage[stage]), **view}
     memory = sup.executor.memory
-    episodes = [ep.manifest for ep in sup.episodes]
-    for bid in sup.batches.order:
-        episodes += [m for _, m in sup.batches[bid].finished]
+    # the episodes that have spent or run something; finished ones reach the metrics through their hooks
+    started = [ep for ep in sup.episodes if ep.manifest.attempts > 0]
+    episodes = [ep.manifest for ep in started]
     return {
         "time": time.time(),
         "pid": os.getpid(),
@@ -63,4 +63,5 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "locations": locations(sup),
         "batches": [sup.batches_session(bid) for bid in sup.batches.order],
         "episodes": episodes,
+        "where": {ep.episode_id: ep.location for ep in started},
     }

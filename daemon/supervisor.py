@@ -259,7 +259,7 @@ class Supervisor:
         return self.batches.session(bid, self.episodes)
 
     def batches_session(self, bid: str) -> dict[str, Any]:
-        return self.batches.session(bid, self.episodes, with_finished=True)
+        return self.batches.session(bid, self.episodes)
 
     def _write_sessions(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -112,7 +112,7 @@ def test_indexes_follow_an_episode_and_forget_it_when_it_finishes() -> None:
     assert popped is ep
     ep.manifest.status = "in_progress"
     book.started(ep)
-    assert book.in_progress == {ep.episode_id} and book.in_progress_by_batch["b"] == 1
+    assert book.in_progress == {ep.episode_id} and book.in_progress_count("b") == 1
     book.stopped(ep, "research")
     ep.location = "production"
     book.settled(ep)
