@@ -12,7 +12,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,7 +60,7 @@ class AlertsHook(Hook):
 
     # ---- events -------------------------------------------------------------------------------
 
-    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+    def on_batch_complete(self, session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> None:
         keep = ("batch_id", "state", "total", "completed", "failed", "held", "costs", "episodes_per_hour",
                 "start_time", "end_time", "quality_average", "revised", "checkpoints")
         self._enqueue({"event": "batch_complete", "batch": {k: session.get(k) for k in keep},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +130,7 @@ class BatchBook:
         self.by_id[bid].dirty = False
 
     def after_change(self, bid: str, session_of: Callable[[], dict[str, Any]],
-                     on_complete: Callable[[dict[str, Any], list[EpisodeManifest]], None]) -> None:
+                     on_complete: Callable[[dict[str, Any], Iterable[EpisodeManifest]], None]) -> None:
         """Write the checkpoints that fell due, and the summary once the batch is complete."""
         b = self.by_id[bid]
         due = b.tally.completed // self.checkpoint_every
@@ -147,7 +147,7 @@ class BatchBook:
         if b.complete and not b.summarised:
             b.meta.setdefault("end_time", utcnow())
             session = session_of()
-            manifests = self.finished_manifests(bid)
+            manifests = FinishedEpisodes(self, bid)
             self.write_session(bid, session)
             fsio.write_json(self.spool.batch_dir(bid) / summary_name(bid), summary_doc(session, manifests))
             b.summarised = True
@@ -157,15 +157,23 @@ class BatchBook:
         elif not b.complete:
             b.meta.pop("end_time", None)
 
-    def finished_manifests(self, bid: str) -> list[EpisodeManifest]:
-        """Every finished episode of a batch, read from its folder (once, when the batch completes)."""
-        out = []
-        for number in self.by_id[bid].tally.numbers:
-            eid = episode_id(number, bid)
+
+
+class FinishedEpisodes:
+    """A complete batch's episodes, read from their folders one at a time on each pass (the summary and
+    the hooks each take one pass), so a 10,000-episode batch is never held in memory whole."""
+
+    def __init__(self, book: BatchBook, bid: str) -> None:
+        self.spool = book.spool
+        self.bid = bid
+        self.numbers = list(book.by_id[bid].tally.numbers)
+
+    def __iter__(self) -> Iterator[EpisodeManifest]:
+        for number in self.numbers:
+            eid = episode_id(number, self.bid)
             for loc in FINAL:
                 try:
-                    out.append(self.spool.read_manifest(self.spool.folder(loc, eid)))
+                    yield self.spool.read_manifest(self.spool.folder(loc, eid))
                     break
                 except (FileNotFoundError, ValueError):
                     continue
-        return out

@@ -6,7 +6,7 @@ guard, and a hook that needs I/O with a remote (a webhook) does it off the main 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from podspool.daemon.models import EpisodeManifest
@@ -23,7 +23,9 @@ class Hook:
     def on_episode_failed(self, manifest: EpisodeManifest) -> None:
         """The episode reached failed/ (retries exhausted or refused by a quality gate)."""
 
-    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None: ...
+    def on_batch_complete(self, session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> None:
+        """`episodes` reads the batch's finished episodes from their folders each time it is iterated:
+        iterate once, keep only what you need."""
 
     def on_crash(self, exc: BaseException) -> None:
         """The supervisor is going down with an unexpected error."""

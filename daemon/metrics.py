@@ -278,7 +278,7 @@ class MetricsHook(Hook):
     def on_episode_failed(self, manifest: EpisodeManifest) -> None:
         self._finished("failed", manifest)
 
-    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+    def on_batch_complete(self, session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> None:
         self.closed.batches_complete += 1
         self._last = 0.0  # a finished batch is worth publishing now, not in 5 s
 

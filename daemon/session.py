@@ -163,7 +163,7 @@ def checkpoint_doc(session: dict[str, Any], n: int, finished: list[tuple[str, Ep
                  "attempts": m.attempts, "costs": m.costs.model_dump()} for loc, m in finished]}
 
 
-def summary_doc(session: dict[str, Any], episodes: list[EpisodeManifest]) -> dict[str, Any]:
+def summary_doc(session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> dict[str, Any]:
     """<batch_id>_summary.json, in the playbook's shape."""
     start = parse_time(session.get("start_time")) or parse_time(session.get("accepted_at")) or time.time()
     end = parse_time(session.get("end_time")) or time.time()

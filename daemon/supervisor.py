@@ -14,6 +14,7 @@ import queue
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterable
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ class Supervisor:
             return
         self.batches.after_change(bid, lambda: self._session(bid), self._on_batch_complete)
 
-    def _on_batch_complete(self, session: dict[str, Any], manifests: list[EpisodeManifest]) -> None:
+    def _on_batch_complete(self, session: dict[str, Any], manifests: Iterable[EpisodeManifest]) -> None:
         self.emit("on_batch_complete", session, manifests)
         bid = session["batch_id"]
         if bid not in self.episodes.by_batch:

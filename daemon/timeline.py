@@ -8,6 +8,8 @@ has timings in the manifest, so an earlier failed attempt shows up as queue wait
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -61,9 +63,22 @@ def _fmt(seconds: float) -> str:
     return f"{seconds / 3600:g}h"
 
 
-def render_svg(batch_id: str, episodes: list[EpisodeManifest]) -> str:
-    eps = sorted(episodes, key=lambda m: m.episode_number)
-    bars = {m.session_id: _bars(m) for m in eps}
+@dataclass(frozen=True)
+class _Row:
+    number: int
+    topic: str
+    episode_id: str
+    failed: bool
+
+
+def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
+    """One pass over `episodes`, kept as small rows: a 10,000-episode batch need not be held whole."""
+    bars: dict[str, list[tuple[str, str, float, float]]] = {}
+    eps: list[_Row] = []
+    for m in episodes:
+        bars[m.session_id] = _bars(m)
+        eps.append(_Row(m.episode_number, m.topic, m.session_id, m.status == "failed"))
+    eps.sort(key=lambda r: r.number)
     times = [t for bs in bars.values() for _, _, a, b in bs for t in (a, b)]
     t0 = min(times) if times else 0.0
     span = max(1e-3, (max(times) - t0) if times else 1.0)
@@ -99,15 +114,15 @@ def render_svg(batch_id: str, episodes: list[EpisodeManifest]) -> str:
                    f'<text x="{tx:.1f}" y="{height - BOTTOM + 18}" text-anchor="middle" fill="#555">'
                    f"{escape(_fmt(round(k * step, 1)))}</text>")
         k += 1
-    for i, m in enumerate(eps):
+    for i, row in enumerate(eps):
         y = TOP + i * ROW_H
-        failed = m.status == "failed"
-        label = f"{m.episode_number:03d} {m.topic}"[:38]
+        failed = row.failed
+        label = f"{row.number:03d} {row.topic}"[:38]
         svg.append(f'<text x="10" y="{y + 13}" fill="{FAILED_COLOR if failed else "#222"}">{escape(label)}</text>')
-        for kind, stage, a, b in bars[m.session_id]:
+        for kind, stage, a, b in bars[row.episode_id]:
             color = WAIT_COLOR if kind == "wait" else FAILED_COLOR if kind == "failed" else COLORS[stage]
             w = max(1.0, x(b) - x(a))
-            tip = f"{m.session_id} {stage} {'queued' if kind == 'wait' else kind} {b - a:.2f}s"
+            tip = f"{row.episode_id} {stage} {'queued' if kind == 'wait' else kind} {b - a:.2f}s"
             svg.append(f'<rect x="{x(a):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" fill="{color}">'
                        f"<title>{escape(tip)}</title></rect>")
     svg.append("</svg>")
@@ -118,7 +133,7 @@ class TimelineHook(Hook):
     def __init__(self, batches_dir: Path) -> None:
         self.batches_dir = Path(batches_dir)
 
-    def on_batch_complete(self, session: dict[str, Any], episodes: list[EpisodeManifest]) -> None:
+    def on_batch_complete(self, session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> None:
         bid = session["batch_id"]
         fsio.write_text(self.batches_dir / bid / "timeline.svg", render_svg(bid, episodes))
 
