@@ -98,10 +98,12 @@ class Supervisor:
                     self._take_requests()
                     self.upkeep.sweep()
                 self.recorder.run()
+                self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
                 self.dispatcher.run()
                 self._write_sessions()
                 self._notify()
                 self.emit("on_tick", lambda: snapshot(self))
+                self._take_news()
                 if self.once and self._nothing_left():
                     logger.info("--once: nothing left to run ({})", counts_line(self))
                     break
@@ -187,6 +189,11 @@ class Supervisor:
         logger.info("SIGHUP: configuration reloaded; workers restart as they finish their tasks")
 
     # ---- inbox and control requests ---------------------------------------------------------
+
+    def _take_news(self) -> None:
+        """Between the loop's steps: a manifest that arrived meanwhile (one non-blocking read when none did)."""
+        if not self.once and not self.stopping:
+            self._take_inbox()
 
     def _take_inbox(self, force: bool = False) -> None:
         if time.monotonic() < self.disk_paused_until:
