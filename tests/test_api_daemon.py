@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from fakeapi import FakeApi, Reply, Request, error, max_in_window, utilisation
 from podspool_helpers import cli, episodes_in, start_daemon, wait_for, write_manifest
 
@@ -54,6 +55,7 @@ def sonar(request: Request) -> Reply:
     })
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_limit_holds_across_processes_and_a_restart(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     (spool / "inbox").mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from podspool_helpers import cli, episodes_in, make_spool, read_json, write_manifest
 
 
@@ -31,6 +32,7 @@ def test_max_tasks_per_child_one_recycles_every_worker_after_each_task(tmp_path:
     assert {"research", "production", "audio"} <= set(recycled)
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_tiny_memory_hard_limit_recycles_workers_and_loses_nothing(tmp_path: Path) -> None:
     # A sim worker holds about 40-50 MB, under the smallest hard limit (64 MB); a leaky provider that
     # keeps 40 MB per call puts it over after one task, so the guard has to recycle it again and again.

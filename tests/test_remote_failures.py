@@ -129,6 +129,7 @@ def test_result_of_a_dead_supervisor_is_reconciled_not_paid_twice(tmp_path: Path
     assert json.loads((folder / "research.json").read_text())["provider"] == "websearch"
 
 
+@pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path, redis_url: str,  # noqa: F811
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     sources = tmp_path / "supervisor-host" / "notes"
