@@ -9,30 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from podspool.daemon import exitcodes
+from podspool.daemon import cli_publish, cli_remote, exitcodes
+from podspool.daemon.cli_common import ConfigOpt, SpoolOpt, config_or_exit, fail
 from podspool.daemon.config import Config, ConfigError, config_path, load_config, spool_root
 from podspool.daemon.models import BatchManifest
 from podspool.daemon.spool import Spool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
-
-SpoolOpt = Annotated[str | None, typer.Option("--spool", help="spool root (default $PODSPOOL_SPOOL or ./spool)")]
-ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config (default $PODSPOOL_CONFIG, "
-                                                                "else <spool>/podspool.toml)")]
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"podspool: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _config(spool: Path, config: str | None) -> Config:
-    try:
-        return load_config(config_path(config, spool))
-    except ConfigError as exc:
-        raise _fail(exitcodes.USAGE, f"configuration: {exc}") from None
-
 
 def _with_daemon_roots(cfg: Config, spool: Path) -> Config:
     """The daemon's config with its allowed source roots spelled out (granted folders included)."""
@@ -55,15 +39,15 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     os.umask(0o027)  # nothing the daemon creates is world-readable
     root = spool_root(spool)
-    cfg = _with_daemon_roots(_config(root, config), root)
+    cfg = _with_daemon_roots(config_or_exit(root, config), root)
     sp = Spool(root)
     try:
         sp.ensure()
         sp.lock()
     except SpoolLocked:
-        raise _fail(exitcodes.LOCKED, f"another daemon already owns the spool {root}") from None
+        raise fail(exitcodes.LOCKED, f"another daemon already owns the spool {root}") from None
     except OSError as exc:
-        raise _fail(exitcodes.FAILURE, f"cannot use the spool {root}: {exc}") from None
+        raise fail(exitcodes.FAILURE, f"cannot use the spool {root}: {exc}") from None
     secrets = load_secrets()
     sup_ref: list[Supervisor] = []
 
@@ -83,7 +67,7 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
         try:
             from podspool.daemon.remote.executor import DramatiqExecutor
         except ImportError as exc:
-            raise _fail(exitcodes.USAGE, f"[executor] kind = \"dramatiq\" needs {exc.name}: "
+            raise fail(exitcodes.USAGE, f"[executor] kind = \"dramatiq\" needs {exc.name}: "
                                          "pip install 'podspool[dramatiq]'") from None
         executor = DramatiqExecutor(cfg, sp.state, secrets)
     sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor)
@@ -151,7 +135,7 @@ def _check_files(files: list[Path], cfg: Config,
 def validate(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
              config: ConfigOpt = None) -> None:
     """Validate batch manifests; exit 2 when any is invalid, naming each problem."""
-    cfg = _config(spool_root(None), config)
+    cfg = config_or_exit(spool_root(None), config)
     ok, bad = _check_files(files, cfg, None)
     for f, m, _ in ok:
         typer.echo(f"{f}: valid ({len(m.all_episodes())} episodes)")
@@ -168,7 +152,7 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
     from podspool.stages.sources import is_url
 
     root = spool_root(spool)
-    cfg = _config(root, config)
+    cfg = config_or_exit(root, config)
     ok, bad = _check_files(files, cfg, root)
     if bad:
         raise typer.Exit(exitcodes.USAGE)
@@ -179,7 +163,7 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
             continue
         # its sources were checked against its own folder: the daemon must allow that folder too
         if grant_root(root, f.absolute().parent.resolve()) and _daemon_running(root):
-            raise _fail(exitcodes.USAGE, f"{f.absolute().parent} is now allowed for sources, but the running "
+            raise fail(exitcodes.USAGE, f"{f.absolute().parent} is now allowed for sources, but the running "
                         "daemon reads that on SIGHUP: reload it (systemctl reload podspool, or kill -HUP "
                         f"$(cat {root / 'state' / 'podspool.lock'})), then submit again")
     for _, manifest, _raw in ok:
@@ -187,7 +171,7 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
         n = 1
         while (inbox / f"{bid}.json").exists() or Spool(root).known_batch(bid):
             if manifest.batch_id:
-                raise _fail(exitcodes.USAGE, f"batch {bid} is already waiting in {inbox}")
+                raise fail(exitcodes.USAGE, f"batch {bid} is already waiting in {inbox}")
             n += 1
             bid = f"{default_batch_id()}_{n}"
         doc = manifest.model_copy(update={"batch_id": bid}).model_dump(mode="json", exclude_none=True)
@@ -206,7 +190,7 @@ def plan(files: Annotated[list[Path], typer.Argument(help="batch manifests")], s
     """Predict each batch's API calls, cost per stage, duration and what bounds it; nothing is spent."""
     from podspool.daemon.plan import plan_batch, render
 
-    cfg = _config(spool_root(spool), config)
+    cfg = config_or_exit(spool_root(spool), config)
     ok, bad = _check_files(files, cfg, None)
     plans = [plan_batch(m, cfg) for _, m, _ in ok]
     if as_json:
@@ -235,11 +219,11 @@ def status(spool: SpoolOpt = None, batch: Annotated[str | None, typer.Option("--
 
     root = spool_root(spool)
     # a spool no daemon has run on yet (or no spool at all) is not an error: it shows what is queued
-    cfg = _with_daemon_roots(_config(root, config), root)
+    cfg = _with_daemon_roots(config_or_exit(root, config), root)
     data = collect(root, batch, cfg)
     if batch and not data["batches"] and not data.get("queued") and not (root / "batches" / batch).is_dir() \
             and not archived_batch_dir(root, batch).is_dir():
-        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root} (nor waiting in its inbox)")
+        raise fail(exitcodes.USAGE, f"no batch {batch!r} in {root} (nor waiting in its inbox)")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -264,17 +248,17 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
     from podspool.daemon.supervisor import Supervisor
 
     if not episodes and not batch and not all_:
-        raise _fail(exitcodes.USAGE, "name episodes, --batch ID or --all")
+        raise fail(exitcodes.USAGE, "name episodes, --batch ID or --all")
     if budget is not None and not batch:
-        raise _fail(exitcodes.USAGE, "--budget needs --batch ID")
+        raise fail(exitcodes.USAGE, "--budget needs --batch ID")
     if budget is not None and (budget < 0 or budget != budget or budget == float("inf")):
-        raise _fail(exitcodes.USAGE, "--budget must be a finite number >= 0")
+        raise fail(exitcodes.USAGE, "--budget must be a finite number >= 0")
     root = spool_root(spool)
     sp = Spool(root)
     if batch and not (root / "batches" / batch).is_dir():
-        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
+        raise fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
     body = {"episodes": episodes or [], "batch": batch, "all": all_, "budget": budget}
-    cfg = _config(root, config)
+    cfg = config_or_exit(root, config)
     try:
         sp.ensure()
         sp.lock()
@@ -293,71 +277,7 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
     if budget is not None:
         typer.echo(f"{batch}: budget ${budget:.2f}")
     if not moved and budget is None:
-        raise _fail(exitcodes.USAGE, "no failed episode matched")
-
-
-@app.command()
-def feed(spool: SpoolOpt = None, config: ConfigOpt = None,
-         base_url: Annotated[str | None, typer.Option("--base-url", help="where <spool>/feed/ is served "
-                                                                         "(default [publish] base_url)")] = None,
-         ) -> None:
-    """Write <spool>/feed/feed.xml, the podcast feed of every finished episode (done/ and the archive)."""
-    from podspool.daemon.feed import write_feed
-
-    root = spool_root(spool)
-    if not (root / "batches").is_dir():
-        raise _fail(exitcodes.USAGE, f"{root} is not a podspool spool (no batches/ folder)")
-    cfg = _config(root, config)
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise _fail(exitcodes.USAGE, f"--base-url must be an http(s) URL, not {base_url!r}")
-    try:
-        path, n = write_feed(root, cfg.publish, base_url)
-    except OSError as exc:
-        raise _fail(exitcodes.FAILURE, f"cannot write the feed: {exc}") from None
-    typer.echo(f"{path}: {n} episodes")
-
-
-@app.command()
-def archive(batch: Annotated[str | None, typer.Option("--batch", help="this finished batch")] = None,
-            older_than: Annotated[float | None, typer.Option("--older-than", help="every batch finished at "
-                                                                                "least DAYS ago")] = None,
-            spool: SpoolOpt = None) -> None:
-    """Move finished batches (episode folders and batch folder) under <spool>/archive/<batch_id>/."""
-    from podspool.daemon import archive as archiving
-    from podspool.daemon import control
-    from podspool.daemon.logs import setup
-    from podspool.daemon.spool import SpoolLocked
-
-    if batch is None and older_than is None:
-        raise _fail(exitcodes.USAGE, "name --batch ID or --older-than DAYS")
-    if older_than is not None and not 0 <= older_than < float("inf"):
-        raise _fail(exitcodes.USAGE, "--older-than must be a finite number of days >= 0")
-    root = spool_root(spool)
-    if batch and not (root / "batches" / batch).is_dir() and not archiving.archived_batch_dir(root, batch).is_dir():
-        raise _fail(exitcodes.USAGE, f"no batch {batch!r} in {root}")
-    sp = Spool(root)
-    try:
-        sp.ensure()
-        sp.lock()
-    except SpoolLocked:
-        # the daemon is the only writer of its spool: it archives between its own moves
-        control.submit(sp, {"archive": {"batch": batch, "older_than_days": older_than}})
-        typer.echo("sent to the running daemon; `podspool status` shows the batch as archived once it is done")
-        return
-    setup(sp.logs, level="INFO", stderr=False)
-    wanted = archiving.archivable(root, older_than)
-    if batch:
-        if older_than is not None and batch not in wanted:
-            raise _fail(exitcodes.USAGE, f"batch {batch} did not finish {older_than:g} days ago or more")
-        wanted = [batch]
-    for bid in wanted:
-        try:
-            moved = archiving.archive_batch(root, bid)
-        except archiving.NotArchivable as exc:
-            raise _fail(exitcodes.USAGE, str(exc)) from None
-        typer.echo(f"{bid}: archived in {archiving.archive_dir(root, bid)} ({len(moved)} episode folders moved)")
-    if not wanted:
-        typer.echo(f"no finished batch is {older_than:g} days old or more")
+        raise fail(exitcodes.USAGE, "no failed episode matched")
 
 
 @app.command()
@@ -375,47 +295,10 @@ def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
     raise typer.Exit(exitcodes.OK if ok else exitcodes.FAILURE)
 
 
-@app.command()
-def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="research, production or audio "
-                                                                          "(repeatable; default: all three)")] = None,
-           processes: Annotated[int, typer.Option("--processes", min=1, help="worker processes")] = 1,
-           threads: Annotated[int | None, typer.Option("--threads", min=1, help="threads per process "
-                                                                              "(default: executor.threads)")] = None,
-           config: ConfigOpt = None) -> None:
-    """Run Dramatiq workers for stage work of a `kind = "dramatiq"` supervisor (on any host that reaches Redis)."""
-    from podspool.stages.base import STAGE_NAMES
-
-    stages = stage or list(STAGE_NAMES)
-    unknown = [s for s in stages if s not in STAGE_NAMES]
-    if unknown:
-        raise _fail(exitcodes.USAGE, f"--stage must be one of {', '.join(STAGE_NAMES)}, not {', '.join(unknown)}")
-    path = config_path(config, spool_root(None))
-    cfg = _config(spool_root(None), config)
-    # dramatiq reads its idle poll interval from the environment once, when first imported: set it first
-    os.environ["dramatiq_worker_timeout"] = str(cfg.executor.idle_poll_ms)  # noqa: SIM112  (its spelling)
-    # and how many messages a queue's consumer holds: dramatiq's default (2 x threads per queue) lets one
-    # host hoard work while another idles, and leaves more to redeliver when a host dies
-    os.environ["dramatiq_queue_prefetch"] = str(threads or cfg.executor.threads)  # noqa: SIM112
-    try:
-        from dramatiq.cli import main as dramatiq_main
-        from dramatiq.cli import make_argument_parser
-        from podspool.daemon.remote.broker import answers
-    except ImportError as exc:
-        raise _fail(exitcodes.USAGE, f"{exc.name} is missing: pip install 'podspool[dramatiq]'") from None
-    from podspool.daemon.remote.names import STAGES_ENV, Names
-
-    problem = answers(cfg.executor)
-    if problem:
-        raise _fail(exitcodes.FAILURE, f"the broker {cfg.executor.broker_url} does not answer: {problem}")
-    # the worker processes dramatiq starts read these while importing their broker module
-    os.environ["PODSPOOL_CONFIG"] = str(Path(path).absolute()) if path else ""
-    os.environ[STAGES_ENV] = ",".join(stages)
-    names = Names(cfg.executor.namespace)
-    argv = ["podspool.daemon.remote.worker_entry:broker", "--processes", str(processes),
-            "--threads", str(threads or cfg.executor.threads), "--skip-logging",
-            "--worker-shutdown-timeout", str(max(100, int(cfg.executor.shutdown_grace_s * 1000))),
-            "--queues", *[names.queue(s) for s in stages]]  # type: ignore[arg-type]
-    raise typer.Exit(dramatiq_main(make_argument_parser().parse_args(argv)) or exitcodes.OK)
+# commands of their own concern, in their own modules
+app.command()(cli_publish.feed)
+app.command()(cli_publish.archive)
+app.command()(cli_remote.worker)
 
 
 def main() -> None:
