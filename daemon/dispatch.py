@@ -57,7 +57,13 @@ class Dispatcher:
                     ep = self.sup.episodes.pop_ready(stage, bid, now)
                     if ep is None:
                         break
-                    m = ep.manifest.model_copy(deep=True)
+                    try:
+                        m = ep.manifest.model_copy(deep=True)
+                    except OSError as exc:  # its folder was damaged behind our back: leave it to recovery
+                        logger.bind(batch=bid, episode=ep.episode_id, stage=stage).error(
+                            "cannot start {}: {}; it stays in {} for the next start's recovery",
+                            ep.episode_id, exc, stage)
+                        continue
                     if m.status != "in_progress":
                         if paused or admitted >= cap:
                             self.sup.episodes.push_back(ep)

@@ -12,28 +12,47 @@ heads (log n); entries that went stale (the episode moved or started) are droppe
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from podspool.daemon.models import EpisodeManifest
 from podspool.stages.base import STAGE_NAMES, StageName
 
 
-@dataclass
 class Episode:
-    """One unfinished episode as the supervisor sees it."""
+    """One unfinished episode as the supervisor sees it.
 
-    manifest: EpisodeManifest
-    location: str
-    running: bool = False
+    An episode that has never started holds no manifest in memory (10,000 queued manifests are ~45 MB
+    of pydantic objects): its manifest.json is read when it starts (`loader`), and kept while in flight.
+    """
+
+    __slots__ = ("episode_id", "batch_id", "number", "location", "running", "_manifest", "_loader")
+
+    def __init__(self, manifest: EpisodeManifest, location: str, running: bool = False,
+                 loader: Callable[[str, str], EpisodeManifest] | None = None) -> None:
+        self.episode_id = manifest.session_id
+        self.batch_id = manifest.batch_id
+        self.number = manifest.episode_number
+        self.location = location
+        self.running = running
+        self._loader = loader
+        fresh = manifest.attempts == 0 and manifest.status == "pending" and not manifest.errors
+        self._manifest: EpisodeManifest | None = None if fresh and loader is not None else manifest
 
     @property
-    def episode_id(self) -> str:
-        return self.manifest.session_id
+    def loaded(self) -> bool:
+        return self._manifest is not None
 
     @property
-    def batch_id(self) -> str:
-        return self.manifest.batch_id
+    def manifest(self) -> EpisodeManifest:
+        if self._manifest is None:
+            assert self._loader is not None
+            self._manifest = self._loader(self.location, self.episode_id)
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, m: EpisodeManifest) -> None:
+        self._manifest = m
 
 
 def is_retry(m: EpisodeManifest, stage: str) -> bool:
@@ -48,7 +67,8 @@ class _Queue:
 
 
 class EpisodeBook:
-    def __init__(self) -> None:
+    def __init__(self, loader: Callable[[str, str], EpisodeManifest] | None = None) -> None:
+        self.loader = loader  # (location, episode id) -> its manifest, read when a light episode starts
         self.by_id: dict[str, Episode] = {}
         self._queues: dict[tuple[str, str], _Queue] = {}
         self.in_progress: set[str] = set()  # admitted: status in_progress, in a stage folder
@@ -129,11 +149,10 @@ class EpisodeBook:
 
     def _enqueue(self, ep: Episode) -> None:
         q = self._queues.setdefault((ep.location, ep.batch_id), _Queue())
-        m = ep.manifest
-        if is_retry(m, ep.location):
-            heapq.heappush(q.retries, (m.not_before or 0.0, m.episode_number, ep.episode_id))
+        if ep.loaded and is_retry(ep.manifest, ep.location):  # one never started is a first try
+            heapq.heappush(q.retries, (ep.manifest.not_before or 0.0, ep.number, ep.episode_id))
         else:
-            heapq.heappush(q.first, (m.episode_number, ep.episode_id))
+            heapq.heappush(q.first, (ep.number, ep.episode_id))
         self.waiting_by_stage[ep.location] += 1
 
     def _fresh(self, eid: str, stage: str) -> Episode | None:
@@ -176,7 +195,7 @@ class EpisodeBook:
         return {bid for (_, bid), q in self._queues.items() if q.first or q.retries}
 
     def _sync_slot(self, ep: Episode) -> None:
-        self._set_slot(ep, ep.location in STAGE_NAMES and ep.manifest.status == "in_progress")
+        self._set_slot(ep, ep.loaded and ep.location in STAGE_NAMES and ep.manifest.status == "in_progress")
 
     def _set_slot(self, ep: Episode, holds: bool) -> None:
         eid, bid = ep.episode_id, ep.batch_id

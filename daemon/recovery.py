@@ -7,6 +7,7 @@ their episodes are not read at all, so a spool with months of finished work star
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -84,7 +85,20 @@ def _place(spool: Spool, book: EpisodeBook, batches: BatchBook, m: EpisodeManife
     if location in FINAL:
         tally.finish(location, m)
     else:
-        book.add(Episode(manifest=m, location=location))
+        book.add(Episode(manifest=m, location=location, loader=book.loader))
+
+
+def manifest_loader(spool: Spool, batches: BatchBook) -> Callable[[str, str], EpisodeManifest]:
+    """How a light (never started) episode's manifest is read when it starts: from its folder, rebuilt from
+    batch.json if damaged; an OSError when neither can be had."""
+
+    def load(location: str, eid: str) -> EpisodeManifest:
+        m = _read_or_rebuild(spool, batches, spool.folder(location, eid), eid)
+        if m is None:
+            raise FileNotFoundError(f"{location}/{eid}: no readable manifest and no batch to rebuild it from")
+        return m
+
+    return load
 
 
 def _read_or_rebuild(spool: Spool, batches: BatchBook, folder: Path, eid: str) -> EpisodeManifest | None:

@@ -44,7 +44,7 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         stages[stage] = {"queue": max(0, sup.episodes.waiting_by_stage[stage]), **view}
     memory = sup.executor.memory
     # the episodes that have spent or run something; finished ones reach the metrics through their hooks
-    started = [ep for ep in sup.episodes if ep.manifest.attempts > 0]
+    started = [ep for ep in sup.episodes if ep.loaded and ep.manifest.attempts > 0]
     episodes = [ep.manifest for ep in started]
     return {
         "time": time.time(),

@@ -50,8 +50,8 @@ class Supervisor:
         self.once = once
         self.secrets = dict(secrets or {})
         self.reload_config = reload_config  # () -> Config, for SIGHUP
-        self.episodes = EpisodeBook()
         self.batches = BatchBook(spool, cfg.limits.checkpoint_every)
+        self.episodes = EpisodeBook(loader=recovery.manifest_loader(spool, self.batches))
         self.executor = executor or LocalExecutor(cfg, str(spool.state), self.secrets, spool.clean_temps)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopping = False
@@ -217,7 +217,7 @@ class Supervisor:
         for m in made:
             b.tally.total += 1
             b.tally.numbers.append(m.episode_number)
-            self.episodes.add(Episode(manifest=m, location=STAGE_NAMES[0]))
+            self.episodes.add(Episode(manifest=m, location=STAGE_NAMES[0], loader=self.episodes.loader))
         logger.bind(batch=bid).info("inbox: accepted {} as batch {} ({} episodes, strategy {}, priority {})",
                                     path.name, bid, len(made), b.meta.get("strategy"), b.meta.get("priority"))
 
