@@ -100,6 +100,7 @@ class Recorder:
         if t.outcome in ("done", "failed"):  # after its last log line, which goes to its episode.log
             self.sup.episodes.remove(ep)
             b.tally.finish(t.target, m)
+            self.sup.finished[t.target] = self.sup.finished.get(t.target, 0) + 1
             b.finished_since_checkpoint.append((t.target, m))
         else:
             self.sup.episodes.settled(ep)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loguru import logger
 from podspool.daemon.config import Retention
+from podspool.daemon.spool import Spool
 from podspool.stages import artifacts, fsio
 
 DAY_S = 86400.0
@@ -34,17 +35,12 @@ def drop_wav(folder: Path, keep_days: float, now: float | None = None) -> int:
     return st.st_size
 
 
-def sweep(done_dir: Path, policy: Retention, now: float | None = None) -> int:
+def sweep(spool: Spool, policy: Retention, now: float | None = None) -> int:
     """The periodic pass for a wav kept some days: remove those now past their time. Bytes freed."""
     freed = 0
-    try:
-        entries = list(os.scandir(done_dir))
-    except FileNotFoundError:
-        return 0
-    for e in entries:
-        if e.is_dir(follow_symlinks=False) and not e.name.startswith("."):
-            try:
-                freed += drop_wav(Path(e.path), policy.keep_wav_days, now)
-            except OSError as exc:
-                logger.warning("retention: could not remove the wav of {}: {}", e.name, exc)
+    for loc in spool.scan_location("done"):
+        try:
+            freed += drop_wav(loc.folder, policy.keep_wav_days, now)
+        except OSError as exc:
+            logger.warning("retention: could not remove the wav of {}: {}", loc.episode_id, exc)
     return freed

@@ -49,6 +49,7 @@ def _reopen(sup: Supervisor, m: EpisodeManifest) -> None:
         sup.batches[bid].tally = _tally(sup, bid)
     b = sup.batches[bid]
     b.tally.unfinish("failed", m)
+    sup.finished["failed"] = sup.finished.get("failed", 1) - 1
     b.summarised = False
     stage = lifecycle.reopen(m)
     sup.spool.write_manifest(sup.spool.folder("failed", m.session_id), m)

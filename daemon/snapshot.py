@@ -18,15 +18,17 @@ if TYPE_CHECKING:
     from podspool.daemon.supervisor import Supervisor
 
 
+def finished_counts(sup: Supervisor) -> dict[str, int]:
+    """Episode folders in done/ and failed/, counted once (start-up, after archiving); the supervisor
+    keeps the counts from there, so the once-a-second STATUS line does not list months of work."""
+    return {loc: sum(1 for _ in sup.spool.scan_location(loc)) for loc in FINAL}
+
+
 def locations(sup: Supervisor) -> dict[str, int]:
     counts: dict[str, int] = dict.fromkeys(STAGE_NAMES, 0)
     for ep in sup.episodes:
         counts[ep.location] = counts.get(ep.location, 0) + 1
-    for loc in FINAL:
-        try:
-            counts[loc] = sum(1 for e in os.scandir(sup.spool.where(loc)) if not e.name.startswith("."))
-        except FileNotFoundError:
-            counts[loc] = 0
+    counts.update(sup.finished)
     return counts
 
 

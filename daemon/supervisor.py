@@ -33,7 +33,7 @@ from podspool.daemon.models import EpisodeManifest, utcnow
 from podspool.daemon.notify import Notifier
 from podspool.daemon.pool import LocalExecutor
 from podspool.daemon.results import Recorder
-from podspool.daemon.snapshot import counts_line, snapshot
+from podspool.daemon.snapshot import counts_line, finished_counts, snapshot
 from podspool.daemon.spool import MANIFEST, Spool, manifest_bytes
 from podspool.daemon.upkeep import Upkeep
 from podspool.stages.base import STAGE_NAMES
@@ -68,12 +68,14 @@ class Supervisor:
         self.recorder = Recorder(self)
         self.dispatcher = Dispatcher(self)
         self.hooks: list[Hook] = []
+        self.finished: dict[str, int] = {}  # episode folders in done/ and failed/
         self.api_calls: Counter[str] = Counter()  # "api:outcome" -> attempts, since this daemon started
 
     # ---- life ---------------------------------------------------------------------------------
 
     def recover(self) -> None:
         recovery.recover(self.spool, self.episodes, self.batches)
+        self.finished = finished_counts(self)
         for bid in list(self.batches.by_id):
             self.after_change(bid)
         logger.info("recovery: {} episodes in {} batches ({})", len(self.episodes), len(self.batches.by_id),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 from podspool.daemon import archive as archiving
 from podspool.daemon import retention
+from podspool.daemon.snapshot import finished_counts
 
 if TYPE_CHECKING:
     from podspool.daemon.supervisor import Supervisor
@@ -40,7 +41,7 @@ class Upkeep:
         if policy.archive_after_days is not None:
             self.archive(None, policy.archive_after_days)
         if policy.keep_wav_days > 0:
-            freed = retention.sweep(self.sup.spool.where("done"), policy)
+            freed = retention.sweep(self.sup.spool, policy)
             if freed:
                 logger.info("retention: removed {:.1f} MB of wav past {} days", freed / 2**20, policy.keep_wav_days)
 
@@ -61,4 +62,6 @@ class Upkeep:
             sup.batches.forget(bid)
             done.append(bid)
             logger.bind(batch=bid).info("archived batch {}", bid)
+        if done:
+            sup.finished = finished_counts(sup)  # archiving is rare: count the folders again
         return done

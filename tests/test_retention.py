@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from podspool.daemon.config import Retention
 from podspool.daemon.retention import DAY_S, drop_wav, sweep
+from podspool.daemon.spool import Spool
 from podspool_helpers import cli, make_spool, write_manifest
 
 
@@ -35,8 +36,8 @@ def test_keep_wav_days_keeps_it_until_the_sweep_finds_it_old(tmp_path: Path) -> 
     folders = sorted((root / "done").iterdir())
     assert all((f / "audio.wav").exists() for f in folders)
     policy = Retention(keep_wav_days=2)
-    assert sweep(root / "done", policy, now=time.time() + 1 * DAY_S) == 0  # one day old: kept
-    freed = sweep(root / "done", policy, now=time.time() + 3 * DAY_S)
+    assert sweep(Spool(root), policy, now=time.time() + 1 * DAY_S) == 0  # one day old: kept
+    freed = sweep(Spool(root), policy, now=time.time() + 3 * DAY_S)
     assert freed > 0 and not any((f / "audio.wav").exists() for f in folders)
     assert all((f / "audio.mp3").exists() for f in folders)
 
