@@ -208,6 +208,9 @@ def test_live_inbox_fuzz_every_file_accepted_or_rejected(good: list[bytes], host
             names.append(name)
         wait_for(lambda: not os.listdir(spool / "inbox"), 60, proc, "the inbox to empty")
         assert proc.poll() is None, "the daemon must survive any input"
+        # stop it before looking: a running daemon moves episodes between the folders this scan lists one by one
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
         sources = {}
         for bid in os.listdir(spool / "batches"):
             session = json.loads((spool / "batches" / bid / "session.json").read_text())
