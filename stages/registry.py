@@ -34,7 +34,8 @@ def warm_up(stage: StageName, settings: StageSettings) -> None:
     from podspool.stages.providers import registry as providers
 
     module = importlib.import_module(f"podspool.stages.{stage}")
-    for name in getattr(module, "WARM_UP_IMPORTS", ()):  # what the stage imports lazily (scipy for publishing)
+    wanted = getattr(module, "warm_up_imports", None)  # what the stage imports lazily (scipy for publishing)
+    for name in wanted(settings) if wanted else ():
         importlib.import_module(name)
     table = {"research": providers.RESEARCH, "production": providers.WRITERS, "audio": providers.SPEECH}[stage]
     try:
