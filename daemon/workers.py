@@ -128,6 +128,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     from podspool.stages import fsio
 
     fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart
+    fsio.sync_folders(False)  # the supervisor's commit of the result makes this worker's renames durable
     # Ctrl-C reaches the whole process group; the supervisor decides how in-flight work ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -89,8 +89,21 @@ def temp_name_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
+# Whether write_bytes fsyncs the folder after its rename. A stage worker turns it off (daemon/workers.py):
+# its files are whole either way (data fsynced before the rename), and the supervisor's group commit
+# (daemon/commit.py) runs a syncfs after the worker's rename and before any manifest records the phase,
+# which makes the rename durable then. Half of a worker's fsyncs, each a journal commit that stalls
+# every other process's metadata operations.
+_sync_folders = True
+
+
+def sync_folders(on: bool) -> None:
+    global _sync_folders
+    _sync_folders = on
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder."""
+    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (see sync_folders)."""
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -110,7 +123,8 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
-    fsync_dir(path.parent)
+    if _sync_folders:
+        fsync_dir(path.parent)
 
 
 def write_text(path: Path, text: str) -> None:
