@@ -1,9 +1,9 @@
 """Group commit: the transitions of one loop tick are made durable together, in one fsync wave.
 
 A tick may finish dozens of stage results. Written one by one, each manifest costs a file fsync and
-a folder fsync, and each move two more. Here every new file is first written to its temp name, then
-ONE `syncfs` makes all their contents durable, then the renames and folder moves run in order, then a
-second `syncfs` makes those durable. The guarantee is unchanged (a reader or a crash sees the old
+a folder fsync, and each move two more. Here every new file is first written to its temp name (a file
+that exists: to a spare, see SparePool), then ONE `syncfs` makes all their contents durable, then the
+renames (exchanges) and folder moves run in order, then a second `syncfs` makes those durable. The guarantee is unchanged (a reader or a crash sees the old
 file or the new one, whole; a move happens after the manifest it depends on), at two syncs per tick
 instead of several per episode.
 
@@ -26,18 +26,73 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
 
 
+_anchors: dict[Path, int] = {}  # anchor folder -> an fd kept open for syncfs (a commit per tick)
+
+
 def syncfs(anchor: Path) -> bool:
     """Flush the whole file system holding `anchor`; False where the call does not exist."""
     if _syncfs is None:
         return False
-    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(anchor))
-    finally:
-        os.close(fd)
+    fd = _anchors.get(anchor)
+    if fd is None:
+        fd = _anchors[anchor] = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(anchor))
     return True
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two names in one atomic step (renameat2 RENAME_EXCHANGE): each now names the other's file."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(b))
+    if _renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(b))
+
+
+# exchange() is not supported here (another OS, or a file system without it): replace the file instead
+_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT})
+
+
+class SparePool:
+    """Spare files (state/spares/) that rewrite an existing file without creating or freeing an inode.
+
+    A rewrite by temp file and rename creates an inode and frees the old one. On ext4 without a
+    journal, every later file creation for a minute or more scans past the freed inodes
+    (find_inode_bit -> recently_deleted), so a daemon rewriting manifests all day would pay more for
+    each new file the busier it is. Instead the new content is written into a spare (not a file anyone
+    reads), made durable with the group, and swapped with the live file by exchange(): readers see the
+    old file or the new one, whole, as with rename, and the old file becomes the next spare.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.works = _renameat2 is not None
+        try:
+            self.free = sorted(p for p in folder.iterdir() if p.name.startswith("spare-"))  # a previous life's
+        except FileNotFoundError:
+            self.free = []
+        self.made = len(self.free)
+
+    def take(self) -> Path:
+        if self.free:
+            return self.free.pop()
+        if not self.made:
+            self.folder.mkdir(mode=0o750, exist_ok=True)
+        while True:
+            self.made += 1
+            path = self.folder / f"spare-{self.made}"
+            if not path.exists():
+                return path
+
+    def give_back(self, path: Path) -> None:
+        self.free.append(path)
 
 
 @dataclass
@@ -45,6 +100,7 @@ class _Write:
     tmp: Path
     path: Path
     owner: object
+    spare: bool = False  # tmp is a spare file, to be exchanged with path
 
 
 @dataclass
@@ -67,27 +123,35 @@ class GroupFailed(Exception):
 class CommitGroup:
     """Collects writes and moves, each tagged with an owner (an episode id, say), then commits them."""
 
-    def __init__(self, anchor: Path) -> None:
+    def __init__(self, anchor: Path, spares: SparePool | None = None) -> None:
         self.anchor = anchor
+        self.spares = spares
         self.items: list[_Write | _Move] = []
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
     def write(self, path: Path, data: bytes, owner: object) -> None:
-        """Write the temp file now (contents not yet durable); raises OSError with nothing left behind."""
-        tmp = fsio.temp_name_for(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        """Write the temp file (or a spare, for a file that exists) now, contents not yet durable; raises
+        OSError with nothing left behind."""
+        spare = self.spares is not None and self.spares.works and path.exists()
+        tmp = self.spares.take() if self.spares is not None and spare else fsio.temp_name_for(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if spare else os.O_EXCL)
+        try:
+            fd = os.open(tmp, flags, 0o640)
+        except BaseException:
+            self._release(_Write(tmp, path, owner, spare), unlink=False)
+            raise
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         except BaseException:
             os.close(fd)
-            fsio.unlink_quietly(tmp)
+            self._release(_Write(tmp, path, owner, spare))
             raise
         os.close(fd)
-        self.items.append(_Write(tmp, path, owner))
+        self.items.append(_Write(tmp, path, owner, spare))
 
     def move(self, src: Path, dst: Path, what: str, owner: object) -> None:
         self.items.append(_Move(src, dst, what, owner))
@@ -112,7 +176,7 @@ class CommitGroup:
             try:
                 if isinstance(it, _Write):
                     fsio.crashpoint(f"write {it.path.parent.name}/{it.path.name}")
-                    os.replace(it.tmp, it.path)
+                    self._put(it)
                     dirs.add(it.path.parent)
                 else:
                     # rename() onto an existing empty folder succeeds silently: never let two share a name
@@ -133,10 +197,29 @@ class CommitGroup:
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
 
+    def _put(self, it: _Write) -> None:
+        if it.spare and self.spares is not None:
+            try:
+                exchange(it.tmp, it.path)
+                self.spares.give_back(it.tmp)  # it now holds the old file: the next spare
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                if exc.errno != errno.ENOENT:
+                    self.spares.works = False
+        os.replace(it.tmp, it.path)
+
+    def _release(self, it: _Write, unlink: bool = True) -> None:
+        if it.spare and self.spares is not None:
+            self.spares.give_back(it.tmp)  # what it holds is nobody's
+        elif unlink:
+            fsio.unlink_quietly(it.tmp)
+
     def _undo(self, items: list[_Write | _Move]) -> None:
         for it in items:
             if isinstance(it, _Write):
-                fsio.unlink_quietly(it.tmp)
+                self._release(it)
 
 
 def _fsync_file(path: Path) -> None:

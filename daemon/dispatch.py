@@ -1,4 +1,4 @@
-"""Dispatch: which waiting episodes start now, made durable as one group, then handed to the executor.
+"""Dispatch: which waiting episodes start now, handed to the executor; long-running phases marked on disk.
 
 Every decision is O(1) or O(log n): batches are walked in admission order (few), each stage's ready
 heap of a batch is popped, and budgets, admission and running counts are kept incrementally.
@@ -14,25 +14,33 @@ from podspool.daemon import lifecycle
 from podspool.daemon.commit import CommitGroup
 from podspool.daemon.episodes import Episode
 from podspool.daemon.executor import StageTask
-from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.models import utcnow
 from podspool.daemon.scheduler import batch_stage_cap
 from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName
 
 if TYPE_CHECKING:
     from podspool.daemon.supervisor import Supervisor
 
+MARK_RUNNING_AFTER_S = 0.5  # a phase running this long is marked in_progress in its manifest
+
 
 class Dispatcher:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
+        # running phases whose manifest does not say so yet: episode id -> (started, stage), oldest first
+        self.unmarked: dict[str, tuple[float, StageName]] = {}
 
     def run(self) -> None:
-        """Start what may start now: later stages first, batches in admission order."""
+        """Start what may start now, later stages first, batches in admission order.
+
+        A start writes nothing: the attempt it counts is written with the phase's result (a crash
+        meanwhile does not count one either, lifecycle.begin). A phase still running after
+        MARK_RUNNING_AFTER_S is marked in_progress in its manifest by `mark_running`, so an operator
+        reading the folder sees it; one that finishes sooner costs one manifest write, not two.
+        """
         if self.sup.stopping or time.monotonic() < self.sup.disk_paused_until:
             return
         now = time.time()
-        starts: list[tuple[Episode, StageName, EpisodeManifest]] = []
-        group = CommitGroup(self.sup.spool.root)
         admitted = len(self.sup.episodes.in_progress)
         cap = self.sup.cfg.limits.max_sessions_in_memory
         paused = getattr(getattr(self.sup.executor, "memory", None), "paused", False)
@@ -52,13 +60,12 @@ class Dispatcher:
                 # Below the pool's size a strategy's cap counts the batch's running tasks; at the pool's
                 # size the free slots already bound it (and a worker past its call may overlap the next).
                 capped = limit < size
-                while free > 0 and (not capped or self.sup.episodes.running(stage, bid) + sum(
-                        1 for e, s, _ in starts if s == stage and e.batch_id == bid) < limit):
+                while free > 0 and (not capped or self.sup.episodes.running(stage, bid) < limit):
                     ep = self.sup.episodes.pop_ready(stage, bid, now)
                     if ep is None:
                         break
                     try:
-                        m = ep.manifest.model_copy(deep=True)
+                        m = ep.manifest.fork()
                     except OSError as exc:  # its folder was damaged behind our back: leave it to recovery
                         logger.bind(batch=bid, episode=ep.episode_id, stage=stage).error(
                             "cannot start {}: {}; it stays in {} for the next start's recovery",
@@ -70,25 +77,36 @@ class Dispatcher:
                             break
                         admitted += 1
                     lifecycle.begin(m, stage, utcnow(), time.monotonic())
-                    try:
-                        self.sup.write_manifest(group, stage, m)
-                    except OSError as exc:
-                        self.sup.episodes.push_back(ep)
-                        self.sup.disk_trouble(f"starting {m.session_id}", exc)
-                        break
-                    starts.append((ep, stage, m))
+                    ep.manifest = m
+                    self._submit(ep, stage)
                     free -= 1
-        if not starts:
-            return
-        failed = self.sup.commit(group, "starting episodes")
-        for ep, stage, m in starts:
-            if ep.episode_id in failed:  # not started after all: a full disk must not use up its attempts
-                self.sup.episodes.push_back(ep)
-                continue
-            ep.manifest = m
-            self._hand_over(ep, stage)
 
-    def _hand_over(self, ep: Episode, stage: StageName) -> None:
+    def mark_running(self, group: CommitGroup) -> None:
+        """Add to `group` the manifests of phases running longer than MARK_RUNNING_AFTER_S (oldest first,
+        so this stops at the first younger one: O(marks), not O(running))."""
+        deadline = time.monotonic() - MARK_RUNNING_AFTER_S
+        while self.unmarked:
+            eid, (started, stage) = next(iter(self.unmarked.items()))
+            if started > deadline:
+                return
+            del self.unmarked[eid]
+            ep = self.sup.episodes.get(eid)
+            if ep is None or not ep.running or ep.location != stage:
+                continue
+            try:
+                self.sup.write_manifest(group, stage, ep.manifest)
+            except OSError as exc:  # only a view for operators: the phase runs on
+                self.sup.disk_trouble(f"marking {eid} in progress", exc)
+                return
+
+    def next_mark_in(self) -> float | None:
+        """Seconds until `mark_running` has something to do (None: nothing running unmarked)."""
+        if not self.unmarked:
+            return None
+        started, _ = next(iter(self.unmarked.values()))
+        return max(0.0, started + MARK_RUNNING_AFTER_S - time.monotonic())
+
+    def _submit(self, ep: Episode, stage: StageName) -> bool:
         m = ep.manifest
         b = self.sup.batches[m.batch_id]
         b.meta.setdefault("start_time", utcnow())
@@ -101,10 +119,13 @@ class Dispatcher:
         self.sup.episodes.started(ep)
         if not self.sup.executor.submit(task):
             self.sup.episodes.stopped(ep, stage)
-            self.sup.episodes.settled(ep)  # in progress on disk, waiting in memory: the next start counts nothing
-            return
+            self.sup.episodes.settled(ep)  # begun in memory, waiting again: the next start counts nothing
+            return False
+        self.unmarked.pop(m.session_id, None)
+        self.unmarked[m.session_id] = (time.monotonic(), stage)
         logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage).info("{} started (attempt {})", stage,
                                                                               m.attempts)
+        return True
 
     def _log_held(self, bid: str) -> None:
         b = self.sup.batches[bid]

@@ -6,14 +6,15 @@ their records to the supervisor, which is the only writer (so rotation is never 
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 from podspool.daemon.credentials import masking_patcher
-from podspool.stages import fsio
 
 LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[batch]} | {extra[episode]} | {extra[stage]} | {message}"
 EPISODE_LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[stage]} | {message}\n"
@@ -41,19 +42,58 @@ def setup(log_dir: Path | None, *, level: str = "INFO", rotation: str = "50 MB",
         logger.add(log_dir / "podspool.log", level=level, format=LINE, serialize=as_json, rotation=rotation,
                    retention=retention, compression=compression or None, backtrace=False, diagnose=False,
                    encoding="utf-8")
+    global _episode_logs
+    if _episode_logs is not None:
+        _episode_logs.close()
+        _episode_logs = None
     if episode_folder is not None:
-        logger.add(_episode_sink(episode_folder), level="DEBUG", format=EPISODE_LINE, colorize=False,
+        _episode_logs = _EpisodeLogs(episode_folder)
+        logger.add(_episode_logs, level="DEBUG", format=EPISODE_LINE, colorize=False,
                    filter=lambda r: r["extra"].get("episode", "-") != "-", backtrace=False, diagnose=False)
 
 
-def _episode_sink(episode_folder: Callable[[str], Path | None]) -> Callable[[Any], None]:
-    def sink(message: Any) -> None:
-        folder = episode_folder(message.record["extra"]["episode"])
-        if folder is None:
-            return
+class _EpisodeLogs:
+    """The episode.log sink. It keeps the files of the episodes it wrote to last open (an open fd
+    follows its folder from stage to stage), so a line costs one write, not an open and a close: a busy
+    spool's opens wait on directory locks behind the workers' file creations."""
+
+    KEEP = 64
+
+    def __init__(self, episode_folder: Callable[[str], Path | None]) -> None:
+        self.episode_folder = episode_folder
+        self.fds: OrderedDict[str, int] = OrderedDict()
+
+    def __call__(self, message: Any) -> None:
+        eid = message.record["extra"]["episode"]
+        data = (str(message).rstrip("\n") + "\n").encode("utf-8", "replace")
         try:
-            fsio.append_line(folder / "episode.log", str(message))
+            fd = self.fds.get(eid)
+            if fd is None:
+                folder = self.episode_folder(eid)
+                if folder is None:
+                    return
+                fd = os.open(folder / "episode.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o640)
+                self.fds[eid] = fd
+                if len(self.fds) > self.KEEP:
+                    os.close(self.fds.popitem(last=False)[1])
+            else:
+                self.fds.move_to_end(eid)
+            os.write(fd, data)  # one O_APPEND write: a line is never torn by another writer
         except OSError:
             pass  # a log line is never worth failing an episode for
 
-    return sink
+    def close(self, eid: str | None = None) -> None:
+        for key in [eid] if eid is not None else list(self.fds):
+            fd = self.fds.pop(key, None) if key is not None else None
+            if fd is not None:
+                os.close(fd)
+
+
+_episode_logs: _EpisodeLogs | None = None
+
+
+def episode_finished(eid: str) -> None:
+    """Close an episode's log once its last line is written (it is done, failed or leaves the spool)."""
+    if _episode_logs is not None:
+        _episode_logs.close(eid)

@@ -17,32 +17,40 @@ from podspool.daemon import lifecycle
 from podspool.daemon.commit import CommitGroup
 from podspool.daemon.episodes import Episode
 from podspool.daemon.executor import TaskOutcome
+from podspool.daemon.logs import episode_finished
 from podspool.daemon.models import EpisodeManifest, utcnow
 from podspool.daemon.scheduler import retry_delay
 
 if TYPE_CHECKING:
     from podspool.daemon.supervisor import Supervisor
 
+# a result applied to a copy of its manifest, waiting for the group commit
+Planned = tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]
+
 
 class Recorder:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
 
-    def run(self) -> None:
-        """Take the outcomes that arrived (and those a full disk held back) and record them."""
+    def take(self) -> list[TaskOutcome]:
+        """The outcomes that arrived, with those a full disk held back; none while the disk is paused."""
         outcomes = self.sup.unsaved + self.sup.executor.poll() if time.monotonic() >= self.sup.disk_paused_until \
             else self.sup.executor.poll()
         if time.monotonic() < self.sup.disk_paused_until:
             self.sup.unsaved += outcomes
-            return
+            return []
         self.sup.unsaved = []
-        if outcomes:
-            self.record(outcomes)
+        return outcomes
 
     def record(self, outcomes: list[TaskOutcome]) -> None:
         """Apply results to copies of their manifests, make them durable together, then publish them."""
-        group = CommitGroup(self.sup.spool.root)
-        planned: list[tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]] = []
+        group = CommitGroup(self.sup.spool.root, self.sup.spares)
+        planned = self.plan(outcomes, group)
+        self.publish(planned, self.sup.commit(group, "saving results"))
+
+    def plan(self, outcomes: list[TaskOutcome], group: CommitGroup) -> list[Planned]:
+        """Each result applied to a copy of its manifest, its writes and moves added to `group`."""
+        planned: list[Planned] = []
         for out in outcomes:
             self.sup.api_calls.update(out.result.api_calls)
             ep = self.sup.episodes.get(out.episode_id)
@@ -50,7 +58,8 @@ class Recorder:
                 logger.warning("dropping a result for {} ({}): it is no longer running there", out.episode_id,
                                out.stage)
                 continue
-            m = ep.manifest.model_copy(deep=True)
+            self.sup.dispatcher.unmarked.pop(out.episode_id, None)  # its result says more than a mark would
+            m = ep.manifest.fork()
             delay = retry_delay(m.attempts, self.sup.cfg.limits.retry_backoff_s, self.sup.cfg.limits.retry_backoff_max_s)
             t = lifecycle.settle(m, out.stage, out.result, max_retries=self.sup.cfg.limits.max_retries, now_iso=utcnow(),
                                  now_mono=time.monotonic(), now_unix=time.time(), retry_delay_s=delay)
@@ -64,7 +73,10 @@ class Recorder:
                 group.move(self.sup.spool.folder(out.stage, ep.episode_id), self.sup.spool.folder(t.target, ep.episode_id),
                            f"move {ep.episode_id} {out.stage}->{t.target}", ep.episode_id)
             planned.append((out, ep, m, t))
-        failed = self.sup.commit(group, "saving results")
+        return planned
+
+    def publish(self, planned: list[Planned], failed: set[object]) -> None:
+        """After the commit: what is on disk becomes what the supervisor holds."""
         for out, ep, m, t in planned:
             if ep.episode_id in failed:
                 self.sup.unsaved.append(out)  # nothing of it is in memory yet: applied afresh once the disk recovers
@@ -98,6 +110,7 @@ class Recorder:
             log.warning("{} attempt {} failed: {}; retrying in {:.1f}s, after the rest of the batch",
                         stage, m.attempts, result.error, t.retry_in or 0.0)
         if t.outcome in ("done", "failed"):  # after its last log line, which goes to its episode.log
+            episode_finished(ep.episode_id)
             self.sup.episodes.remove(ep)
             b.tally.finish(t.target, m)
             self.sup.finished[t.target] = self.sup.finished.get(t.target, 0) + 1

@@ -22,7 +22,7 @@ from typing import Any
 from loguru import logger
 from podspool.daemon import accept, control, recovery, retry
 from podspool.daemon.batchbook import BatchBook
-from podspool.daemon.commit import CommitGroup, GroupFailed
+from podspool.daemon.commit import CommitGroup, GroupFailed, SparePool
 from podspool.daemon.config import Config
 from podspool.daemon.dispatch import Dispatcher
 from podspool.daemon.episodes import Episode, EpisodeBook
@@ -65,6 +65,7 @@ class Supervisor:
         self._last_session_write = 0.0
         self._last_status = 0.0
         self.upkeep = Upkeep(self)
+        self.spares = SparePool(spool.state / "spares")  # manifests rewritten without an inode's churn
         self.recorder = Recorder(self)
         self.dispatcher = Dispatcher(self)
         self.hooks: list[Hook] = []
@@ -99,9 +100,7 @@ class Supervisor:
                     self._take_inbox()
                     self._take_requests()
                     self.upkeep.sweep()
-                self.recorder.run()
-                self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
-                self.dispatcher.run()
+                self._reap_and_dispatch()
                 self._write_sessions()
                 self._notify()
                 self.emit("on_tick", lambda: snapshot(self))
@@ -113,6 +112,16 @@ class Supervisor:
         finally:
             self._shutdown()
         return 0
+
+    def _reap_and_dispatch(self) -> None:
+        """The tick's results, and the marks of long-running phases, made durable in ONE group commit;
+        then the free workers get what waits (a start writes nothing: dispatch.py)."""
+        group = CommitGroup(self.spool.root, self.spares)
+        results = self.recorder.plan(self.recorder.take(), group)
+        self.dispatcher.mark_running(group)
+        self.recorder.publish(results, self.commit(group, "saving results"))
+        self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
+        self.dispatcher.run()
 
     def _drained(self) -> bool:
         if not self.executor.in_flight():
@@ -143,6 +152,9 @@ class Supervisor:
             pass  # the pipe is full, so the loop is awake already (or shutting down)
 
     def _wait(self, timeout: float) -> None:
+        mark_in = self.dispatcher.next_mark_in()
+        if mark_in is not None:
+            timeout = min(timeout, mark_in)
         ready = wait_for([self._wake_r, *self.inbox.handles(), *self.executor.handles()], timeout)
         if self._wake_r in ready:
             try:

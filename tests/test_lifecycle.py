@@ -31,6 +31,22 @@ def test_a_success_advances_through_every_stage_to_done() -> None:
     assert m.timings["audio"].seconds == 1.0
 
 
+def test_a_fork_changes_through_every_rule_without_touching_the_original() -> None:
+    m = _m()
+    lifecycle.begin(m, "research", NOW, 9.0)
+    _settle(m, "research", StageResult(ok=False, error="boom", cost_usd=0.01))
+    m.details["research"] = {"findings": 3}
+    before = m.model_dump_json()
+    f = m.fork()
+    lifecycle.begin(f, "research", NOW, 11.0)
+    _settle(f, "research", StageResult(ok=True, cost_usd=0.02, details={"findings": 5}))
+    lifecycle.begin(f, "production", NOW, 12.0)
+    _settle(f, "production", StageResult(ok=False, error="again", quality=0.5, quality_scores={"x": 0.5}))
+    assert m.model_dump_json() == before  # phases, costs, timings, errors, details: all its own
+    assert f.costs.total == 0.03 and len(f.errors) == 2 and f.details["research"] == {"findings": 5}
+    assert f.model_dump() == EpisodeManifest.model_validate_json(f.model_dump_json()).model_dump()
+
+
 def test_failures_retry_with_backoff_then_fail_for_good_after_max_retries() -> None:
     m = _m()
     outcomes = []
