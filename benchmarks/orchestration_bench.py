@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,59 +29,70 @@ from simconfig import sim_config
 CONFIG = sim_config(audio="mp3 = false\n", extra="[limits]\nmax_sessions_in_memory = 10\n")
 
 
-def run(episodes: int, env: dict[str, str] | None = None) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        spool = Path(tmp) / "spool"
-        (spool / "inbox").mkdir(parents=True)
-        (spool / "podspool.toml").write_text(CONFIG)
-        (spool / "inbox" / "b.json").write_text(json.dumps(
-            {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(episodes)], "strategy": "large_batch"}))
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--once", "--spool", str(spool)],
-                                env={**os.environ, **(env or {})})
-        ps = psutil.Process(proc.pid)
-        peak = 0
-        while proc.poll() is None:
-            try:
-                peak = max(peak, ps.memory_info().rss)
-            except psutil.Error:
-                break
-            time.sleep(0.05)
-        wall = time.monotonic() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"daemon exited {proc.returncode}")
-        done = sum(1 for _ in (spool / "done").iterdir())
-        if done != episodes:
-            raise SystemExit(f"only {done} of {episodes} done")
-        return {"wall_s": wall, "peak_rss_mib": peak / 2**20}
+def run(episodes: int, parent: Path, env: dict[str, str] | None = None) -> dict[str, float]:
+    """One `run --once` of an `episodes`-long batch in a new spool under `parent` (left for the caller)."""
+    spool = Path(tempfile.mkdtemp(dir=parent)) / "spool"
+    (spool / "inbox").mkdir(parents=True)
+    (spool / "podspool.toml").write_text(CONFIG)
+    batch = spool / "inbox" / "b.json"
+    batch.write_text(json.dumps(
+        {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(episodes)], "strategy": "large_batch"}))
+    old = time.time() - 60
+    os.utime(batch, (old, old))  # dropped a minute ago: --once does not wait for it to settle
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--once", "--spool", str(spool)],
+                            env={**os.environ, **(env or {})})
+    ps = psutil.Process(proc.pid)
+    peak, cpu = 0, 0.0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, ps.memory_info().rss)
+            t = ps.cpu_times()
+            cpu = t.user + t.system
+        except psutil.Error:
+            break
+        time.sleep(0.05)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"daemon exited {proc.returncode}")
+    done = sum(1 for _ in (spool / "done").iterdir())
+    if done != episodes:
+        raise SystemExit(f"only {done} of {episodes} done")
+    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "cpu_s": cpu}
 
 
-def durable_ops(episodes: int = 30) -> Counter[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        count = Path(tmp) / "ops.txt"
-        run(episodes, {"PODSPOOL_CRASH_COUNT": str(count)})
-        roles: Counter[str] = Counter()
-        for line in count.read_text().splitlines():
-            roles[line.split()[0].split("-", 1)[0]] += 1
-        return roles
+def durable_ops(parent: Path, episodes: int = 30) -> Counter[str]:
+    count = parent / "ops.txt"
+    run(episodes, parent, {"PODSPOOL_CRASH_COUNT": str(count)})
+    roles: Counter[str] = Counter()
+    for line in count.read_text().splitlines():
+        roles[line.split()[0].split("-", 1)[0]] += 1
+    return roles
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="300,1000,3000,10000")
     args = ap.parse_args()
-    ops = durable_ops(30)
-    total = sum(ops.values())
-    print(f"durable operations per episode (30-episode batch): {total / 30:.2f} "
-          f"(" + ", ".join(f"{k} {v / 30:.2f}" for k, v in sorted(ops.items())) + ")")
-    base = None
-    for n in (int(x) for x in args.sizes.split(",")):
-        r = run(n)
-        per_ms = r["wall_s"] / n * 1000
-        base = base or per_ms
-        print(f"{n:>6} episodes: {r['wall_s']:7.2f}s  {n / r['wall_s']:7.1f} episodes/s  "
-              f"{per_ms:6.2f} ms/episode ({per_ms / base:.2f}x of the first)  supervisor peak RSS "
-              f"{r['peak_rss_mib']:.1f} MiB", flush=True)
+    # Every run's spool is kept until the end: deleting one frees tens of thousands of inodes, and on an
+    # ext4 without a journal (this CI machine's) each file created in the next minutes pays a scan past
+    # them (find_inode_bit -> recently_deleted, seen with `perf record`), which skews the next run.
+    parent = Path(tempfile.mkdtemp(dir=os.environ.get("BENCH_TMP")))
+    try:
+        ops = durable_ops(parent)
+        total = sum(ops.values())
+        print(f"durable operations per episode (30-episode batch): {total / 30:.2f} "
+              f"(" + ", ".join(f"{k} {v / 30:.2f}" for k, v in sorted(ops.items())) + ")")
+        base = None
+        for n in (int(x) for x in args.sizes.split(",")):
+            r = run(n, parent)
+            per_ms = r["wall_s"] / n * 1000
+            base = base or per_ms
+            print(f"{n:>6} episodes: {r['wall_s']:7.2f}s  {n / r['wall_s']:7.1f} episodes/s  "
+                  f"{per_ms:6.2f} ms/episode ({per_ms / base:.2f}x of the first)  supervisor peak RSS "
+                  f"{r['peak_rss_mib']:.1f} MiB  supervisor CPU {r['cpu_s']:.1f}s", flush=True)
+    finally:
+        shutil.rmtree(parent)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ provider = "sim"
 provider = "sim"
 [audio]
 provider = "sim"
+mp3 = {mp3}
 [providers.sim]
 latency_ms = {latency_ms}
 error_rate = {error_rate}
@@ -30,9 +31,13 @@ disk_retry_s = 1
 """
 
 
-def make_spool(root: Path, extra: str = "", latency_ms: float = 20, error_rate: float = 0.0) -> Path:
+def make_spool(root: Path, extra: str = "", latency_ms: float = 20, error_rate: float = 0.0,
+               publish: bool = False) -> Path:
+    """A sim spool. Without `publish` the audio stage writes the wav only: a worker that publishes imports
+    scipy at boot (most of a daemon's second of start-up), and the pipeline's tests do not need it."""
     (root / "inbox").mkdir(parents=True, exist_ok=True)
-    (root / "podspool.toml").write_text(SIM_CONFIG.format(latency_ms=latency_ms, error_rate=error_rate) + extra)
+    (root / "podspool.toml").write_text(SIM_CONFIG.format(latency_ms=latency_ms, error_rate=error_rate,
+                                                          mp3=str(publish).lower()) + extra)
     return root
 
 

@@ -13,7 +13,7 @@ EIDS = [f"ep_{i:03d}_{BATCH}" for i in range(1, len(TOPICS) + 1)]
 
 
 def finished_spool(root: Path) -> Path:
-    spool = make_spool(root, latency_ms=0)
+    spool = make_spool(root, latency_ms=0, publish=True)
     write_manifest(spool / "inbox" / f"{BATCH}.json", {"batch_id": BATCH, "topics": TOPICS})
     r = cli("run", "--once", "--spool", str(spool))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -126,7 +126,7 @@ def test_kill_9_at_every_move_of_archive(spool: Path, tmp_path: Path) -> None:
 
 
 def test_an_archived_batch_id_is_never_used_again(tmp_path: Path) -> None:
-    root = make_spool(tmp_path / "spool")
+    root = make_spool(tmp_path / "spool", publish=True)
     (root / "archive" / "old" / "batch").mkdir(parents=True)
     assert Spool(root).known_batch("old")
     manifest = write_manifest(tmp_path / "old.json", {"batch_id": "old", "topics": ["again"]})

@@ -9,7 +9,7 @@ from podspool_helpers import cli, episodes_in, make_spool, read_json, write_mani
 
 
 def test_dry_run_batch_end_to_end(tmp_path: Path) -> None:
-    spool = make_spool(tmp_path / "spool")
+    spool = make_spool(tmp_path / "spool", publish=True)
     src = write_manifest(tmp_path / "b.json", {"batch_id": "dry", "topics": [f"Topic {i}" for i in range(1, 13)],
                                                "strategy": "large_batch"})
     sub = cli("submit", str(src), "--spool", str(spool))

@@ -14,7 +14,7 @@ from podspool_helpers import cli, make_spool, write_manifest
 
 
 def _run(tmp_path: Path, extra: str = "") -> Path:
-    root = make_spool(tmp_path / "spool", latency_ms=0, extra=extra)
+    root = make_spool(tmp_path / "spool", latency_ms=0, extra=extra, publish=True)
     write_manifest(root / "inbox" / "b.json", {"batch_id": "ret", "topics": ["one", "two"]})
     out = cli("run", "--once", "--spool", str(root))
     assert out.returncode == 0, out.stderr[-2000:]
