@@ -12,6 +12,8 @@ import json
 import os
 import secrets
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,15 @@ class _CrashPoints:
         self.once = env.get("PODSPOOL_CRASH_ONCE") or None
         self.errno = getattr(errno, env.get("PODSPOOL_CRASH_ERRNO") or "", None)
         self.count_file = env.get("PODSPOOL_CRASH_COUNT") or None
+        self.lock = threading.Lock()
 
     def hit(self, what: str) -> None:
         if self.only_role is not None and self.only_role not in (self.role, self.role.split("-", 1)[0]):
             return
+        with self.lock:  # held into the kill: no other thread of a dying worker passes its own crash point
+            self._hit(what)
+
+    def _hit(self, what: str) -> None:
         self.ops += 1
         if self.count_file is not None:
             append_line(Path(self.count_file), f"{self.role} {os.getpid()} {self.ops} {what}")
@@ -60,6 +67,8 @@ class _CrashPoints:
         if isinstance(self.errno, int):
             raise OSError(self.errno, os.strerror(self.errno), what)
         os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # SIGKILL is on its way; found by the crash sweep: a worker's other thread logged
+        # and renamed its next file between the kill and the death
 
 
 _crash = _CrashPoints()  # module-level on purpose: a test hook must reach every writer without plumbing
