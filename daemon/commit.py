@@ -136,7 +136,8 @@ class CommitGroup:
         OSError with nothing left behind."""
         spare = self.spares is not None and self.spares.works and path.exists()
         tmp = self.spares.take() if self.spares is not None and spare else fsio.temp_name_for(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if spare else os.O_EXCL)
+        # a spare is overwritten, then cut to length: O_TRUNC would free its blocks only to allocate them again
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if spare else os.O_EXCL)
         try:
             fd = os.open(tmp, flags, 0o640)
         except BaseException:
@@ -146,6 +147,8 @@ class CommitGroup:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            if spare and os.fstat(fd).st_size > len(data):
+                os.ftruncate(fd, len(data))
         except BaseException:
             os.close(fd)
             self._release(_Write(tmp, path, owner, spare))

@@ -22,12 +22,10 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        t = datetime.fromisoformat(text)  # C, and since 3.11 it reads the trailing "Z" (strptime: 12 us a call)
     except ValueError:
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def iso(ts: float | None) -> str | None:

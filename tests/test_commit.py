@@ -30,6 +30,9 @@ def test_rewrites_swap_two_inodes_and_leave_no_temp(tmp_path: Path) -> None:
     assert len(inodes) == 2
     assert sorted(p.name for p in (tmp_path / "spares").iterdir()) == ["spare-1"]
     assert (tmp_path / "spares" / "spare-1").read_text() == "v4"  # the previous version, nobody's file
+    _rewrite(tmp_path, pool, target, "short")
+    _rewrite(tmp_path, pool, target, "s")  # a shorter text over a longer spare: cut to length
+    assert target.read_text() == "s"
     assert os.listdir(target.parent) == ["manifest.json"]
     # a new life adopts the spares it finds
     again = SparePool(tmp_path / "spares")
