@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -75,10 +76,13 @@ def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str
             wait_for(lambda: len(episodes_in(spool, "done")) >= 1, 60, daemon, "a first episode done")
             # `status` lists the remote workers from their heartbeats, while the daemon runs
             pids = {p.pid for g in groups for p in psutil.Process(g.proc.pid).children(recursive=True)}
-            runtime = json.loads(cli("status", "--spool", str(spool), "--json").stdout)["runtime"]
-            assert runtime["executor"] == "dramatiq"
-            assert {w["pid"] for w in runtime["workers"]} == pids, runtime["workers"]
-            assert all(w["stage"] == "research,production,audio" for w in runtime["workers"])
+            def runtime() -> dict[str, Any]:
+                return dict(json.loads(cli("status", "--spool", str(spool), "--json").stdout)["runtime"])
+
+            # a group's first heartbeat may come after the first episode (heartbeats are periodic)
+            wait_for(lambda: {w["pid"] for w in runtime()["workers"]} == pids, 20, daemon, "both groups' heartbeats")
+            assert runtime()["executor"] == "dramatiq"
+            assert all(w["stage"] == "research,production,audio" for w in runtime()["workers"])
             assert "Workers (2)" in cli("status", "--spool", str(spool)).stdout
             wait_for(lambda: len(episodes_in(spool, "done")) >= 6, 60, daemon, "6 episodes done")
             groups[0].kill9()
