@@ -41,6 +41,7 @@ class BatchState:
     dirty: bool = True
     summarised: bool = False  # its summary is written for its current state
     held_logged: bool = False
+    pending_usd: float = 0.0  # the cost of results applied but not yet committed (results.py)
 
     @property
     def seq(self) -> float:
@@ -57,7 +58,7 @@ class BatchState:
 
     def over_budget(self) -> bool:
         budget = self.meta.get("budget_usd")
-        return budget is not None and self.tally.costs["total"] >= float(budget)
+        return budget is not None and self.tally.costs["total"] + self.pending_usd >= float(budget)
 
 
 class BatchBook:

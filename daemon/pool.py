@@ -188,10 +188,15 @@ class LocalExecutor:
         return None
 
     def _collect(self) -> None:
+        # one wait over every pipe and exit sentinel, instead of a poll and a waitpid per worker per tick
+        ready = set(wait_for(self.handles(), 0))
         for stage, pool in self.pools.items():
             for worker in list(pool):
-                self._drain(worker)
-                if worker.process is not None and not worker.process.is_alive():
+                if worker.conn in ready:
+                    self._drain(worker)
+                if worker.process is not None and worker.process.sentinel in ready \
+                        and not worker.process.is_alive():
+                    worker.exited = True
                     self._drain(worker)
                     reason = worker.exit_reason()
                     if worker.term_sent_at is not None:

@@ -69,6 +69,9 @@ class Recorder:
                 self.sup.unsaved.append(out)
                 self.sup.disk_trouble(f"saving the result of {out.episode_id}", exc)
                 continue
+            b = self.sup.batches.by_id.get(m.batch_id)
+            if b is not None:
+                b.pending_usd += out.result.cost_usd  # a dispatch before the commit must see it spent
             if t.moves:
                 group.move(self.sup.spool.folder(out.stage, ep.episode_id), self.sup.spool.folder(t.target, ep.episode_id),
                            f"move {ep.episode_id} {out.stage}->{t.target}", ep.episode_id)
@@ -77,6 +80,10 @@ class Recorder:
 
     def publish(self, planned: list[Planned], failed: set[object]) -> None:
         """After the commit: what is on disk becomes what the supervisor holds."""
+        for _out, _ep, m, _t in planned:
+            b = self.sup.batches.by_id.get(m.batch_id)
+            if b is not None:
+                b.pending_usd = 0.0
         for out, ep, m, t in planned:
             if ep.episode_id in failed:
                 self.sup.unsaved.append(out)  # nothing of it is in memory yet: applied afresh once the disk recovers

@@ -114,11 +114,16 @@ class Supervisor:
         return 0
 
     def _reap_and_dispatch(self) -> None:
-        """The tick's results, and the marks of long-running phases, made durable in ONE group commit;
-        then the free workers get what waits (a start writes nothing: dispatch.py)."""
+        """The tick's results, and the marks of long-running phases, made durable in ONE group commit.
+
+        A start writes nothing (dispatch.py), so the workers those results freed get their next
+        episodes before the commit and work while it syncs; what the results made ready is dispatched
+        after it. (The pending results' costs count against their batch's budget meanwhile.)
+        """
         group = CommitGroup(self.spool.root, self.spares)
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
+        self.dispatcher.run()
         self.recorder.publish(results, self.commit(group, "saving results"))
         self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
         self.dispatcher.run()

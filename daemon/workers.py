@@ -217,6 +217,7 @@ class Worker:
     tasks_done: int = 0
     tasks_started: int = 0
     ready: bool = False  # booted and warmed up
+    exited: bool = False  # its exit sentinel fired (LocalExecutor._collect)
     recycle: bool = False
     term_sent_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -254,7 +255,9 @@ class Worker:
         return len(self.tasks) == 0 or (len(self.tasks) == 1 and self.calling == 0)
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """Started and not seen to exit (LocalExecutor._collect watches the exit sentinels: a waitpid per
+        worker per question was 27 calls an episode). A death not yet collected shows at the next submit."""
+        return self.process is not None and not self.exited
 
     def submit(self, task: Task) -> None:
         assert self.conn is not None and self.can_take()
