@@ -147,3 +147,15 @@ def test_an_episode_popped_but_not_started_keeps_its_place() -> None:
     book.push_back(first)
     again = book.pop_ready("audio", "b", 0.0)
     assert again is first
+
+
+def test_results_not_yet_committed_count_against_the_budget() -> None:
+    from podspool.daemon.batchbook import BatchState
+
+    b = BatchState(meta={"budget_usd": 1.0})
+    b.tally.add_cost("research", 0.6)
+    assert not b.over_budget()
+    b.pending_usd = 0.4  # applied this tick, its commit still to come: a dispatch meanwhile must see it
+    assert b.over_budget()
+    b.pending_usd = 0.0
+    assert not b.over_budget() and not BatchState(meta={}).over_budget()
