@@ -46,7 +46,10 @@ class Limits(Strict):
     retry_backoff_s: float = Field(default=2.0, ge=0)  # first episode-level retry delay; doubles, with jitter
     retry_backoff_max_s: float = Field(default=300.0, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
-    max_tasks_per_child: int = Field(default=200, ge=1)
+    # a worker restarts after this many tasks (a slow leak's bound; memory_hard_mb catches a fast one).
+    # Each restart pays a fork and the stage's imports (0.15 s of CPU, 0.9 s when publishing): at 200,
+    # fast sim runs spent more CPU booting audio workers than running their tasks
+    max_tasks_per_child: int = Field(default=1000, ge=1)
     memory_soft_mb: int = Field(default=4096, ge=64)  # RSS of supervisor + workers: pause admission
     memory_hard_mb: int = Field(default=1024, ge=64)  # one worker's RSS: recycle it after its task
     inbox_rescan_s: float = Field(default=5.0, gt=0)
