@@ -14,6 +14,8 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,13 @@ class _CrashPoints:
         self.count_file = env.get("PODSPOOL_CRASH_COUNT") or None
         self.lock = threading.Lock()
 
+    def counts(self) -> bool:
+        return self.only_role is None or self.only_role in (self.role, self.role.split("-", 1)[0])
+
     def hit(self, what: str) -> None:
-        if self.only_role is not None and self.only_role not in (self.role, self.role.split("-", 1)[0]):
-            return
-        with self.lock:  # held into the kill: no other thread of a dying worker passes its own crash point
-            self._hit(what)
+        if self.counts():
+            with self.lock:  # held into the kill: no other thread of a dying worker passes its own crash point
+                self._hit(what)
 
     def _hit(self, what: str) -> None:
         self.ops += 1
@@ -77,6 +81,19 @@ _crash = _CrashPoints()  # module-level on purpose: a test hook must reach every
 def crashpoint(what: str) -> None:
     """TEST HOOK: mark one durable operation (see _CrashPoints); costs one counter increment."""
     _crash.hit(what)
+
+
+@contextmanager
+def durable_step(what: str) -> Iterator[None]:
+    """TEST HOOK: crashpoint(what), then the step itself, under the hook's lock. A worker runs two tasks
+    at once: without it, one thread's kill could land between another's logged step and its rename,
+    and the crash sweep would count a write that never happened (seen: quality.json "written twice")."""
+    if not _crash.counts():
+        yield
+        return
+    with _crash.lock:
+        _crash._hit(what)
+        yield
 
 
 def set_role(role: str) -> None:
@@ -127,8 +144,8 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
         raise
     os.close(fd)
     try:
-        crashpoint(f"write {path.parent.name}/{path.name}")
-        os.replace(tmp, path)
+        with durable_step(f"write {path.parent.name}/{path.name}"):
+            os.replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise

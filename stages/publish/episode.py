@@ -53,8 +53,8 @@ def link(src: Path, dst: Path) -> None:
     tmp = fsio.temp_name_for(dst)
     os.link(src, tmp)
     try:
-        fsio.crashpoint(f"link {dst.parent.name}/{dst.name}")
-        os.replace(tmp, dst)
+        with fsio.durable_step(f"link {dst.parent.name}/{dst.name}"):
+            os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
