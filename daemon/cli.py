@@ -39,7 +39,8 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
 
     os.umask(0o027)  # nothing the daemon creates is world-readable
     root = spool_root(spool)
-    cfg = _with_daemon_roots(config_or_exit(root, config), root)
+    configured = config_or_exit(root, config)
+    cfg = _with_daemon_roots(configured, root)
     sp = Spool(root)
     try:
         sp.ensure()
@@ -59,8 +60,16 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     setup(sp.logs, level=lg.level, rotation=lg.rotation, retention=lg.retention, compression=lg.compression,
           as_json=lg.as_json or log_json, stderr=lg.stderr, secrets=secrets, episode_folder=folder_of)
 
-    def reload() -> Config:  # SIGHUP also picks up folders granted by `podspool submit` since the start
-        return _with_daemon_roots(load_config(config_path(config, root)), root)
+    latest = [configured]  # the configuration as written, as of the last (re)load
+
+    def reload() -> Config:  # SIGHUP
+        latest[0] = load_config(config_path(config, root))
+        return _with_daemon_roots(latest[0], root)
+
+    def source_roots() -> list[str] | None:  # none configured: the working directory and the granted folders
+        if latest[0].research.source_roots:
+            return None
+        return list(_with_daemon_roots(latest[0], root).research.source_roots)
 
     executor = None
     if cfg.executor.kind == "dramatiq":  # stage work on Dramatiq workers over Redis (daemon/remote/)
@@ -70,7 +79,8 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
             raise fail(exitcodes.USAGE, f"[executor] kind = \"dramatiq\" needs {exc.name}: "
                                          "pip install 'podspool[dramatiq]'") from None
         executor = DramatiqExecutor(cfg, sp.state, secrets)
-    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor)
+    sup = Supervisor(sp, cfg, once=once, secrets=secrets, reload_config=reload, executor=executor,
+                     source_roots=source_roots)
     sup_ref.append(sup)
     from podspool.daemon.observers import build_hooks
 
@@ -84,23 +94,6 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
         sup.emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
         raise typer.Exit(exitcodes.FAILURE) from None
     raise typer.Exit(code)
-
-
-def _daemon_running(root: Path) -> bool:
-    """Whether a daemon holds the spool's lock (a shared lock cannot be had while it does)."""
-    import fcntl
-
-    try:
-        fd = os.open(root / "state" / "podspool.lock", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def _check_files(files: list[Path], cfg: Config,
@@ -161,11 +154,9 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
     for f, manifest, _raw in ok:
         if cfg.research.source_roots or all(is_url(s) for ep in manifest.episodes for s in ep.sources):
             continue
-        # its sources were checked against its own folder: the daemon must allow that folder too
-        if grant_root(root, f.absolute().parent.resolve()) and _daemon_running(root):
-            raise fail(exitcodes.USAGE, f"{f.absolute().parent} is now allowed for sources, but the running "
-                        "daemon reads that on SIGHUP: reload it (systemctl reload podspool, or kill -HUP "
-                        f"$(cat {root / 'state' / 'podspool.lock'})), then submit again")
+        # its sources were checked against its own folder: the daemon must allow that folder too (a running
+        # daemon reads the grants before it reads a manifest)
+        grant_root(root, f.absolute().parent.resolve())
     for _, manifest, _raw in ok:
         bid = manifest.batch_id or default_batch_id()
         n = 1

@@ -44,12 +44,15 @@ TICK_S = 0.5
 
 class Supervisor:
     def __init__(self, spool: Spool, cfg: Config, *, once: bool = False, secrets: dict[str, str] | None = None,
-                 reload_config: Any = None, executor: Any = None) -> None:
+                 reload_config: Any = None, executor: Any = None, source_roots: Any = None) -> None:
         self.spool = spool
         self.cfg = cfg
         self.once = once
         self.secrets = dict(secrets or {})
         self.reload_config = reload_config  # () -> Config, for SIGHUP
+        # () -> the allowed source roots now, folders granted by `podspool submit` included; None when the
+        # configuration names them (grants do not apply)
+        self.source_roots = source_roots
         self.batches = BatchBook(spool, cfg.limits.checkpoint_every)
         self.episodes = EpisodeBook(loader=recovery.manifest_loader(spool, self.batches))
         self.executor = executor or LocalExecutor(cfg, str(spool.state), self.secrets, spool.clean_temps)
@@ -220,6 +223,8 @@ class Supervisor:
         paths = self.spool.inbox_candidates() if force else self.inbox.due()
         if force and self.once:
             paths = self.inbox.settle(paths)
+        if paths:
+            self._learn_granted_roots()
         for path in sorted(paths):
             try:
                 taken = accept.take(self.spool, self.cfg, path)
@@ -230,6 +235,25 @@ class Supervisor:
                 self.inbox.forget(path.name)
             if taken is not None:
                 self._admit_batch(path, *taken)
+
+    def _learn_granted_roots(self) -> None:
+        """`podspool submit` grants a manifest's folder before it places the manifest: read the grants
+        before reading a manifest, so a running daemon needs no reload for them."""
+        try:
+            roots = self.source_roots() if self.source_roots is not None else None
+        except OSError as exc:
+            logger.warning("could not read the granted source folders: {}", exc)
+            return
+        if roots is None:
+            return
+        now = list(roots)
+        known = list(self.cfg.research.source_roots)
+        if now == known:
+            return
+        self.cfg = self.cfg.model_copy(update={"research": self.cfg.research.model_copy(update={"source_roots": now})})
+        self.executor.reconfigure(self.cfg)
+        logger.info("sources may now also come from {} (granted by podspool submit); workers restart as they "
+                    "finish their tasks", ", ".join(r for r in now if r not in known) or "fewer folders")
 
     def _admit_batch(self, path: Path, bid: str, made: list[EpisodeManifest]) -> None:
         b = self.batches.load(bid)

@@ -145,7 +145,7 @@ def test_status_gives_a_running_batch_an_eta_from_what_it_measured(tmp_path: Pat
             daemon.wait()
 
 
-def test_a_running_daemon_allows_a_newly_granted_folder_after_sighup(tmp_path: Path) -> None:
+def test_a_running_daemon_allows_a_newly_granted_folder_without_a_reload(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool")
     daemon = start_daemon(spool)
     try:
@@ -153,18 +153,23 @@ def test_a_running_daemon_allows_a_newly_granted_folder_after_sighup(tmp_path: P
         folder = tmp_path / "season"
         folder.mkdir()
         (folder / "notes.md").write_text("notes\n")
-        m = write_manifest(folder / "b.json", {"batch_id": "hup", "episodes": [
+        m = write_manifest(folder / "b.json", {"batch_id": "grant", "episodes": [
             {"number": 1, "topic": "x", "sources": ["notes.md"]}]})
-        first = cli("submit", str(m), "--spool", str(spool), cwd=tmp_path)
-        assert first.returncode == 2 and "SIGHUP" in first.stderr
-        assert not (spool / "inbox" / "hup.json").exists()  # nothing placed that the daemon would refuse
-        daemon.send_signal(signal.SIGHUP)
-        log = spool / "logs" / "podspool.log"
-        wait_for(lambda: "configuration reloaded" in log.read_text(), 30, daemon, "the reload")
-        again = cli("submit", str(m), "--spool", str(spool), cwd=tmp_path)
-        assert again.returncode == 0, again.stderr
-        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_hup"], 30, daemon, "the batch to finish")
-        assert not list((spool / "rejected").glob("hup*"))
+        sub = cli("submit", str(m), "--spool", str(spool), cwd=tmp_path)
+        assert sub.returncode == 0, sub.stderr
+        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_grant"], 30, daemon, "the batch to finish")
+        assert not list((spool / "rejected").glob("grant*"))
+        log = (spool / "logs" / "podspool.log").read_text()
+        assert f"sources may now also come from {folder.resolve()}" in log
+        research = json.loads((spool / "done" / "ep_001_grant" / "research.json").read_text())
+        assert str((folder / "notes.md").resolve()) in json.dumps(research)  # read from the granted folder
+        # a folder outside every root is still refused, by the running daemon's intake
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "x.md").write_text("x\n")
+        write_manifest(spool / "inbox" / "out.json", {"batch_id": "out", "episodes": [
+            {"number": 1, "topic": "x", "sources": [str(elsewhere / "x.md")]}]})
+        wait_for(lambda: (spool / "rejected" / "out.json.error.txt").exists(), 30, daemon, "the refusal")
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
