@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -32,8 +32,16 @@ class PerplexitySettings(HttpProviderSettings):
     preset: str | None = "fast-search"  # agent only: fast-search, pro-search, deep-research, ...
     max_steps: int | None = Field(default=None, ge=1, le=10)  # agent only: overrides the preset's
     search_context_size: Literal["low", "medium", "high"] = "low"
-    search_recency_filter: str | None = None
-    search_domain_filter: list[str] = Field(default_factory=list)
+    search_recency_filter: str | None = None  # sonar and search only
+    search_domain_filter: list[str] = Field(default_factory=list)  # sonar and search only
+
+    @model_validator(mode="after")
+    def _filters_where_sent(self) -> PerplexitySettings:
+        # the agent request built here carries no search filters: refuse them rather than search unfiltered
+        if self.api == "agent" and (self.search_recency_filter or self.search_domain_filter):
+            raise ValueError('search_recency_filter and search_domain_filter are sent with api = "sonar" or '
+                             '"search", not with the agent API: choose one of those, or remove the filters')
+        return self
 
 
 class OpenAISettings(HttpProviderSettings):

@@ -132,3 +132,16 @@ def test_search_api_malformed_answer_is_retried() -> None:
         fake.queue(Reply(body={"id": "s1", "results": "nope"}))
         out = PerplexityResearch().research(EPISODE, make_ctx(fake, "perplexity", api="search"))
     assert len(fake.requests) == 2 and len(out.findings) == 3
+
+
+def test_search_filters_with_the_agent_api_are_refused_at_load_not_dropped(tmp_path: Any) -> None:
+    from podspool.daemon.config import ConfigError, load_config
+
+    cfg = tmp_path / "podspool.toml"
+    cfg.write_text('[research]\nprovider = "perplexity"\n[providers.perplexity]\nsearch_domain_filter = ["nih.gov"]\n')
+    with pytest.raises(ConfigError) as err:  # the default api is "agent"
+        load_config(cfg)
+    assert "search_domain_filter" in str(err.value) and '"sonar"' in str(err.value)
+    cfg.write_text('[research]\nprovider = "perplexity"\n[providers.perplexity]\napi = "sonar"\n'
+                   'search_domain_filter = ["nih.gov"]\n')
+    assert load_config(cfg).providers.perplexity.search_domain_filter == ["nih.gov"]
