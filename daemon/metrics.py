@@ -251,7 +251,7 @@ class MetricsHook(Hook):
         live = Totals().fold(snap["episodes"])
         live.requests = self.tally.requests_by_api(locations_of(snap))
         totals = self.closed.plus(live)
-        rates = headroom(self.root / "state" / "ratelimit", snap["rate_limits"], snap["time"])
+        rates = snap.get("rate_headroom") or headroom(self.root / "state" / "ratelimit", snap["rate_limits"], snap["time"])
         # fsio's temp name would end in ".prom" beside the target, and node_exporter globs *.prom (dot-files
         # included), so it could read half a file: write it whole under state/, then rename it in
         staged = self.root / "state" / (METRICS_FILE + ".next")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,20 @@ def window_usage(state_dir: Path, api: str, window_s: float, now: float | None =
     return used, float(paused_until)
 
 
+Usage = Callable[[str, float], "tuple[int, float] | None"]  # (api, window_s) -> (used, paused_until)
+
+
 def headroom(state_dir: Path, rates: Mapping[str, tuple[int, float]] | Mapping[str, list[Any]],
-             now: float | None = None) -> dict[str, dict[str, Any]]:
-    """api -> {limit, window_s, used, headroom, paused_s} for every configured API."""
+             now: float | None = None, usage: Usage | None = None) -> dict[str, dict[str, Any]]:
+    """api -> {limit, window_s, used, headroom, paused_s} for every configured API; from the window
+    files under `state_dir`, or from `usage` where the windows live elsewhere (Redis, for Dramatiq)."""
     now = time.time() if now is None else now
     out: dict[str, dict[str, Any]] = {}
     for api, (limit, window_s) in rates.items():
-        seen = window_usage(state_dir, api, float(window_s), now) if os.path.isdir(state_dir) else None
+        if usage is not None:
+            seen = usage(api, float(window_s))
+        else:
+            seen = window_usage(state_dir, api, float(window_s), now) if os.path.isdir(state_dir) else None
         used, paused_until = seen if seen is not None else (0, 0.0)
         out[api] = {"limit": int(limit), "window_s": float(window_s), "used": used,
                     "headroom": max(0, int(limit) - used), "paused_s": round(max(0.0, paused_until - now), 1)}

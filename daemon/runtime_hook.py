@@ -37,7 +37,7 @@ def runtime_doc(snap: dict[str, Any], state_dir: Path, *, running: bool = True) 
         "executor": snap.get("executor", "local"),
         "workers": snap.get("workers", []),
         "locations": snap["locations"],
-        "rate_limits": headroom(state_dir / "ratelimit", snap["rate_limits"], snap["time"]),
+        "rate_limits": snap.get("rate_headroom") or headroom(state_dir / "ratelimit", snap["rate_limits"], snap["time"]),
     }
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from podspool.daemon.ratewatch import headroom
 from podspool.daemon.spool import FINAL
 from podspool.stages.base import STAGE_NAMES
 
@@ -48,8 +49,10 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
     # the episodes that have spent or run something; finished ones reach the metrics through their hooks
     started = [ep for ep in sup.episodes if ep.loaded and ep.manifest.attempts > 0]
     episodes = [ep.manifest for ep in started]
+    rates = sup.cfg.rate_limits.parsed()
+    now = time.time()
     return {
-        "time": time.time(),
+        "time": now,
         "pid": os.getpid(),
         "spool": str(sup.spool.root),
         "stopping": sup.stopping,
@@ -57,7 +60,9 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "max_sessions_in_memory": sup.cfg.limits.max_sessions_in_memory,
         "memory": {"rss_bytes": memory.rss, "soft_mb": sup.cfg.limits.memory_soft_mb,
                    "hard_mb": sup.cfg.limits.memory_hard_mb, "paused": memory.paused},
-        "rate_limits": sup.cfg.rate_limits.parsed(),
+        "rate_limits": rates,
+        # the executor's own view where its windows are not the spool's files (Dramatiq: Redis)
+        "rate_headroom": headroom(sup.spool.state / "ratelimit", rates, now, getattr(sup.executor, "rate_usage", None)),
         "api_calls": dict(sup.api_calls),
         "stages": stages,
         "executor": sup.cfg.executor.kind,

@@ -22,7 +22,8 @@ def _remote_spool(tmp_path: Path, url: str, latency_ms: float) -> tuple[Path, Pa
     spool = make_spool(tmp_path / "spool", latency_ms=latency_ms,
                        extra=f'[executor]\nkind = "dramatiq"\nbroker_url = "{url}"\nheartbeat_timeout_s = 3\n'
                              'maintenance_chance = 200000\nidle_poll_ms = 50\n'
-                             "[concurrency]\nresearch = 8\nproduction = 8\naudio = 8\n")
+                             "[concurrency]\nresearch = 8\nproduction = 8\naudio = 8\n"
+                             '[rate_limits]\nsim = "10000/minute"\n')  # a window status can show
     # the worker hosts' own config: the broker, nothing else (settings and rates come with each task)
     worker_config = write_config(tmp_path / "worker.toml", url)
     manifest = write_manifest(tmp_path / "b.json", {"batch_id": "remote", "strategy": "large_batch",
@@ -63,6 +64,10 @@ def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None: 
     ran_on = {int(m) for eid in episodes_in(spool, "done")
               for m in re.findall(r"\[[^\]/]+/(\d+)\]", (spool / "done" / eid / "episode.log").read_text())}
     assert ran_on & pids[0] and ran_on & pids[1], "both groups took work"
+    # the window the workers share lives in Redis, not in this host's files: status reads it there
+    sim = read_json(spool / "state" / "runtime.json")["rate_limits"]["sim"]
+    assert 0 < sim["used"] <= 3 * N and sim["limit"] == 10000, sim
+    assert not (spool / "state" / "ratelimit" / "sim.window").exists()
     for host in ("host-a", "host-b"):
         assert [p.name for p in (tmp_path / host).iterdir()] == ["worker.log"], "a worker host keeps nothing"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -62,3 +63,30 @@ def test_every_host_counts_on_the_servers_clock(client: redis.Redis) -> None:
     skewed = redis_clock(client, local=lambda: time.time() + 120.0)  # a host two minutes fast
     server_s, server_us = client.time()
     assert skewed() == pytest.approx(server_s + server_us / 1e6, abs=0.05)
+
+
+def test_status_reads_the_shared_window_from_redis_without_taking_a_grant(client: redis.Redis) -> None:
+    from podspool.daemon.ratewatch import headroom
+
+    backend = RedisBackend(client, prefix="view:")
+    limiter = RateLimiter(backend, {"api": (5, 2.0)}, clock=redis_clock(client))
+    for _ in range(3):
+        limiter.acquire("api")
+    assert backend.usage("api", 2.0) == (3, 0.0)
+    assert backend.usage("api", 2.0) == (3, 0.0)  # reading takes nothing
+    assert limiter.try_acquire("api") == 0.0  # and left the two grants it did not use
+    limiter.pause("api", 30)
+    view = headroom(Path("/nonexistent"), {"api": (5, 2.0), "other": (10, 60.0)}, usage=backend.usage)
+    assert view["api"]["used"] == 4 and view["api"]["headroom"] == 1 and 25 < view["api"]["paused_s"] <= 30
+    assert view["other"] == {"limit": 10, "window_s": 60.0, "used": 0, "headroom": 10, "paused_s": 0.0}
+
+
+def test_a_window_of_twenty_thousand_grants_is_stored_and_counted(client: redis.Redis) -> None:
+    # Lua's unpack refuses ~8000 values: the ring is written in chunks (a limit of 20000/hour raised
+    # ResponseError on the first grant)
+    backend = RedisBackend(client, prefix="big:")
+    limiter = RateLimiter(backend, {"api": (20000, 3600.0)})
+    for _ in range(3):
+        assert limiter.try_acquire("api") == 0.0
+    assert client.llen("big:rl:api:ring") == 20000
+    assert backend.usage("api", 3600.0)[0] == 3

@@ -65,7 +65,8 @@ if mode == 'slot' then
   redis.call('LSET', KEYS[2], tonumber(ARGV[6]), ARGV[7])
 elseif mode == 'ring' then
   redis.call('DEL', KEYS[2])
-  if #ARGV >= 6 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 6)) end
+  -- in chunks: Lua's unpack refuses ~8000 values, and a limit may be 10000/hour
+  for i = 6, #ARGV, 1000 do redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
 end
 if mode ~= 'none' then
   redis.call('HSET', KEYS[1], 'cap', ARGV[5], 'head', ARGV[2], 'paused', ARGV[3])
@@ -175,6 +176,19 @@ class RedisBackend:
             # someone else (another process, another host) is inside its two round trips
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.01)
+
+    def usage(self, api: str, window_s: float) -> tuple[int, float]:
+        """(starts in the last `window_s` seconds by the server's clock, paused_until), read without the
+        lease in one round trip: a view for `status`, which must never disturb the limiter."""
+        base, ring, _lease = self._keys(api)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(base, "paused")
+        pipe.lrange(ring, 0, -1)
+        pipe.time()
+        paused_s, values, (secs, micros) = pipe.execute()
+        now = int(secs) + int(micros) / 1e6
+        used = sum(1 for v in values if now - window_s < _num(v) <= now)
+        return used, _num(paused_s)
 
     @contextmanager
     def transaction(self, api: str, capacity: int) -> Iterator[_RedisState]:

@@ -14,6 +14,7 @@ from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.executor import StageTask, TaskOutcome, WorkerView
 from podspool.daemon.guards import MemoryGuard
+from podspool.daemon.ratelimit.redis_backend import RedisBackend
 from podspool.daemon.remote import blobs, payload
 from podspool.daemon.remote import broker as remote_broker
 from podspool.daemon.remote.broker import PLUMBING_RETRIES
@@ -65,6 +66,7 @@ class DramatiqExecutor:
         self._memory = MemoryGuard()
         self._views: list[WorkerView] = []
         self._views_at = float("-inf")
+        self._rates_seen: dict[tuple[str, float], tuple[float, tuple[int, float] | None]] = {}
 
     # ---- the Executor protocol ----------------------------------------------------------------
 
@@ -191,6 +193,19 @@ class DramatiqExecutor:
                 self._views = []
             self._views_at = time.monotonic()
         return self._views
+
+    def rate_usage(self, api: str, window_s: float) -> tuple[int, float] | None:
+        """An API's window as the workers share it in Redis (for `status` and metrics.prom), read at most
+        once a second per API; None while the broker is away; after `stop`, the last reading."""
+        key = (api, window_s)
+        at, seen = self._rates_seen.get(key, (0.0, None))
+        if self._client is not None and time.monotonic() - at > 1.0:
+            try:
+                seen = RedisBackend(self._client, prefix=self.names.ratelimit_prefix).usage(api, window_s)
+            except (redis.RedisError, OSError):
+                seen = None
+            self._rates_seen[key] = (time.monotonic(), seen)
+        return seen
 
     # ---- inside ---------------------------------------------------------------------------------
 
