@@ -49,11 +49,11 @@ def make_limiter(request: pytest.FixtureRequest, tmp_path: Path,
     """The same contract for every backend (dramatiq parametrises its rate-limit backends so).
 
     (`redis_server` starts before the child-leak check takes its snapshot, so it is not counted.)"""
-    redis_backend = _redis_backend(request) if request.param == "redis" else None
+    # one backend per test: a second limiter made in the same test is a reload over the same windows
+    backend = _redis_backend(request) if request.param == "redis" else BACKENDS[request.param](tmp_path / "rl")
 
     def make(rates: dict[str, tuple[int, float]], clock: FakeClock | None = None) -> tuple[RateLimiter, FakeClock]:
         clock = clock or FakeClock()
-        backend = redis_backend or BACKENDS[request.param](tmp_path / "rl")
         return RateLimiter(backend, rates, clock=clock, sleep=clock.sleep), clock  # type: ignore[arg-type]
 
     return make
@@ -132,15 +132,13 @@ def test_clock_stepping_back_delays_at_most_one_window(make_limiter: Callable[..
     assert limiter.try_acquire("api") == pytest.approx(10.1)
 
 
-def test_lowering_n_keeps_the_newest_starts(tmp_path: Path) -> None:
-    clock = FakeClock()
-    backend = FileBackend(tmp_path)
-    before = RateLimiter(backend, {"api": (5, 60.0)}, clock=clock, sleep=clock.sleep)
+def test_lowering_n_keeps_the_newest_starts(make_limiter: Callable[..., tuple[RateLimiter, FakeClock]]) -> None:
+    before, clock = make_limiter({"api": (5, 60.0)})
     for _ in range(5):
         before.acquire("api")
-    after = RateLimiter(backend, {"api": (2, 60.0)}, clock=clock, sleep=clock.sleep)  # a reload: N 5 -> 2
+    after, _ = make_limiter({"api": (2, 60.0)}, clock)  # a reload: N 5 -> 2
     assert after.try_acquire("api") == pytest.approx(60.1)
-    raising = RateLimiter(backend, {"api": (8, 60.0)}, clock=clock, sleep=clock.sleep)  # N 2 -> 8
+    raising, _ = make_limiter({"api": (8, 60.0)}, clock)  # N 2 -> 8
     assert [raising.try_acquire("api") for _ in range(7)][:6] == [0.0] * 6
 
 

@@ -1,5 +1,6 @@
-"""What only the Redis backend has: resizing and corruption in Redis, the lease, the server-aligned clock.
-(The shared window contract runs against it in test_ratelimit.py, across hosts in test_remote_batch.py.)"""
+"""What only the Redis backend has: corruption in Redis, the lease, the server-aligned clock, the read-only view.
+(The shared window contract, resizing included, runs against it in test_ratelimit.py, across hosts in
+test_remote_batch.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import redis
 from podspool.daemon.ratelimit import RateLimiter
 from podspool.daemon.ratelimit.redis_backend import LeaseLost, RedisBackend, redis_clock
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures)
-from test_ratelimit import FakeClock
 
 
 @pytest.fixture
@@ -20,18 +20,6 @@ def client(redis_url: str) -> Iterator[redis.Redis]:  # noqa: F811
     c = redis.Redis.from_url(redis_url)
     yield c
     c.close()
-
-
-def test_lowering_n_keeps_the_newest_starts(client: redis.Redis) -> None:
-    clock = FakeClock()
-    backend = RedisBackend(client)
-    before = RateLimiter(backend, {"api": (5, 60.0)}, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        before.acquire("api")
-    after = RateLimiter(backend, {"api": (2, 60.0)}, clock=clock, sleep=clock.sleep)  # a reload: N 5 -> 2
-    assert after.try_acquire("api") == pytest.approx(60.1)
-    raising = RateLimiter(backend, {"api": (8, 60.0)}, clock=clock, sleep=clock.sleep)  # N 2 -> 8
-    assert [raising.try_acquire("api") for _ in range(7)][:6] == [0.0] * 6
 
 
 def test_damaged_window_waits_a_window_instead_of_bursting(client: redis.Redis) -> None:

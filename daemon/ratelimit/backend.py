@@ -21,3 +21,19 @@ def resized(starts: list[float], capacity: int) -> list[float]:
     """
     recent = sorted(starts)[-capacity:] if capacity else []
     return [0.0] * (capacity - len(recent)) + recent
+
+
+class PauseMark:
+    """A window state's `paused_until` (a server's Retry-After), in one place for every backend: read
+    freely; setting it marks the state to be written back."""
+
+    _paused_until: float = 0.0
+    _dirty: bool = False
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def set_paused_until(self, t: float) -> None:
+        self._paused_until = t
+        self._dirty = True

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.ratelimit.backend import resized
+from podspool.daemon.ratelimit.backend import PauseMark, resized
 
 MAGIC = b"PSRLWIN1"
 HEADER = struct.Struct("<8sIIdd")
@@ -35,7 +35,7 @@ def path_for(state_dir: Path, api: str) -> Path:
     return state_dir / f"{SAFE_NAME.sub('_', api) or '_'}.window"
 
 
-class _FileState:
+class _FileState(PauseMark):
     """One API's window, valid while its file is flock'ed by the current transaction."""
 
     def __init__(self, fd: int, capacity: int) -> None:
@@ -93,14 +93,6 @@ class _FileState:
         # oldest slot, which can only make the limiter wait longer, never let more through.
         os.pwrite(self._fd, SLOT.pack(started), HEADER.size + SLOT.size * self.head)
         self.head = (self.head + 1) % self.capacity
-        self._dirty = True
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
-
-    def set_paused_until(self, t: float) -> None:
-        self._paused_until = t
         self._dirty = True
 
     def commit(self) -> None:

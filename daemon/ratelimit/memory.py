@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from podspool.daemon.ratelimit.backend import resized
+from podspool.daemon.ratelimit.backend import PauseMark, resized
 
 
-class _MemoryState:
+class _MemoryState(PauseMark):
     def __init__(self, capacity: int) -> None:
         self.slots = [0.0] * capacity
         self.head = 0
@@ -26,13 +26,6 @@ class _MemoryState:
         if self.slots:
             self.slots[self.head] = started
             self.head = (self.head + 1) % len(self.slots)
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
-
-    def set_paused_until(self, t: float) -> None:
-        self._paused_until = t
 
     def resize(self, capacity: int) -> None:
         self.slots = resized(self.slots, capacity)

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import redis
 from podspool.daemon.ratelimit import RateLimiter
-from podspool.daemon.ratelimit.backend import resized
+from podspool.daemon.ratelimit.backend import PauseMark, resized
 
 LEASE_MS = 2000
 OUTAGE_WAIT_S = 120.0  # how long a request waits for an absent Redis before its call fails
@@ -96,7 +96,7 @@ def outlast_outage(call: Callable[[], T], *, also: tuple[type[BaseException], ..
                 raise
 
 
-class _RedisState:
+class _RedisState(PauseMark):
     """One API's window, valid between LOAD and COMMIT of one transaction."""
 
     def __init__(self, capacity: int, head: int, paused_until: float, ring: list[float] | None,
@@ -122,14 +122,6 @@ class _RedisState:
         if self._ring is not None:
             self._ring[self.head] = started
         self._pushed = started
-        self._dirty = True
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
-
-    def set_paused_until(self, t: float) -> None:
-        self._paused_until = t
         self._dirty = True
 
     def commit_args(self) -> list[Any]:
