@@ -99,6 +99,10 @@ class Dispatcher:
                 self.sup.disk_trouble(f"marking {eid} in progress", exc)
                 return
 
+    def result_came(self, eid: str) -> None:
+        """Its result says more than a mark would: it needs none."""
+        self.unmarked.pop(eid, None)
+
     def next_mark_in(self) -> float | None:
         """Seconds until `mark_running` has something to do (None: nothing running unmarked)."""
         if not self.unmarked:
@@ -106,7 +110,7 @@ class Dispatcher:
         started, _ = next(iter(self.unmarked.values()))
         return max(0.0, started + MARK_RUNNING_AFTER_S - time.monotonic())
 
-    def _submit(self, ep: Episode, stage: StageName) -> bool:
+    def _submit(self, ep: Episode, stage: StageName) -> None:
         m = ep.manifest
         b = self.sup.batches[m.batch_id]
         b.meta.setdefault("start_time", utcnow())
@@ -120,12 +124,11 @@ class Dispatcher:
         if not self.sup.executor.submit(task):
             self.sup.episodes.stopped(ep, stage)
             self.sup.episodes.settled(ep)  # begun in memory, waiting again: the next start counts nothing
-            return False
+            return
         self.unmarked.pop(m.session_id, None)
         self.unmarked[m.session_id] = (time.monotonic(), stage)
         logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage).info("{} started (attempt {})", stage,
                                                                               m.attempts)
-        return True
 
     def _log_held(self, bid: str) -> None:
         b = self.sup.batches[bid]

@@ -18,7 +18,6 @@ from typing import Any
 
 from podspool.daemon.hooks import Hook
 from podspool.daemon.models import EpisodeManifest
-from podspool.daemon.ratewatch import headroom
 from podspool.daemon.session import parse_time
 from podspool.daemon.usage_tally import UsageTally
 from podspool.stages import fsio
@@ -251,7 +250,7 @@ class MetricsHook(Hook):
         live = Totals().fold(snap["episodes"])
         live.requests = self.tally.requests_by_api(locations_of(snap))
         totals = self.closed.plus(live)
-        rates = snap.get("rate_headroom") or headroom(self.root / "state" / "ratelimit", snap["rate_limits"], snap["time"])
+        rates = snap["rate_headroom"]
         # fsio's temp name would end in ".prom" beside the target, and node_exporter globs *.prom (dot-files
         # included), so it could read half a file: write it whole under state/, then rename it in
         staged = self.root / "state" / (METRICS_FILE + ".next")

@@ -58,7 +58,7 @@ class Recorder:
                 logger.warning("dropping a result for {} ({}): it is no longer running there", out.episode_id,
                                out.stage)
                 continue
-            self.sup.dispatcher.unmarked.pop(out.episode_id, None)  # its result says more than a mark would
+            self.sup.dispatcher.result_came(out.episode_id)
             m = ep.manifest.fork()
             delay = retry_delay(m.attempts, self.sup.cfg.limits.retry_backoff_s, self.sup.cfg.limits.retry_backoff_max_s)
             t = lifecycle.settle(m, out.stage, out.result, max_retries=self.sup.cfg.limits.max_retries, now_iso=utcnow(),

@@ -14,7 +14,6 @@ from typing import Any
 
 from podspool.daemon.hooks import Hook
 from podspool.daemon.models import utcnow
-from podspool.daemon.ratewatch import headroom
 from podspool.stages import fsio
 
 RUNTIME_FILE = "runtime.json"
@@ -22,7 +21,7 @@ WRITE_EVERY_S = 1.0
 STALE_AFTER_S = 15.0  # a runtime.json older than this is from a daemon that is gone or stuck
 
 
-def runtime_doc(snap: dict[str, Any], state_dir: Path, *, running: bool = True) -> dict[str, Any]:
+def runtime_doc(snap: dict[str, Any], *, running: bool = True) -> dict[str, Any]:
     mem = snap["memory"]
     return {
         "running": running,
@@ -37,7 +36,7 @@ def runtime_doc(snap: dict[str, Any], state_dir: Path, *, running: bool = True) 
         "executor": snap.get("executor", "local"),
         "workers": snap.get("workers", []),
         "locations": snap["locations"],
-        "rate_limits": snap.get("rate_headroom") or headroom(state_dir / "ratelimit", snap["rate_limits"], snap["time"]),
+        "rate_limits": snap["rate_headroom"],
     }
 
 
@@ -54,11 +53,11 @@ class RuntimeHook(Hook):
         if now - self._last < self.every_s:
             return
         self._last = now
-        fsio.write_json(self.state_dir / RUNTIME_FILE, runtime_doc(snapshot(), self.state_dir))
+        fsio.write_json(self.state_dir / RUNTIME_FILE, runtime_doc(snapshot()))
 
     def close(self) -> None:
         if self._snapshot is not None:
-            fsio.write_json(self.state_dir / RUNTIME_FILE, runtime_doc(self._snapshot(), self.state_dir, running=False))
+            fsio.write_json(self.state_dir / RUNTIME_FILE, runtime_doc(self._snapshot(), running=False))
 
 
 def read_runtime(root: Path, now: float | None = None) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import queue
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ TICK_S = 0.5
 
 class Supervisor:
     def __init__(self, spool: Spool, cfg: Config, *, once: bool = False, secrets: dict[str, str] | None = None,
-                 reload_config: Any = None, executor: Any = None, source_roots: Any = None) -> None:
+                 reload_config: Any = None, executor: Any = None,
+                 source_roots: Callable[[], list[str] | None] | None = None) -> None:
         self.spool = spool
         self.cfg = cfg
         self.once = once

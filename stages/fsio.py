@@ -128,6 +128,12 @@ def sync_folders(on: bool) -> None:
     _sync_folders = on
 
 
+def sync_folder(folder: Path) -> None:
+    """After a rename into `folder`: fsync it, unless this process leaves that to the supervisor."""
+    if _sync_folders:
+        fsync_dir(folder)
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (see sync_folders)."""
     tmp = temp_name_for(path)
@@ -149,8 +155,7 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
-    if _sync_folders:
-        fsync_dir(path.parent)
+    sync_folder(path.parent)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -58,7 +58,7 @@ def link(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsio.fsync_dir(dst.parent)
+    fsio.sync_folder(dst.parent)
 
 
 def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn], speech: SpeechOutput,
