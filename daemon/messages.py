@@ -34,20 +34,21 @@ class Freed:
 
 
 @dataclass(frozen=True)
-class Done:
-    """Worker -> supervisor: the task's result."""
-
-    task_id: int
-    result: StageResult
-
-
-@dataclass(frozen=True)
 class Log:
     """Worker -> supervisor: one log line (the supervisor is the only writer of the log files)."""
 
     level: str
     text: str
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Done:
+    """Worker -> supervisor: the task's result, after the log lines the task held back (workers.py)."""
+
+    task_id: int
+    result: StageResult
+    logs: tuple[Log, ...] = ()
 
 
 ToWorker = Run | Stop

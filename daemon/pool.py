@@ -228,6 +228,8 @@ class LocalExecutor:
             elif isinstance(msg, Freed):
                 worker.freed.add(msg.task_id)
             elif isinstance(msg, Done):
+                for line in msg.logs:
+                    logger.bind(**line.extra).log(line.level, line.text)
                 task = worker.tasks.pop(msg.task_id, None)
                 worker.freed.discard(msg.task_id)
                 if task is None:
