@@ -83,7 +83,8 @@ class Dispatcher:
 
     def mark_running(self, group: CommitGroup) -> None:
         """Add to `group` the manifests of phases running longer than MARK_RUNNING_AFTER_S (oldest first,
-        so this stops at the first younger one: O(marks), not O(running))."""
+        so this stops at the first younger one: O(marks), not O(running)), and log their start: a phase
+        that ends sooner is told by its one "done" or "failed" line (with its attempt and duration)."""
         deadline = time.monotonic() - MARK_RUNNING_AFTER_S
         while self.unmarked:
             eid, (started, stage) = next(iter(self.unmarked.items()))
@@ -93,6 +94,8 @@ class Dispatcher:
             ep = self.sup.episodes.get(eid)
             if ep is None or not ep.running or ep.location != stage:
                 continue
+            logger.bind(batch=ep.manifest.batch_id, episode=eid, stage=stage).info(
+                "{} started {:.1f}s ago (attempt {})", stage, time.monotonic() - started, ep.manifest.attempts)
             try:
                 self.sup.write_manifest(group, stage, ep.manifest)
             except OSError as exc:  # only a view for operators: the phase runs on
@@ -127,8 +130,6 @@ class Dispatcher:
             return
         self.unmarked.pop(m.session_id, None)
         self.unmarked[m.session_id] = (time.monotonic(), stage)
-        logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage).info("{} started (attempt {})", stage,
-                                                                              m.attempts)
 
     def _log_held(self, bid: str) -> None:
         b = self.sup.batches[bid]

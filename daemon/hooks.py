@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from podspool.daemon.models import EpisodeManifest
+from podspool.stages.base import StageName, Usage
 
 
 class Hook:
@@ -17,6 +18,9 @@ class Hook:
 
     def on_tick(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Called every loop turn (about twice a second); call `snapshot()` only when you need it."""
+
+    def on_phase_done(self, manifest: EpisodeManifest, stage: StageName, usage: list[Usage]) -> None:
+        """A phase finished well in this daemon's life; `usage` is its run's, as its artifact keeps it."""
 
     def on_episode_done(self, manifest: EpisodeManifest) -> None: ...
 

@@ -21,7 +21,7 @@ from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.session import parse_time
 from podspool.daemon.usage_tally import UsageTally
 from podspool.stages import fsio
-from podspool.stages.base import STAGE_NAMES
+from podspool.stages.base import STAGE_NAMES, StageName, Usage
 
 METRICS_FILE = "metrics.prom"
 WRITE_EVERY_S = 5.0
@@ -268,8 +268,11 @@ class MetricsHook(Hook):
     def _finished(self, location: str, m: EpisodeManifest) -> None:
         """A finished episode leaves the supervisor's memory: fold it in now, its artifacts read once."""
         self.closed.fold([m])
-        for api, n in UsageTally(self.root).requests_by_api([(location, m)]).items():
+        for api, n in self.tally.take(location, m).items():
             self.closed.requests[api] = self.closed.requests.get(api, 0) + n
+
+    def on_phase_done(self, manifest: EpisodeManifest, stage: StageName, usage: list[Usage]) -> None:
+        self.tally.note(manifest.session_id, stage, usage)
 
     def on_episode_done(self, manifest: EpisodeManifest) -> None:
         self._finished("done", manifest)

@@ -101,8 +101,10 @@ class Recorder:
         log = logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage)
         if t.outcome in ("advanced", "done"):
             secs = m.timings[stage].seconds
-            log.info("{} done in {}s{} (${:.4f}){}", stage, secs, " (reused)" if result.reused else "",
-                     result.cost_usd, " -> done" if t.outcome == "done" else "")
+            log.info("{} done in {}s{} (attempt {}, ${:.4f}){}", stage, secs, " (reused)" if result.reused else "",
+                     m.attempts, result.cost_usd, " -> done" if t.outcome == "done" else "")
+            if not result.reused:  # a reused phase's usage is its first run's: the artifact has it
+                self.sup.emit("on_phase_done", m, stage, result.usage)
             if t.outcome == "done":
                 self.sup.upkeep.retire_wav(m.session_id)
                 self.sup.emit("on_episode_done", m)

@@ -3,17 +3,20 @@
 The manifest keeps costs but not usage; the artifacts (research.json, quality.json, audio.json)
 keep the usage list of the run that produced them. A finished phase's artifact never changes, so
 each one is read once and cached by (episode, stage): the metrics hook stays cheap on a big spool.
-Requests of failed attempts are not in any artifact, so they are not counted here.
+A phase that finished while the daemon runs is noted from its result instead (`note`), so no
+artifact is read for it at all. Requests of failed attempts are not in any artifact, so they are
+not counted here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from podspool.daemon.models import EpisodeManifest
 from podspool.stages import fsio
-from podspool.stages.base import STAGE_NAMES
+from podspool.stages.base import STAGE_NAMES, Usage
 
 ARTIFACT = {"research": "research.json", "production": "quality.json", "audio": "audio.json"}
 
@@ -23,7 +26,21 @@ class UsageTally:
         self.root = Path(root)
         self._seen: dict[tuple[str, str], dict[str, int]] = {}
 
-    def requests_by_api(self, episodes: list[tuple[str, EpisodeManifest]]) -> dict[str, int]:
+    def note(self, episode_id: str, stage: str, usage: Iterable[Usage]) -> None:
+        """A phase's usage as its result reported it: the same list its artifact holds."""
+        counted: dict[str, int] = {}
+        for u in usage:
+            counted[u.api] = counted.get(u.api, 0) + u.requests
+        self._seen[(episode_id, stage)] = counted
+
+    def take(self, location: str, m: EpisodeManifest) -> dict[str, int]:
+        """api -> requests of one finished episode, which leaves the cache."""
+        total = self.requests_by_api([(location, m)], forget_others=False)
+        for stage in STAGE_NAMES:
+            self._seen.pop((m.session_id, stage), None)
+        return total
+
+    def requests_by_api(self, episodes: list[tuple[str, EpisodeManifest]], forget_others: bool = True) -> dict[str, int]:
         """api -> requests, over every done phase of `episodes` ((location, manifest) pairs)."""
         live: set[tuple[str, str]] = set()
         for location, m in episodes:
@@ -37,11 +54,13 @@ class UsageTally:
                     if counted is None:
                         continue  # moved under our feet: counted next time
                     self._seen[key] = counted
-        for key in list(self._seen):
-            if key not in live:  # `podspool retry` reopened the phase: count its new run instead
-                del self._seen[key]
+        if forget_others:
+            for key in list(self._seen):
+                if key not in live:  # `podspool retry` reopened the phase: count its new run instead
+                    del self._seen[key]
         total: dict[str, int] = {}
-        for counted in self._seen.values():
+        for key in live:
+            counted = self._seen.get(key, {})
             for api, n in counted.items():
                 total[api] = total.get(api, 0) + n
         return total
