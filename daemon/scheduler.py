@@ -19,8 +19,11 @@ def batch_stage_cap(strategy: str | None, stage: StageName, pool_size: int, expl
     return min(pool_size, STRATEGY_PRESETS[strategy][stage])
 
 
+_RNG = random.Random()  # one, seeded once: a Random() per call read the OS's entropy every time
+
+
 def retry_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter on the upper half: base * 2^(attempt-1), capped."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     ceiling = min(max_s, base_s * (2 ** max(0, attempt - 1)))
     return ceiling / 2 + rng.random() * ceiling / 2

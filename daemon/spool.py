@@ -53,6 +53,7 @@ class Spool:
         self.staging = self.state / "staging"
         self.requests = self.state / "requests"
         self._lock_fd: int | None = None
+        self._wheres: dict[str, Path] = {}  # location -> its folder: folder() runs a score of times an episode
 
     # ---- layout -----------------------------------------------------------------------------
 
@@ -62,10 +63,13 @@ class Spool:
             d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     def where(self, location: str) -> Path:
-        return self.root / location
+        where = self._wheres.get(location)
+        if where is None:
+            where = self._wheres[location] = self.root / location
+        return where
 
     def folder(self, location: str, eid: str) -> Path:
-        return self.root / location / eid
+        return self.where(location) / eid
 
     def batch_dir(self, batch_id: str) -> Path:
         return self.batches / batch_id
