@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -208,7 +207,7 @@ class Spool:
         # One fsync wave for the batch's files and every episode's manifest (group commit): the staging
         # folder is invisible until its rename into batches/, so nothing needs to be durable before then.
         group = CommitGroup(stage_dir)
-        group.write(stage_dir / "batch.json", _json_bytes(manifest.model_dump(mode="json", exclude_none=True)), bid)
+        group.write(stage_dir / "batch.json", fsio.json_bytes(manifest.model_dump(mode="json", exclude_none=True)), bid)
         session = {
             "batch_id": bid,
             "accepted_at": utcnow(),
@@ -218,7 +217,7 @@ class Spool:
             "strategy": manifest.effective_strategy(),
             "source": {"name": inbox_file.name, "inode": st.st_ino, "sha256": hashlib.sha256(raw).hexdigest()},
         }
-        group.write(stage_dir / "session.json", _json_bytes(session), bid)
+        group.write(stage_dir / "session.json", fsio.json_bytes(session), bid)
         made = []
         for ep in manifest.all_episodes():
             eid = episode_id(ep.number, bid)
@@ -367,9 +366,6 @@ def manifest_bytes(m: EpisodeManifest) -> bytes:
     one is pure Python, and a busy tick writes dozens)."""
     return m.model_dump_json(indent=2).encode("utf-8") + b"\n"
 
-
-def _json_bytes(doc: Any) -> bytes:
-    return (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def is_inbox_name(name: str) -> bool:
