@@ -2,10 +2,12 @@
 
 A tick may finish dozens of stage results. Written one by one, each manifest costs a file fsync and
 a folder fsync, and each move two more. Here every new file is first written to its temp name (a file
-that exists: to a spare, see SparePool), then ONE `syncfs` makes all their contents durable, then the
-renames (exchanges) and folder moves run in order, then a second `syncfs` makes those durable. The guarantee is unchanged (a reader or a crash sees the old
-file or the new one, whole; a move happens after the manifest it depends on), at two syncs per tick
-instead of several per episode.
+that exists: to a spare, see SparePool; a stage's artifacts: by its worker, see `adopt`), then ONE
+`syncfs` makes all their contents durable, then the renames (exchanges) and folder moves run in order
+(an episode's artifacts before its manifest, its manifest before its move), then a second `syncfs`
+makes those durable. The guarantee is unchanged (a reader or a crash sees the old file or the new one,
+whole; a move happens after the manifest it depends on), at two syncs per tick instead of several per
+episode.
 
 It relies on the file system journaling metadata in order (ext4, xfs, btrfs do): a rename that
 survived a power cut implies the renames issued before it did. Where `syncfs` is missing, it falls
@@ -101,6 +103,7 @@ class _Write:
     path: Path
     owner: object
     spare: bool = False  # tmp is a spare file, to be exchanged with path
+    adopted: bool = False  # tmp was written by a worker (adopt): an undo leaves it for the result's next try
 
 
 @dataclass
@@ -155,6 +158,15 @@ class CommitGroup:
             raise
         os.close(fd)
         self.items.append(_Write(tmp, path, owner, spare))
+
+    def adopt(self, files: tuple[tuple[str, str], ...], owner: object) -> None:
+        """Rename files a stage worker left at their temp names (fsio.defer_writes), synced with the rest."""
+        for tmp, path in files:
+            self.items.append(_Write(Path(tmp), Path(path), owner, adopted=True))
+
+    def retract(self, owner: object) -> None:
+        """Take back what `owner` adopted (its result cannot be saved now), leaving the temp files."""
+        self.items = [it for it in self.items if not (isinstance(it, _Write) and it.adopted and it.owner == owner)]
 
     def move(self, src: Path, dst: Path, what: str, owner: object) -> None:
         self.items.append(_Move(src, dst, what, owner))
@@ -214,6 +226,8 @@ class CommitGroup:
         os.replace(it.tmp, it.path)
 
     def _release(self, it: _Write, unlink: bool = True) -> None:
+        if it.adopted:
+            return  # the worker's file: its result is kept and tried again (results.py)
         if it.spare and self.spares is not None:
             self.spares.give_back(it.tmp)  # what it holds is nobody's
         elif unlink:

@@ -44,11 +44,13 @@ class Log:
 
 @dataclass(frozen=True)
 class Done:
-    """Worker -> supervisor: the task's result, after the log lines the task held back (workers.py)."""
+    """Worker -> supervisor: the task's result, after the log lines the task held back (workers.py), and
+    the files it left at their temp names for the supervisor's commit to rename: (temp, final), in order."""
 
     task_id: int
     result: StageResult
     logs: tuple[Log, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
 
 
 ToWorker = Run | Stop

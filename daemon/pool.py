@@ -236,5 +236,6 @@ class LocalExecutor:
                     continue
                 worker.tasks_done += 1
                 pid = worker.process.pid if worker.process is not None else 0
-                self._outcomes.append(TaskOutcome(msg.task_id, task.episode_id, worker.stage, msg.result, f"pid {pid}"))
+                self._outcomes.append(TaskOutcome(msg.task_id, task.episode_id, worker.stage, msg.result, f"pid {pid}",
+                                                  msg.files))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -20,6 +22,8 @@ from podspool.daemon.executor import TaskOutcome
 from podspool.daemon.logs import episode_finished
 from podspool.daemon.models import EpisodeManifest, utcnow
 from podspool.daemon.scheduler import retry_delay
+from podspool.stages import fsio
+from podspool.stages.base import StageResult
 
 if TYPE_CHECKING:
     from podspool.daemon.supervisor import Supervisor
@@ -57,15 +61,23 @@ class Recorder:
             if ep is None or not ep.running or ep.location != out.stage:
                 logger.warning("dropping a result for {} ({}): it is no longer running there", out.episode_id,
                                out.stage)
+                for tmp, _final in out.files:
+                    fsio.unlink_quietly(Path(tmp))
                 continue
             self.sup.dispatcher.result_came(out.episode_id)
+            if out.files and not all(os.path.exists(tmp) for tmp, _final in out.files):
+                # kept through disk trouble, and its files went meanwhile: what it made is lost, so run it again
+                out = replace(out, files=(), result=StageResult(
+                    ok=False, error="its files were lost before they could be saved", cost_usd=out.result.cost_usd))
             m = ep.manifest.fork()
             delay = retry_delay(m.attempts, self.sup.cfg.limits.retry_backoff_s, self.sup.cfg.limits.retry_backoff_max_s)
             t = lifecycle.settle(m, out.stage, out.result, max_retries=self.sup.cfg.limits.max_retries, now_iso=utcnow(),
                                  now_mono=time.monotonic(), now_unix=time.time(), retry_delay_s=delay)
+            group.adopt(out.files, ep.episode_id)  # renamed before the manifest that says they exist
             try:
                 self.sup.write_manifest(group, out.stage, m)
             except OSError as exc:
+                group.retract(ep.episode_id)
                 self.sup.unsaved.append(out)
                 self.sup.disk_trouble(f"saving the result of {out.episode_id}", exc)
                 continue

@@ -179,7 +179,6 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     from podspool.stages import fsio
 
     fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart
-    fsio.sync_folders(False)  # the supervisor's commit of the result makes this worker's renames durable
     # Ctrl-C reaches the whole process group; the supervisor decides how in-flight work ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -212,12 +211,13 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
                            deadline=time.monotonic() + spec.time_limit_s, call_slot=slot, gate_lock=gate_lock)
         held.begin()
+        fsio.defer_writes()  # the supervisor syncs and renames the task's files in its group commit
         with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
             result = run_stage(spec.stage, Path(folder), episode, ctx)
         if ctx.calls:
             result.api_calls = dict(ctx.calls)
         try:
-            send(Done(task_id, result, held.end()))
+            send(Done(task_id, result, held.end(), tuple(fsio.deferred_writes())))
         except (OSError, ValueError):
             os._exit(4)  # the supervisor is gone
 

@@ -1,4 +1,5 @@
-"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder.
+"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder (or, in a stage
+worker, the same with the sync and the rename left to the supervisor's group commit: defer_writes).
 
 This is the lowest layer of podspool, so both the stages (for their artifacts) and the daemon (for
 manifests, checkpoints and summaries) use it. A reader or a crash sees the old file or the new one,
@@ -28,7 +29,8 @@ class _CrashPoints:
     """TEST HOOK (SQLite-style crash-point sweep); a no-op in production beyond one counter increment.
 
     Every durable operation (a write's rename, a folder move, the intake's commit rename) calls
-    `crashpoint()` just before it takes effect. With `PODSPOOL_CRASH_AT=k` in the environment, the k-th
+    `crashpoint()` just before it takes effect, and so does a stage worker's deferred write (a kill
+    point with nothing durable: the worker's files wait for the supervisor's commit). With `PODSPOOL_CRASH_AT=k` in the environment, the k-th
     such operation of *this* process kills the process with SIGKILL, so tests can prove that a crash at
     any instant loses nothing. Optional companions:
       PODSPOOL_CRASH_ROLE=supervisor|worker|worker-<stage>  only count in that kind of process;
@@ -117,47 +119,78 @@ def temp_name_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
-# Whether write_bytes fsyncs the folder after its rename. A stage worker turns it off (daemon/workers.py):
-# its files are whole either way (data fsynced before the rename), and the supervisor's group commit
-# (daemon/commit.py) runs a syncfs after the worker's rename and before any manifest records the phase,
-# which makes the rename durable then. Half of a worker's fsyncs, each a journal commit that stalls
-# every other process's metadata operations.
-_sync_folders = True
+# Deferred writes. A local stage worker (daemon/workers.py) leaves each file at its temp name, its
+# contents written but not synced, and reports the (temp, final) pairs with its result; the supervisor
+# renames them in its group commit, after the one syncfs that makes every file of the tick durable
+# (daemon/commit.py). Temp, sync, rename, as everywhere: one sync a tick instead of one per file, and
+# a worker never waits on the disk. Per thread: a worker runs two tasks at once.
+_pending = threading.local()
 
 
-def sync_folders(on: bool) -> None:
-    global _sync_folders
-    _sync_folders = on
+def defer_writes() -> None:
+    """From now on this thread's writes and links wait at their temp names (a task begins)."""
+    _pending.files = []
 
 
-def sync_folder(folder: Path) -> None:
-    """After a rename into `folder`: fsync it, unless this process leaves that to the supervisor."""
-    if _sync_folders:
-        fsync_dir(folder)
+def deferred_writes() -> list[tuple[str, str]]:
+    """The (temp, final) pairs this thread left since defer_writes(), in order; ends deferring (a task ends)."""
+    files, _pending.files = getattr(_pending, "files", None) or [], None
+    return files
+
+
+def _leave(tmp: Path, path: Path, what: str) -> bool:
+    """Deferring: note `tmp` for `path` and say so; else False (the caller renames it now)."""
+    files = getattr(_pending, "files", None)
+    if files is None:
+        return False
+    crashpoint(f"{what} {path.parent.name}/{path.name} (left)")  # a kill point only: nothing is durable yet
+    files.append((str(tmp), str(path)))
+    return True
 
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (see sync_folders)."""
+    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (or deferred, above)."""
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    deferring = getattr(_pending, "files", None) is not None
     try:
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if not deferring:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         unlink_quietly(tmp)
         raise
     os.close(fd)
+    if _leave(tmp, path, "write"):
+        return
     try:
         with durable_step(f"write {path.parent.name}/{path.name}"):
             os.replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
-    sync_folder(path.parent)
+    fsync_dir(path.parent)
+
+
+def link(src: Path, dst: Path) -> None:
+    """`dst` becomes another name of `src` (which this thread may have left at its temp name), atomically."""
+    files = getattr(_pending, "files", None) or []
+    real = next((Path(t) for t, f in reversed(files) if f == str(src)), src)
+    tmp = temp_name_for(dst)
+    os.link(real, tmp)
+    if _leave(tmp, dst, "link"):
+        return
+    try:
+        with durable_step(f"link {dst.parent.name}/{dst.name}"):
+            os.replace(tmp, dst)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    fsync_dir(dst.parent)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -8,7 +8,9 @@ torn JSON left, the inbox file neither lost nor accepted twice, and no finished 
 
 Supervisor crash points are counted in the supervisor only; worker crash points in each worker process
 (PODSPOOL_CRASH_ROLE), once per run (PODSPOOL_CRASH_ONCE), because every respawned worker starts its own
-count and would otherwise crash again on every retry.
+count and would otherwise crash again on every retry. A worker's points are not durable operations: it
+leaves each file at its temp name and the supervisor's group commit renames it (fsio.defer_writes), so
+they are where a worker can die with files written and not yet reported.
 """
 
 from __future__ import annotations
@@ -201,8 +203,8 @@ def sweep(tmp: Path, full: bool) -> None:
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda k: crash_supervisor_at(tmp, k), sup_ks))
         results += list(pool.map(lambda sk: crash_worker_at(tmp, *sk), wrk_ks))
-    print(f"\ncrash sweep: a {EPISODES}-episode batch has {len(ops)} durable operations ({len(sup)} in the "
-          f"supervisor, {len(ops) - len(sup)} in workers); swept {len(sup_ks)} supervisor crash points "
+    print(f"\ncrash sweep: a {EPISODES}-episode batch has {len(sup)} durable operations (all in the supervisor) "
+          f"and {len(ops) - len(sup)} kill points in workers; swept {len(sup_ks)} supervisor crash points "
           f"{sup_ks} and {len(wrk_ks)} worker ones {wrk_ks} in {time.monotonic() - started:.1f}s")
     problems = [p for r in results for p in r]
     assert not problems, "\n".join(problems)

@@ -7,7 +7,6 @@ hard link to episode.mp3 (one inode, no extra bytes) so the contract's `audio.mp
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,19 +47,6 @@ def episode_title(script: str, episode: EpisodeInput) -> str:
     return episode.topic
 
 
-def link(src: Path, dst: Path) -> None:
-    """`dst` becomes another name of `src`, atomically (link under a temp name, then rename over)."""
-    tmp = fsio.temp_name_for(dst)
-    os.link(src, tmp)
-    try:
-        with fsio.durable_step(f"link {dst.parent.name}/{dst.name}"):
-            os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsio.sync_folder(dst.parent)
-
-
 def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn], speech: SpeechOutput,
             findings: list[Finding], settings: StageSettings, today: str | None = None) -> Published:
     """Write episode.mp3 (and its audio.mp3 link), chapters.json, transcript.vtt and shownotes.md."""
@@ -91,8 +77,9 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
     chapters = chapter_rules.chapters(script, spans, seconds, title)
     date = today or datetime.now(UTC).strftime("%Y-%m-%d")
     meta = tags.EpisodeTags(title=title, show=show.title, author=show.author, number=episode.number, date=date)
-    fsio.write_bytes(folder / artifacts.EPISODE_MP3, tags.tagged(encoded, meta, chapters))
-    link(folder / artifacts.EPISODE_MP3, folder / artifacts.AUDIO_MP3)
+    tagged = tags.tagged(encoded, meta, chapters)
+    fsio.write_bytes(folder / artifacts.EPISODE_MP3, tagged)
+    fsio.link(folder / artifacts.EPISODE_MP3, folder / artifacts.AUDIO_MP3)
     fsio.write_json(folder / artifacts.CHAPTERS_JSON, chapter_rules.json_chapters(chapters))
     fsio.write_text(folder / artifacts.TRANSCRIPT_VTT, transcript.webvtt(turns, spans))
     fsio.write_text(folder / artifacts.SHOWNOTES_MD,
@@ -105,7 +92,7 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
             "loudness": {**loud.to_dict(), "target_lufs": audio.loudness_lufs,
                          "file_lufs": round(heard.lufs, 2), "file_true_peak_dbtp": round(heard.true_peak_dbtp, 2),
                          "encodes": encodes},
-            "mp3": {"bytes": (folder / artifacts.EPISODE_MP3).stat().st_size, "channels": audio.mp3_channels,
+            "mp3": {"bytes": len(tagged), "channels": audio.mp3_channels,
                     "kbps": audio.mp3_kbps or mp3.DEFAULT_KBPS[audio.mp3_channels]},
             "timing": method,  # measured (by the provider) | detected (pauses in the audio) | estimated
             "spans": [{"turn": s.turn, "host": turns[s.turn].host, "start": round(s.start, 3),
