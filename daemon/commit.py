@@ -99,8 +99,8 @@ class SparePool:
 
 @dataclass
 class _Write:
-    tmp: Path
-    path: Path
+    tmp: Path | str  # str: adopted from a worker's message (a Path per file cost more than its rename)
+    path: Path | str
     owner: object
     spare: bool = False  # tmp is a spare file, to be exchanged with path
     adopted: bool = False  # tmp was written by a worker (adopt): an undo leaves it for the result's next try
@@ -162,7 +162,7 @@ class CommitGroup:
     def adopt(self, files: tuple[tuple[str, str], ...], owner: object) -> None:
         """Rename files a stage worker left at their temp names (fsio.defer_writes), synced with the rest."""
         for tmp, path in files:
-            self.items.append(_Write(Path(tmp), Path(path), owner, adopted=True))
+            self.items.append(_Write(tmp, path, owner, adopted=True))
 
     def retract(self, owner: object) -> None:
         """Take back what `owner` adopted (its result cannot be saved now), leaving the temp files."""
@@ -186,20 +186,21 @@ class CommitGroup:
         except OSError as exc:
             self._undo(items)
             raise GroupFailed({it.owner for it in items}, exc) from exc
-        dirs: set[Path] = set()
+        dirs: set[str] = set()
         for i, it in enumerate(items):
             try:
                 if isinstance(it, _Write):
-                    fsio.crashpoint(f"write {it.path.parent.name}/{it.path.name}")
+                    folder, name = os.path.split(it.path)
+                    fsio.crashpoint(f"write {os.path.basename(folder)}/{name}")
                     self._put(it)
-                    dirs.add(it.path.parent)
+                    dirs.add(folder)
                 else:
                     # rename() onto an existing empty folder succeeds silently: never let two share a name
                     if it.dst.exists():
                         raise FileExistsError(errno.EEXIST, f"{it.dst} already exists", str(it.dst))
                     fsio.crashpoint(it.what)
                     os.rename(it.src, it.dst)
-                    dirs.update((it.src.parent, it.dst.parent))
+                    dirs.update((str(it.src.parent), str(it.dst.parent)))
             except OSError as exc:
                 rest = items[i:]
                 self._undo(rest)
@@ -207,8 +208,8 @@ class CommitGroup:
         try:
             if fallback or not syncfs(self.anchor):
                 for d in dirs:
-                    if d.exists():
-                        fsio.fsync_dir(d)
+                    if os.path.isdir(d):
+                        fsio.fsync_dir(Path(d))
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
 
@@ -239,7 +240,7 @@ class CommitGroup:
                 self._release(it)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_file(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

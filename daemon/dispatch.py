@@ -65,7 +65,8 @@ class Dispatcher:
                     if ep is None:
                         break
                     try:
-                        m = ep.manifest.fork()
+                        # changed in place: a start is not committed (a result is, on a fork: results.py)
+                        m = ep.manifest
                     except OSError as exc:  # its folder was damaged behind our back: leave it to recovery
                         logger.bind(batch=bid, episode=ep.episode_id, stage=stage).error(
                             "cannot start {}: {}; it stays in {} for the next start's recovery",
@@ -77,7 +78,6 @@ class Dispatcher:
                             break
                         admitted += 1
                     lifecycle.begin(m, stage, utcnow(), time.monotonic())
-                    ep.manifest = m
                     self._submit(ep, stage)
                     free -= 1
 

@@ -216,7 +216,7 @@ class LocalExecutor:
         conn = worker.conn
         while conn is not None:
             try:
-                if not conn.poll():
+                if not worker.has_message():
                     return
                 msg = conn.recv()
             except (EOFError, OSError):

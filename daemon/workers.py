@@ -11,6 +11,7 @@ import ctypes
 import fcntl
 import multiprocessing as mp
 import os
+import select
 import signal
 import threading
 import time
@@ -271,6 +272,7 @@ class Worker:
     recycle: bool = False
     term_sent_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    poller: Any = None  # select.poll on conn: Connection.poll() builds a selector per call
 
     def start(self) -> None:
         parent_conn, child_conn = CTX.Pipe(duplex=True)
@@ -279,6 +281,8 @@ class Worker:
         self.process.start()
         child_conn.close()
         self.conn = parent_conn
+        self.poller = select.poll()
+        self.poller.register(parent_conn.fileno(), select.POLLIN)
         self.tasks = {}
         self.freed = set()
         self.ready = False
@@ -299,6 +303,10 @@ class Worker:
     def calling(self) -> int:
         """Tasks still in (or before) their provider call: the stage's concurrency that counts."""
         return sum(1 for t in self.tasks if t not in self.freed)
+
+    def has_message(self) -> bool:
+        """Something to read on the pipe (or its end: recv then raises EOFError)."""
+        return self.conn is not None and bool(self.poller.poll(0))
 
     def can_take(self) -> bool:
         """Idle, or its one task is past its call: the next call overlaps the last one's disk work (so a

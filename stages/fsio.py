@@ -229,7 +229,7 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
     """Remove a file that may already be gone (a temp file after a failed write)."""
     try:
         os.unlink(path)
