@@ -41,7 +41,7 @@ class Located:
     folder: Path
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # more than the episodes in flight: memory stays flat
 def _child(parent: Path, name: str) -> Path:
     """parent / name, remembered: the supervisor asks for an episode's folder a score of times while it
     runs (a Path join parses its parts every time: 5 µs)."""

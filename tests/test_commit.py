@@ -62,3 +62,56 @@ def test_a_failed_exchange_target_is_replaced_and_the_group_goes_on(tmp_path: Pa
     gone.unlink()  # vanished between the write and the commit: the spare is renamed in instead
     group.commit()
     assert gone.read_text() == "1" and kept.read_text() == "2"
+
+
+def test_a_workers_deferred_files_wait_at_their_temp_names_until_the_group_renames_them(tmp_path: Path) -> None:
+    from podspool.stages import fsio
+
+    folder = tmp_path / "research" / "ep_001_b"
+    folder.mkdir(parents=True)
+    fsio.defer_writes()  # what a stage worker's task thread does (daemon/workers.py)
+    try:
+        fsio.write_json(folder / "research.json", {"findings": []})
+        fsio.write_bytes(folder / "episode.mp3", b"ID3 mp3")
+        fsio.link(folder / "episode.mp3", folder / "audio.mp3")  # a link to a file still at its temp name
+    finally:
+        files = fsio.deferred_writes()
+    assert [Path(final).name for _tmp, final in files] == ["research.json", "episode.mp3", "audio.mp3"]
+    on_disk = sorted(p.name for p in folder.iterdir())
+    assert len(on_disk) == 3 and all(n.startswith(fsio.TEMP_PREFIX) for n in on_disk), on_disk
+    fsio.write_text(folder / "notes.txt", "after the task")  # deferring ended with the task
+    assert (folder / "notes.txt").read_text() == "after the task"
+
+    group = CommitGroup(tmp_path, SparePool(tmp_path / "spares"))
+    group.adopt(tuple(files), "ep_001_b")
+    group.write(folder / "manifest.json", b"{}", "ep_001_b")
+    group.commit()
+    assert sorted(p.name for p in folder.iterdir()) == ["audio.mp3", "episode.mp3", "manifest.json", "notes.txt",
+                                                        "research.json"]
+    assert (folder / "audio.mp3").stat().st_ino == (folder / "episode.mp3").stat().st_ino
+    assert fsio.read_json(folder / "research.json") == {"findings": []}
+
+
+def test_a_retracted_or_undone_adoption_keeps_the_workers_temps_for_the_next_try(tmp_path: Path) -> None:
+    from podspool.stages import fsio
+
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    fsio.defer_writes()
+    fsio.write_text(folder / "script.md", "# t")
+    files = tuple(fsio.deferred_writes())
+    group = CommitGroup(tmp_path)
+    group.adopt(files, "ep")
+    group.retract("ep")  # its manifest could not be written: the result is kept, and so are its files
+    assert not group
+    group.move(tmp_path / "missing", tmp_path / "elsewhere", "move missing", "other")
+    group.adopt(files, "ep")
+    with pytest.raises(commit.GroupFailed) as failed:
+        group.commit()
+    assert failed.value.failed == {"other", "ep"}
+    # not renamed (after the failure), and not removed either: the kept result adopts it again
+    assert [p.name for p in folder.iterdir()] == [Path(files[0][0]).name]
+    again = CommitGroup(tmp_path)
+    again.adopt(files, "ep")
+    again.commit()
+    assert [p.name for p in folder.iterdir()] == ["script.md"] and (folder / "script.md").read_text() == "# t"
