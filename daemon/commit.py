@@ -49,7 +49,7 @@ AT_FDCWD = -100
 _renameat2 = getattr(_libc, "renameat2", None)
 
 
-def exchange(a: Path, b: Path) -> None:
+def exchange(a: Path | str, b: Path | str) -> None:
     """Swap two names in one atomic step (renameat2 RENAME_EXCHANGE): each now names the other's file."""
     if _renameat2 is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available", str(b))
@@ -93,8 +93,8 @@ class SparePool:
             if not path.exists():
                 return path
 
-    def give_back(self, path: Path) -> None:
-        self.free.append(path)
+    def give_back(self, path: Path | str) -> None:
+        self.free.append(Path(path))
 
 
 @dataclass
