@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from podspool.daemon.config import Config
 from podspool.daemon.executor import StageTask, TaskOutcome, WorkerView
 from podspool.daemon.guards import MemoryGuard, enforce_time_limits
 from podspool.daemon.messages import Done, Freed, Log, Ready
+from podspool.daemon.waiter import Waiter
 from podspool.daemon.workers import Task, Worker, WorkerSpec
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
@@ -33,6 +33,7 @@ class LocalExecutor:
         self.pools: dict[StageName, list[Worker]] = {s: [] for s in STAGE_NAMES}
         self.memory = MemoryGuard()
         self._outcomes: list[TaskOutcome] = []
+        self._waiter = Waiter()  # one poll over the pipes and exit sentinels, kept between ticks
 
     # ---- configuration ----------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ class LocalExecutor:
             workers = self._all()
             if all(w.ready for w in workers) or not any(w.alive() for w in workers):
                 break
-            wait_for(self.handles(), 0.1)
+            self._waiter.wait(self.handles(), 0.1)
             self._collect()
         if stages_with_work:
             logger.info("workers ready in {:.2f}s", time.monotonic() - started)
@@ -189,7 +190,7 @@ class LocalExecutor:
 
     def _collect(self) -> None:
         # one wait over every pipe and exit sentinel, instead of a poll and a waitpid per worker per tick
-        ready = set(wait_for(self.handles(), 0))
+        ready = set(self._waiter.wait(self.handles(), 0))
         for stage, pool in self.pools.items():
             for worker in list(pool):
                 if worker.conn in ready:

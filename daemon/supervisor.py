@@ -15,7 +15,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from podspool.daemon.results import Recorder
 from podspool.daemon.snapshot import counts_line, finished_counts, snapshot
 from podspool.daemon.spool import MANIFEST, Spool, manifest_bytes
 from podspool.daemon.upkeep import Upkeep
+from podspool.daemon.waiter import Waiter
 from podspool.stages.base import STAGE_NAMES
 
 SESSION_WRITE_EVERY_S = 1.0
@@ -65,6 +65,7 @@ class Supervisor:
         self.task_seq = 0
         self.notifier = Notifier()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._waiter = Waiter()
         self.inbox = Inbox(spool.inbox, cfg.limits.inbox_settle_s, cfg.limits.inbox_rescan_s, self._wake)
         self._last_session_write = 0.0
         self._last_status = 0.0
@@ -164,7 +165,7 @@ class Supervisor:
         mark_in = self.dispatcher.next_mark_in()
         if mark_in is not None:
             timeout = min(timeout, mark_in)
-        ready = wait_for([self._wake_r, *self.inbox.handles(), *self.executor.handles()], timeout)
+        ready = self._waiter.wait([self._wake_r, *self.inbox.handles(), *self.executor.handles()], timeout)
         if self._wake_r in ready:
             try:
                 os.read(self._wake_r, 512)
