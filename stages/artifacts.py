@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ def save_research(folder: Path, out: ResearchOutput, cost_usd: float, extra: dic
     doc = {
         "provider": out.provider,
         "grounded": out.grounded,
-        "findings": [asdict(f) for f in out.findings],
+        "findings": [dict(vars(f)) for f in out.findings],  # flat: asdict deep-copies each one
         "citations": out.citations,
         "searched": out.searched,
         "answer": out.answer,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from podspool.stages.base import ResearchOutput, Turn
@@ -86,7 +86,7 @@ class QualityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"score": round(self.score, 3), "mean": round(self.mean, 3), "passed": self.passed, "words": self.words,
-                "scores": self.scores, "gates": [asdict(g) for g in self.gates], "reasons": self.reasons}
+                "scores": self.scores, "gates": [dict(vars(g)) for g in self.gates], "reasons": self.reasons}  # flat: asdict deep-copies
 
 
 def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, draft: Draft | None = None,
