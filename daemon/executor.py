@@ -51,6 +51,11 @@ class WorkerView:
 class Executor(Protocol):
     """Runs stage tasks. Every method is called from the supervisor's main thread only."""
 
+    def boot(self) -> None:
+        """Begin what takes time and needs no spool (a process that imports the stages' libraries), so
+        it runs while the supervisor recovers and takes the inbox; `start` follows."""
+        ...
+
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         """Get ready (pre-spawn, connect); may wait briefly for the stages that have work now.
         `once`/`queued`: a `run --once` with this many episodes queued (no need for more workers)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ class LocalExecutor:
         return w
 
     # ---- Executor ---------------------------------------------------------------------------
+
+    def boot(self) -> None:
+        """Start the fork server now: it imports the stages' modules (workers.CTX's preload, ~0.2 s) on
+        the other core while recovery and intake run."""
+        forkserver.ensure_running()
 
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         """Start the pools up front (as gunicorn does), so no stage's first task waits for a spawn, and

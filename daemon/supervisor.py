@@ -89,6 +89,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._install_signals()
+        self.executor.boot()
         self.recover()
         self.inbox.start_watching()
         self._take_inbox(force=True)

@@ -70,6 +70,9 @@ class DramatiqExecutor:
 
     # ---- the Executor protocol ----------------------------------------------------------------
 
+    def boot(self) -> None:
+        """Nothing to start early: the workers are Dramatiq's, elsewhere."""
+
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         if self._listener is not None:
             return
