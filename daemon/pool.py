@@ -233,7 +233,8 @@ class LocalExecutor:
             elif isinstance(msg, Ready):
                 worker.ready = True
             elif isinstance(msg, Freed):
-                worker.freed.add(msg.task_id)
+                if msg.task_id in worker.tasks:  # a late one may follow its Done (workers._LateFrees)
+                    worker.freed.add(msg.task_id)
             elif isinstance(msg, Done):
                 for line in msg.logs:
                     logger.bind(**line.extra).log(line.level, line.text)

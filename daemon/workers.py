@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import math
 import multiprocessing as mp
 import os
 import select
@@ -39,6 +40,7 @@ CTX.set_forkserver_preload(["podspool.daemon.workers", "podspool.daemon.ratelimi
 # +15% episodes/s on 2 cores). Relative to the supervisor's own niceness, so a unit's Nice= still holds.
 WORKER_NICE = 10
 TASKS_PER_WORKER = 2  # one in its provider call, one saving (Worker.can_take)
+FREED_AFTER_S = 0.02  # a task still saving this long after its call tells the supervisor it may send the next
 HOLD_LOGS_S = 0.5  # a task's log lines below ERROR_LEVEL travel with its result while it is younger
 ERROR_LEVEL = 40  # loguru's ERROR
 PR_SET_PDEATHSIG = 1
@@ -146,8 +148,43 @@ class _HeldLogs:
             pass
 
 
+class _LateFrees:
+    """A task past its provider call lets the supervisor send this worker the next one (Freed). One that
+    finishes within FREED_AFTER_S says so with its result instead: most saves are that quick, and a
+    Freed message cost a pipe write, a read and often a wake-up of the supervisor of its own."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.lock = threading.Lock()
+        self.due: dict[int, float] = {}  # task id -> when its Freed is due (monotonic)
+
+    def call_over(self, task_id: int) -> None:
+        with self.lock:
+            self.due[task_id] = time.monotonic() + FREED_AFTER_S
+
+    def task_done(self, task_id: int) -> None:
+        with self.lock:
+            self.due.pop(task_id, None)
+
+    def wait_ms(self) -> int | None:
+        """How long the main loop may wait for the supervisor before a Freed falls due (None: no limit)."""
+        with self.lock:
+            first = min(self.due.values(), default=None)
+        return None if first is None else max(0, math.ceil((first - time.monotonic()) * 1000))
+
+    def send_due(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            late = [t for t, when in self.due.items() if when <= now]
+            for t in late:
+                del self.due[t]
+        for t in late:  # a task may finish meanwhile: the supervisor ignores a Freed after its Done
+            self.send(Freed(t))
+
+
 class _CallSlot:
-    """One provider call at a time per worker; its first release tells the supervisor to send the next task."""
+    """One provider call at a time per worker; its first release lets the supervisor send the next task
+    (_LateFrees)."""
 
     def __init__(self, sem: threading.Semaphore, on_first_release: Any) -> None:
         self.sem = sem
@@ -204,11 +241,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     limiter = SharedLimiter(state / "ratelimit", spec.rates)
     gate_lock = _FileLock(state / "quality.lock")
     call_sem = threading.Semaphore(1)
+    frees = _LateFrees(send)
     warm_up(spec.stage, spec.settings)  # import the stage's libraries now, not during the first episode
     send(Ready())
 
     def run_task(task_id: int, folder: str, episode: EpisodeInput) -> None:
-        slot = _CallSlot(call_sem, lambda: send(Freed(task_id)))
+        slot = _CallSlot(call_sem, lambda: frees.call_over(task_id))
         ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
                            deadline=time.monotonic() + spec.time_limit_s, call_slot=slot, gate_lock=gate_lock)
         held.begin()
@@ -217,6 +255,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             result = run_stage(spec.stage, Path(folder), episode, ctx)
         if ctx.calls:
             result.api_calls = dict(ctx.calls)
+        frees.task_done(task_id)
         try:
             send(Done(task_id, result, held.end(), tuple(fsio.deferred_writes())))
         except (OSError, ValueError):
@@ -233,7 +272,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     threads = [threading.Thread(target=task_loop, name=f"task-{i}", daemon=True) for i in range(TASKS_PER_WORKER)]
     for t in threads:
         t.start()
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
     while True:
+        if not poller.poll(frees.wait_ms()):
+            frees.send_due()
+            continue
         try:
             msg = conn.recv()
         except (EOFError, OSError):

@@ -1,4 +1,4 @@
-"""A worker's log sink: a young task's lines ride with its result; errors and a long task's lines go at once."""
+"""A worker's log sink and its Freed messages: what rides with a quick task's result, and what goes at once."""
 
 from __future__ import annotations
 
@@ -58,3 +58,22 @@ def test_a_long_tasks_lines_go_as_they_happen_and_threads_hold_their_own(monkeyp
         assert held.end() == ()
     finally:
         logger.remove(hid)
+
+
+def test_a_task_says_it_is_past_its_call_only_when_its_save_is_slow(monkeypatch: Any) -> None:
+    from podspool.daemon.messages import Freed
+
+    monkeypatch.setattr(workers, "FREED_AFTER_S", 0.05)
+    sent: list[Any] = []
+    frees = workers._LateFrees(sent.append)
+    assert frees.wait_ms() is None  # nothing due: the worker's loop waits on the supervisor alone
+    frees.call_over(1)
+    frees.call_over(2)
+    assert 0 < frees.wait_ms() <= 50
+    frees.task_done(1)  # a quick save: its result says it all, no Freed
+    frees.send_due()
+    assert sent == []
+    time.sleep(0.06)
+    assert frees.wait_ms() == 0
+    frees.send_due()  # task 2 is still saving: the supervisor may send the next task now
+    assert sent == [Freed(2)] and frees.wait_ms() is None
