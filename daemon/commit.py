@@ -94,7 +94,7 @@ class SparePool:
                 return path
 
     def give_back(self, path: Path | str) -> None:
-        self.free.append(Path(path))
+        self.free.append(path if isinstance(path, Path) else Path(path))
 
 
 @dataclass

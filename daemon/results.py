@@ -35,14 +35,15 @@ Planned = tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]
 class Recorder:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
+        self.replayed: set[int] = set()  # task ids of results kept through disk trouble, in this tick's take
 
     def take(self) -> list[TaskOutcome]:
         """The outcomes that arrived, with those a full disk held back; none while the disk is paused."""
-        outcomes = self.sup.unsaved + self.sup.executor.poll() if time.monotonic() >= self.sup.disk_paused_until \
-            else self.sup.executor.poll()
-        if time.monotonic() < self.sup.disk_paused_until:
-            self.sup.unsaved += outcomes
+        if time.monotonic() < self.sup.disk_paused_until:  # read once: a pause ending between two reads lost results
+            self.sup.unsaved += self.sup.executor.poll()
             return []
+        outcomes = self.sup.unsaved + self.sup.executor.poll()
+        self.replayed = {o.task_id for o in self.sup.unsaved}
         self.sup.unsaved = []
         return outcomes
 
@@ -65,7 +66,7 @@ class Recorder:
                     fsio.unlink_quietly(Path(tmp))
                 continue
             self.sup.dispatcher.result_came(out.episode_id)
-            if out.files and not all(os.path.exists(tmp) for tmp, _final in out.files):
+            if out.task_id in self.replayed and not all(os.path.exists(tmp) for tmp, _final in out.files):
                 # kept through disk trouble, and its files went meanwhile: what it made is lost, so run it again
                 out = replace(out, files=(), result=StageResult(
                     ok=False, error="its files were lost before they could be saved", cost_usd=out.result.cost_usd))
