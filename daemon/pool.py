@@ -233,7 +233,7 @@ class LocalExecutor:
             elif isinstance(msg, Ready):
                 worker.ready = True
             elif isinstance(msg, Freed):
-                if msg.task_id in worker.tasks:  # a late one may follow its Done (workers._LateFrees)
+                if msg.task_id in worker.tasks:  # a late one may follow its Done (worker_outbox.LateFrees)
                     worker.freed.add(msg.task_id)
             elif isinstance(msg, Done):
                 for line in msg.logs:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import math
 import multiprocessing as mp
 import os
 import select
@@ -23,7 +22,8 @@ from queue import SimpleQueue
 from typing import Any
 
 from loguru import logger
-from podspool.daemon.messages import Done, Freed, FromWorker, Log, Ready, Run, Stop
+from podspool.daemon.messages import Done, FromWorker, Ready, Run, Stop
+from podspool.daemon.worker_outbox import HeldLogs, LateFrees
 from podspool.stages.base import EpisodeInput, StageContext, StageName
 from podspool.stages.settings import StageSettings
 
@@ -40,9 +40,6 @@ CTX.set_forkserver_preload(["podspool.daemon.workers", "podspool.daemon.ratelimi
 # +15% episodes/s on 2 cores). Relative to the supervisor's own niceness, so a unit's Nice= still holds.
 WORKER_NICE = 10
 TASKS_PER_WORKER = 2  # one in its provider call, one saving (Worker.can_take)
-FREED_AFTER_S = 0.02  # a task still saving this long after its call tells the supervisor it may send the next
-HOLD_LOGS_S = 0.5  # a task's log lines below ERROR_LEVEL travel with its result while it is younger
-ERROR_LEVEL = 40  # loguru's ERROR
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
@@ -106,85 +103,9 @@ class _FileLock:
         self.local.release()
 
 
-class _HeldLogs:
-    """The log sink of a worker: a task's lines ride with its result while the task is young.
-
-    Sent one by one, a stage's two or three lines cost more pipe messages than its result. A task
-    younger than HOLD_LOGS_S holds its lines and sends them in its Done message, in order; past that,
-    or at an error, they go at once, so an operator tailing a long call sees them as they happen. A
-    worker killed meanwhile loses at most HOLD_LOGS_S of its task's lines below error level.
-    """
-
-    def __init__(self, send: Any) -> None:
-        self.send = send
-        self.local = threading.local()  # per task thread: held lines and the time to stop holding
-
-    def begin(self) -> None:
-        self.local.held = []
-        self.local.until = time.monotonic() + HOLD_LOGS_S
-
-    def end(self) -> tuple[Log, ...]:
-        held, self.local.held = self.local.held, None
-        return tuple(held)
-
-    def sink(self, message: Any) -> None:
-        r = message.record
-        exc = r["exception"]
-        text = r["message"]
-        if exc is not None and exc.type is not None:
-            text += f" ({exc.type.__name__}: {exc.value})"
-        line = Log(r["level"].name, text, {k: str(v) for k, v in r["extra"].items()})
-        held = getattr(self.local, "held", None)
-        try:
-            if held is not None:
-                if r["level"].no < ERROR_LEVEL and time.monotonic() < self.local.until:
-                    held.append(line)
-                    return
-                self.local.held = []
-                for h in held:
-                    self.send(h)
-            self.send(line)
-        except (OSError, ValueError):
-            pass
-
-
-class _LateFrees:
-    """A task past its provider call lets the supervisor send this worker the next one (Freed). One that
-    finishes within FREED_AFTER_S says so with its result instead: most saves are that quick, and a
-    Freed message cost a pipe write, a read and often a wake-up of the supervisor of its own."""
-
-    def __init__(self, send: Any) -> None:
-        self.send = send
-        self.lock = threading.Lock()
-        self.due: dict[int, float] = {}  # task id -> when its Freed is due (monotonic)
-
-    def call_over(self, task_id: int) -> None:
-        with self.lock:
-            self.due[task_id] = time.monotonic() + FREED_AFTER_S
-
-    def task_done(self, task_id: int) -> None:
-        with self.lock:
-            self.due.pop(task_id, None)
-
-    def wait_ms(self) -> int | None:
-        """How long the main loop may wait for the supervisor before a Freed falls due (None: no limit)."""
-        with self.lock:
-            first = min(self.due.values(), default=None)
-        return None if first is None else max(0, math.ceil((first - time.monotonic()) * 1000))
-
-    def send_due(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            late = [t for t, when in self.due.items() if when <= now]
-            for t in late:
-                del self.due[t]
-        for t in late:  # a task may finish meanwhile: the supervisor ignores a Freed after its Done
-            self.send(Freed(t))
-
-
 class _CallSlot:
     """One provider call at a time per worker; its first release lets the supervisor send the next task
-    (_LateFrees)."""
+    (worker_outbox.LateFrees)."""
 
     def __init__(self, sem: threading.Semaphore, on_first_release: Any) -> None:
         self.sem = sem
@@ -231,7 +152,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         with send_lock:
             conn.send(msg)
 
-    held = _HeldLogs(send)
+    held = HeldLogs(send)
     logger.remove()
     logger.add(held.sink, level="DEBUG", format="{message}")
 
@@ -241,7 +162,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     limiter = SharedLimiter(state / "ratelimit", spec.rates)
     gate_lock = _FileLock(state / "quality.lock")
     call_sem = threading.Semaphore(1)
-    frees = _LateFrees(send)
+    frees = LateFrees(send)
     warm_up(spec.stage, spec.settings)  # import the stage's libraries now, not during the first episode
     send(Ready())
 

@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from loguru import logger
-from podspool.daemon import workers
+from podspool.daemon import worker_outbox
 from podspool.daemon.messages import Log
 
 
-def _sink() -> tuple[list[Any], workers._HeldLogs, int]:
+def _sink() -> tuple[list[Any], worker_outbox.HeldLogs, int]:
     sent: list[Any] = []
-    held = workers._HeldLogs(sent.append)
+    held = worker_outbox.HeldLogs(sent.append)
     return sent, held, logger.add(held.sink, level="DEBUG", format="{message}")
 
 
@@ -36,7 +36,7 @@ def test_a_quick_tasks_lines_wait_for_its_result_in_order_and_an_error_flushes_t
 
 
 def test_a_long_tasks_lines_go_as_they_happen_and_threads_hold_their_own(monkeypatch: Any) -> None:
-    monkeypatch.setattr(workers, "HOLD_LOGS_S", 0.05)
+    monkeypatch.setattr(worker_outbox, "HOLD_LOGS_S", 0.05)
     sent, held, hid = _sink()
     other: list[Log] = []
     try:
@@ -63,9 +63,9 @@ def test_a_long_tasks_lines_go_as_they_happen_and_threads_hold_their_own(monkeyp
 def test_a_task_says_it_is_past_its_call_only_when_its_save_is_slow(monkeypatch: Any) -> None:
     from podspool.daemon.messages import Freed
 
-    monkeypatch.setattr(workers, "FREED_AFTER_S", 0.05)
+    monkeypatch.setattr(worker_outbox, "FREED_AFTER_S", 0.05)
     sent: list[Any] = []
-    frees = workers._LateFrees(sent.append)
+    frees = worker_outbox.LateFrees(sent.append)
     assert frees.wait_ms() is None  # nothing due: the worker's loop waits on the supervisor alone
     frees.call_over(1)
     frees.call_over(2)
