@@ -199,3 +199,35 @@ def test_status_sees_the_workers_and_doctor_checks_the_broker(tmp_path: Path, re
     refused = cli("worker", "--config", str(down))  # a worker with no broker says so and exits
     assert refused.returncode == 1 and "does not answer" in refused.stderr
     assert cli("worker", "--stage", "mixing", "--config", str(config)).returncode == 2
+
+
+def test_results_a_stopping_supervisor_took_and_did_not_use_go_back_to_the_broker(tmp_path: Path,
+                                                                              redis_url: str) -> None:  # noqa: F811
+    """Its listener's BLPOP outlasts stop(): a result popped then, or one waiting in the stash for the
+    recovery scan, goes back to the head of the list, so the next life uses it instead of paying again."""
+    config = write_config(tmp_path / "podspool.toml", redis_url)
+    state = tmp_path / "spool" / "state"
+    state.mkdir(parents=True)
+    ex = make_executor(config, state)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        def result(eid: str) -> str:
+            return json.dumps({"v": 1, "token": f"t-{eid}", "episode_id": eid, "stage": "research",
+                               "worker": "w", "result": {"ok": True}, "files": []})
+
+        client.rpush(ex.results_key, result("ep_001_x"))  # a previous life's: stashed once polled
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not ex._stash:
+            ex.poll()
+            time.sleep(0.05)
+        assert ("ep_001_x", "research") in ex._stash
+        client.rpush(ex.results_key, result("ep_002_x"))  # taken by the listener, never polled
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and client.llen(ex.results_key):
+            time.sleep(0.05)
+        assert client.llen(ex.results_key) == 0
+        ex.stop()
+        back = [json.loads(raw)["episode_id"] for raw in client.lrange(ex.results_key, 0, -1)]
+        assert back == ["ep_001_x", "ep_002_x"]
+    finally:
+        client.close()

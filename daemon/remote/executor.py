@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -177,6 +178,7 @@ class DramatiqExecutor:
     def stop(self) -> None:
         if self._listener is not None:
             self._listener.stop()
+            self._give_back_unused()
             self._listener = None
         if self._broker is not None:
             self._broker.close()
@@ -293,6 +295,31 @@ class DramatiqExecutor:
                 result = StageResult(ok=False, error=f"could not write the artifacts: {exc}",
                                      cost_usd=result.cost_usd, usage=result.usage)
         return TaskOutcome(task.task_id, task.episode.episode_id, task.stage, result, worker=str(doc.get("worker", "")))
+
+    def _give_back_unused(self) -> None:
+        """Results this life took from Redis and did not use go back to the head of the list for the next
+        life: one the listener popped while stopping (its BLPOP outlasts stop()), and a previous life's
+        waiting in the stash. Dropped, its stage would run and be paid for again (seen in CI). Their
+        artifacts stay in Redis until used (_forget) or expired."""
+        docs = [a.doc for _at, a in self._stash.values() if a.lost is None]
+        assert self._listener is not None
+        while True:
+            try:
+                item = self._listener.arrivals.get_nowait()
+            except Exception:  # queue.Empty
+                break
+            if isinstance(item, Arrival) and item.lost is None:
+                docs.append(item.doc)
+        self._stash.clear()
+        if not docs or self._client is None:
+            return
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.lpush(self.results_key, *(json.dumps(d) for d in reversed(docs)))
+                pipe.expire(self.results_key, self.cfg.executor.artifact_ttl_s)
+                pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("could not give {} unused result(s) back to the broker: {}", len(docs), exc)
 
     def _forget(self, arrival: Arrival) -> None:
         refs = {name: ref for name, ref in arrival.doc.get("files", [])}
