@@ -328,6 +328,18 @@ class Supervisor:
                     self.disk_trouble(f"writing the session of {bid}", exc)
                     return
 
+    def _keep_artifacts(self, outcomes: list[TaskOutcome]) -> None:
+        """Stopping with results the disk could not record: their artifacts, at their workers' temp names,
+        need no space to be renamed in, so the next start's stages reuse them instead of paying again."""
+        group = CommitGroup(self.spool.root, self.spares)
+        for out in outcomes:
+            group.adopt(out.files, out.episode_id)
+        try:
+            group.commit()
+        except GroupFailed as exc:
+            logger.warning("stopping: {} result(s) could not be kept for reuse ({}); they run again", len(outcomes),
+                           exc.cause)
+
     def disk_trouble(self, what: str, exc: OSError) -> None:
         self.disk_paused_until = time.monotonic() + self.cfg.limits.disk_retry_s
         kind = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system",
@@ -363,6 +375,8 @@ class Supervisor:
         if self.unsaved and time.monotonic() >= self.disk_paused_until:
             pending, self.unsaved = self.unsaved, []
             self.recorder.record(pending)
+        elif self.unsaved:
+            self._keep_artifacts(self.unsaved)
         try:
             self._write_sessions(force=True)
         except OSError:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from podspool_helpers import episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
+from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 
 QUIET = "[logging]\nstderr = false\n"
 
@@ -180,3 +180,36 @@ def test_disk_full_pauses_then_resumes_losing_nothing(small_fs: Path, tmp_path: 
         assert m["attempts"] == 1 and m["errors"] == [] and m["costs"]["total"] >= 0.03, (eid, m)
     for loc in ("research", "production", "audio", "failed", "inbox", "rejected"):
         assert not os.listdir(spool / loc), loc
+
+
+def test_stopping_while_a_result_waits_on_the_disk_keeps_its_artifact_for_reuse(tmp_path: Path) -> None:
+    """A result the disk could not record when the daemon stops: its artifact, at its worker's temp name,
+    needs no space to be renamed in, so the next start reuses it instead of paying for the call again."""
+    def spool_at(root: Path) -> Path:
+        spool = make_spool(root, extra="[concurrency]\nresearch = 1\nproduction = 1\naudio = 1\n", latency_ms=0)
+        toml = spool / "podspool.toml"  # the disk stays "full" until the daemon is stopped
+        toml.write_text(toml.read_text().replace("disk_retry_s = 1\n", "disk_retry_s = 60\n"))
+        write_manifest(spool / "inbox" / "k.json", {"batch_id": "k", "topics": ["alpha"]})
+        return spool
+
+    # which durable operation renames research.json in (the supervisor's group commit), measured on a twin
+    ops = tmp_path / "ops.txt"
+    assert cli("run", "--once", "--spool", str(spool_at(tmp_path / "twin")),
+               env={"PODSPOOL_CRASH_COUNT": str(ops)}).returncode == 0
+    k = next(int(op) for role, _pid, op, what in (line.split(" ", 3) for line in ops.read_text().splitlines())
+             if role == "supervisor" and what == "write ep_001_k/research.json")
+    spool = spool_at(tmp_path / "spool")
+    proc = start_daemon(spool, env={"PODSPOOL_CRASH_AT": str(k), "PODSPOOL_CRASH_ERRNO": "ENOSPC",
+                                    "PODSPOOL_CRASH_ROLE": "supervisor"})
+    log = spool / "logs" / "podspool.log"
+    try:
+        wait_for(lambda: log.exists() and "disk full" in log.read_text(), 30, proc, "the full disk")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert (spool / "research" / "ep_001_k" / "research.json").exists()  # kept, though not recorded
+    assert cli("run", "--once", "--spool", str(spool)).returncode == 0
+    assert episodes_in(spool, "done") == ["ep_001_k"]
+    assert "research done in" in (line := next(ln for ln in (spool / "done" / "ep_001_k" / "episode.log")
+                                                .read_text().splitlines() if "research done" in ln))
+    assert "(reused)" in line, line
