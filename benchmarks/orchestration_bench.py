@@ -3,7 +3,8 @@
 One batch of N episodes through the real `podspool run --once`, with the `sim` providers at zero latency,
 so what is measured is the daemon's own work: intake, durable moves and manifests, IPC, scheduling.
 Time per episode should stay flat as N grows (linear orchestration), and the supervisor's peak RSS
-should grow with what is queued, not explode. A small separate run counts durable operations (every
+should grow with what is queued, not explode. CPU per episode, the supervisor's and the stage workers'
+(sampled with psutil), says where the time goes: on two cores both are busy. A small separate run counts durable operations (every
 rename that makes something durable, through the PODSPOOL_CRASH_COUNT hook of stages/fsio.py).
 
     python benchmarks/orchestration_bench.py [--sizes 300,1000,3000,10000]
@@ -44,11 +45,19 @@ def run(episodes: int, parent: Path, env: dict[str, str] | None = None) -> dict[
                             env={**os.environ, **(env or {})})
     ps = psutil.Process(proc.pid)
     peak, cpu = 0, 0.0
+    workers: dict[int, float] = {}  # worker pid -> its CPU seconds (the last reading before it exited)
     while proc.poll() is None:
         try:
             peak = max(peak, ps.memory_info().rss)
             t = ps.cpu_times()
             cpu = t.user + t.system
+            for child in ps.children(recursive=True):
+                try:
+                    if child.name().startswith("podspool-"):
+                        ct = child.cpu_times()
+                        workers[child.pid] = ct.user + ct.system
+                except psutil.Error:
+                    pass
         except psutil.Error:
             break
         time.sleep(0.05)
@@ -58,7 +67,7 @@ def run(episodes: int, parent: Path, env: dict[str, str] | None = None) -> dict[
     done = sum(1 for _ in (spool / "done").iterdir())
     if done != episodes:
         raise SystemExit(f"only {done} of {episodes} done")
-    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "cpu_s": cpu}
+    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "cpu_s": cpu, "worker_cpu_s": sum(workers.values())}
 
 
 def durable_ops(parent: Path, episodes: int = 30) -> Counter[str]:
@@ -91,7 +100,8 @@ def main() -> None:
             base = base or per_ms
             print(f"{n:>6} episodes: {r['wall_s']:7.2f}s  {n / r['wall_s']:7.1f} episodes/s  "
                   f"{per_ms:6.2f} ms/episode ({per_ms / base:.2f}x of the first)  supervisor peak RSS "
-                  f"{r['peak_rss_mib']:.1f} MiB  supervisor CPU {r['cpu_s']:.1f}s", flush=True)
+                  f"{r['peak_rss_mib']:.1f} MiB  CPU per episode: supervisor {r['cpu_s'] / n * 1000:.2f} ms, "
+                  f"workers {r['worker_cpu_s'] / n * 1000:.2f} ms", flush=True)
     finally:
         shutil.rmtree(parent)
 
