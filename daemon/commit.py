@@ -137,8 +137,9 @@ class CommitGroup:
     def write(self, path: Path, data: bytes, owner: object) -> None:
         """Write the temp file (or a spare, for a file that exists) now, contents not yet durable; raises
         OSError with nothing left behind."""
-        spare = self.spares is not None and self.spares.works and path.exists()
-        tmp = self.spares.take() if self.spares is not None and spare else fsio.temp_name_for(path)
+        spares = self.spares if self.spares is not None and self.spares.works and path.exists() else None
+        spare = spares is not None
+        tmp = spares.take() if spares is not None else fsio.temp_name_for(path)
         # a spare is overwritten, then cut to length: O_TRUNC would free its blocks only to allocate them again
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if spare else os.O_EXCL)
         try:

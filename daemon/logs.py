@@ -85,7 +85,7 @@ class _EpisodeLogs:
 
     def close(self, eid: str | None = None) -> None:
         for key in [eid] if eid is not None else list(self.fds):
-            fd = self.fds.pop(key, None) if key is not None else None
+            fd = self.fds.pop(key, None)
             if fd is not None:
                 os.close(fd)
 

@@ -33,11 +33,11 @@ def window_usage(state_dir: Path, api: str, window_s: float, now: float | None =
     return used, float(paused_until)
 
 
-Usage = Callable[[str, float], "tuple[int, float] | None"]  # (api, window_s) -> (used, paused_until)
+WindowUsage = Callable[[str, float], "tuple[int, float] | None"]  # (api, window_s) -> (used, paused_until)
 
 
 def headroom(state_dir: Path, rates: Mapping[str, tuple[int, float]] | Mapping[str, list[Any]],
-             now: float | None = None, usage: Usage | None = None) -> dict[str, dict[str, Any]]:
+             now: float | None = None, usage: WindowUsage | None = None) -> dict[str, dict[str, Any]]:
     """api -> {limit, window_s, used, headroom, paused_s} for every configured API; from the window
     files under `state_dir`, or from `usage` where the windows live elsewhere (Redis, for Dramatiq)."""
     now = time.time() if now is None else now

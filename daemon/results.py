@@ -11,7 +11,6 @@ import errno
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -63,7 +62,7 @@ class Recorder:
                 logger.warning("dropping a result for {} ({}): it is no longer running there", out.episode_id,
                                out.stage)
                 for tmp, _final in out.files:
-                    fsio.unlink_quietly(Path(tmp))
+                    fsio.unlink_quietly(tmp)
                 continue
             self.sup.dispatcher.result_came(out.episode_id)
             if out.task_id in self.replayed and not all(os.path.exists(tmp) for tmp, _final in out.files):

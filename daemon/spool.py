@@ -60,7 +60,6 @@ class Spool:
         self.staging = self.state / "staging"
         self.requests = self.state / "requests"
         self._lock_fd: int | None = None
-        self._wheres: dict[str, Path] = {}  # location -> its folder: folder() runs a score of times an episode
 
     # ---- layout -----------------------------------------------------------------------------
 
@@ -70,10 +69,7 @@ class Spool:
             d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     def where(self, location: str) -> Path:
-        where = self._wheres.get(location)
-        if where is None:
-            where = self._wheres[location] = self.root / location
-        return where
+        return _child(self.root, location)
 
     def folder(self, location: str, eid: str) -> Path:
         return _child(self.where(location), eid)
@@ -373,7 +369,6 @@ def manifest_bytes(m: EpisodeManifest) -> bytes:
     """manifest.json's bytes: the one format, whoever writes it (pydantic's encoder: json's indenting
     one is pure Python, and a busy tick writes dozens)."""
     return m.model_dump_json(indent=2).encode("utf-8") + b"\n"
-
 
 
 def is_inbox_name(name: str) -> bool:

@@ -134,25 +134,36 @@ def defer_writes() -> None:
 
 def deferred_writes() -> list[tuple[str, str]]:
     """The (temp, final) pairs this thread left since defer_writes(), in order; ends deferring (a task ends)."""
-    files, _pending.files = getattr(_pending, "files", None) or [], None
+    files, _pending.files = _deferring() or [], None
     return files
 
 
-def _leave(tmp: Path, path: Path, what: str) -> bool:
-    """Deferring: note `tmp` for `path` and say so; else False (the caller renames it now)."""
-    files = getattr(_pending, "files", None)
-    if files is None:
-        return False
-    crashpoint(f"{what} {path.parent.name}/{path.name} (left)")  # a kill point only: nothing is durable yet
-    files.append((str(tmp), str(path)))
-    return True
+def _deferring() -> list[tuple[str, str]] | None:
+    return getattr(_pending, "files", None)
+
+
+def _put(tmp: Path, path: Path, what: str) -> None:
+    """`tmp`, whole, becomes `path`: left for the supervisor while deferring, else renamed in now and the
+    folder fsynced (a failed rename removes `tmp`)."""
+    files = _deferring()
+    if files is not None:
+        crashpoint(f"{what} {path.parent.name}/{path.name} (left)")  # a kill point only: nothing is durable yet
+        files.append((str(tmp), str(path)))
+        return
+    try:
+        with durable_step(f"{what} {path.parent.name}/{path.name}"):
+            os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (or deferred, above)."""
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    deferring = getattr(_pending, "files", None) is not None
+    deferring = _deferring() is not None
     try:
         view = memoryview(data)
         while view:
@@ -165,32 +176,15 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
         unlink_quietly(tmp)
         raise
     os.close(fd)
-    if _leave(tmp, path, "write"):
-        return
-    try:
-        with durable_step(f"write {path.parent.name}/{path.name}"):
-            os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    fsync_dir(path.parent)
+    _put(tmp, path, "write")
 
 
 def link(src: Path, dst: Path) -> None:
     """`dst` becomes another name of `src` (which this thread may have left at its temp name), atomically."""
-    files = getattr(_pending, "files", None) or []
-    real = next((Path(t) for t, f in reversed(files) if f == str(src)), src)
+    real = next((Path(t) for t, f in reversed(_deferring() or []) if f == str(src)), src)
     tmp = temp_name_for(dst)
     os.link(real, tmp)
-    if _leave(tmp, dst, "link"):
-        return
-    try:
-        with durable_step(f"link {dst.parent.name}/{dst.name}"):
-            os.replace(tmp, dst)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    fsync_dir(dst.parent)
+    _put(tmp, dst, "link")
 
 
 def write_text(path: Path, text: str) -> None:

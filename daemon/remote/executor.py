@@ -139,11 +139,7 @@ class DramatiqExecutor:
             return []
         self._memory.check([], self.cfg.limits)
         self._listener.drain_wake()
-        while True:
-            try:
-                item = self._listener.arrivals.get_nowait()
-            except Exception:  # queue.Empty
-                break
+        for item in self._listener.taken():
             if isinstance(item, BrokerRestarted):
                 logger.warning("the broker restarted (run_id {}): sending the {} tasks in flight again",
                                item.run_id, len(self._flight))
@@ -303,13 +299,7 @@ class DramatiqExecutor:
         artifacts stay in Redis until used (_forget) or expired."""
         docs = [a.doc for _at, a in self._stash.values() if a.lost is None]
         assert self._listener is not None
-        while True:
-            try:
-                item = self._listener.arrivals.get_nowait()
-            except Exception:  # queue.Empty
-                break
-            if isinstance(item, Arrival) and item.lost is None:
-                docs.append(item.doc)
+        docs += [item.doc for item in self._listener.taken() if isinstance(item, Arrival) and item.lost is None]
         self._stash.clear()
         if not docs or self._client is None:
             return

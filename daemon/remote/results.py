@@ -63,6 +63,15 @@ class ResultListener:
         for fd in (self.wake_fd, self._wake_w):
             os.close(fd)
 
+    def taken(self) -> list[Arrival | BrokerRestarted]:
+        """What the thread took since the last call, in order."""
+        out: list[Arrival | BrokerRestarted] = []
+        while True:
+            try:
+                out.append(self.arrivals.get_nowait())
+            except queue.Empty:
+                return out
+
     def drain_wake(self) -> None:
         try:
             while os.read(self.wake_fd, 4096):
