@@ -20,11 +20,10 @@ from typing import Any
 from podspool.stages.base import ResearchOutput, Turn
 from podspool.stages.script_format import (
     CITATION_RE,
-    body,
+    ParsedScript,
     cited_numbers,
     coverage_needed,
-    parse_turns,
-    sections,
+    parse,
     top_findings,
 )
 from podspool.stages.script_normalise import Draft, excerpt
@@ -98,20 +97,20 @@ def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, 
     """
     hosts = settings.production.hosts
     threshold = settings.quality.threshold
-    turns = parse_turns(script)
+    parsed = parse(script)  # once: every gate below reads the same parts
+    turns = parsed.turns
     spoken_text = " ".join(t.text for t in turns)
     n_words = len(words(spoken_text))
-    text = body(script)
     hard = [
         complete_gate(turns, draft, incomplete),
         speakers_gate(turns, hosts, draft),
         length_gate(n_words, settings.production.min_words, settings.production.max_words),
-        grounded_gate(text, len(research.findings)),
-        residue_gate(text),
+        grounded_gate(parsed, len(research.findings)),
+        residue_gate(parsed.body),
     ]
     soft = [
-        citation_gate(script, len(research.findings)),
-        coverage_gate(script, research),
+        citation_gate(parsed, len(research.findings)),
+        coverage_gate(parsed, research),
         repetition_gate(turns),
         readability_gate(spoken_text),
         balance_gate(turns, hosts),
@@ -178,15 +177,15 @@ def length_gate(n_words: int, min_words: int, max_words: int) -> Gate:
     return Gate("length", 1.0, True)
 
 
-def grounded_gate(text: str, n_findings: int) -> Gate:
+def grounded_gate(parsed: ParsedScript, n_findings: int) -> Gate:
     if not n_findings:
         return Gate("grounded", 0.0, False, "the research has no findings to cite (not grounded): give the "
                     "episode sources or set research.sources_dir")
-    cited = cited_numbers(text)
+    cited = parsed.cited
     invented = sorted(n for n in cited if not 1 <= n <= n_findings)
     if invented:
         bad = re.compile("|".join(rf"\[[^\]]*\b{n}\b[^\]]*\]" for n in invented))
-        quoted = [excerpt("…" + line[max(0, m.start() - 50): m.end()]) for line in text.splitlines()
+        quoted = [excerpt("…" + line[max(0, m.start() - 50): m.end()]) for line in parsed.body.splitlines()
                   if (m := bad.search(line))]
         where = "; ".join(quoted[:MAX_LISTED])
         return Gate("grounded", 0.0, False, f"citations {invented[:5]} point at findings the research does not "
@@ -212,15 +211,15 @@ def residue_gate(text: str) -> Gate:
 # ---- soft gates ---------------------------------------------------------------------------------
 
 
-def _citation_units(script: str) -> list[tuple[str, str]]:
+def _citation_units(parsed: ParsedScript) -> list[tuple[str, str]]:
     """(name, text) of what must each cite: the segments, or ~WINDOW_WORDS-word runs of turns without them."""
-    secs = [s for s in sections(script) if s.is_segment]
+    secs = [s for s in parsed.sections if s.is_segment]
     if len(secs) >= 2:
         return [(s.heading, "\n".join(s.lines)) for s in secs]
     units: list[tuple[str, str]] = []
     current: list[str] = []
     count = 0
-    for line in body(script).splitlines():
+    for line in parsed.body.splitlines():
         if not line.startswith("**"):
             continue
         current.append(line)
@@ -233,8 +232,8 @@ def _citation_units(script: str) -> list[tuple[str, str]]:
     return units
 
 
-def citation_gate(script: str, n_findings: int) -> Gate:
-    units = _citation_units(script)
+def citation_gate(parsed: ParsedScript, n_findings: int) -> Gate:
+    units = _citation_units(parsed)
     if not units or not n_findings:
         return Gate("citations", 0.0, False, "nothing to judge: no segments with turns, or no findings")
     uncited = [name for name, text in units if not any(1 <= n <= n_findings for n in cited_numbers(text))]
@@ -245,13 +244,12 @@ def citation_gate(script: str, n_findings: int) -> Gate:
                 f"{', '.join(uncited[:MAX_LISTED])}: cite the finding each one discusses")
 
 
-def coverage_gate(script: str, research: ResearchOutput) -> Gate:
+def coverage_gate(parsed: ParsedScript, research: ResearchOutput) -> Gate:
     ranked = [(n, research.findings[n - 1]) for n in top_findings(research.findings)]
     if not ranked:
         return Gate("coverage", 0.0, False, "the research has no findings to cover")
-    text = body(script)
-    script_tokens = set(tokens(CITATION_RE.sub(" ", text)))
-    cited = cited_numbers(text)
+    script_tokens = set(tokens(CITATION_RE.sub(" ", parsed.body)))
+    cited = parsed.cited
     missed: list[int] = []
     for number, f in ranked:
         needed = set(tokens(f.text))

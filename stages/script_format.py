@@ -113,7 +113,11 @@ def sections(script: str) -> list[Section]:
 
 def body(script: str) -> str:
     """The script without its Sources list: what the model wrote (after normalising), what is spoken."""
-    return "\n".join(line for s in sections(script) if not s.is_sources
+    return _body(sections(script))
+
+
+def _body(secs: list[Section]) -> str:
+    return "\n".join(line for s in secs if not s.is_sources
                      for line in ([f"## {s.heading}"] if s.heading else []) + s.lines)
 
 
@@ -167,8 +171,12 @@ def spoken(text: str) -> str:
 
 def parse_turns(script: str) -> list[Turn]:
     """Every `**Host:** text` line, in order, as speakable text (the Sources list is never spoken)."""
+    return _turns(sections(script))
+
+
+def _turns(secs: list[Section]) -> list[Turn]:
     turns: list[Turn] = []
-    for section in sections(script):
+    for section in secs:
         if section.is_sources:
             continue
         for line in section.lines:
@@ -176,3 +184,19 @@ def parse_turns(script: str) -> list[Turn]:
             if m and (text := spoken(m["text"])):
                 turns.append(Turn(m["host"].strip(), text))
     return turns
+
+
+@dataclass(frozen=True)
+class ParsedScript:
+    """A script split once into the parts its readers use (the quality gates read each part several times)."""
+
+    sections: list[Section]
+    body: str  # without the Sources list
+    turns: list[Turn]
+    cited: set[int]  # the numbers the body cites
+
+
+def parse(script: str) -> ParsedScript:
+    secs = sections(script)
+    text = _body(secs)
+    return ParsedScript(sections=secs, body=text, turns=_turns(secs), cited=cited_numbers(text))

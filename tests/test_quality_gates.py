@@ -265,5 +265,5 @@ def test_a_cited_paraphrase_counts_as_coverage_an_uncited_one_does_not() -> None
                         source="a.md", score=1.0)]
     research = ResearchOutput(provider="local", findings=findings, citations=[], searched=[])
     paraphrase = "**Alex:** A scientist named von Frisch cracked how bees talk, and the Nobel committee noticed."
-    assert quality.coverage_gate(paraphrase + " [1]", research).score == 1.0
-    assert quality.coverage_gate(paraphrase, research).score == 0.0
+    assert quality.coverage_gate(script_format.parse(paraphrase + " [1]"), research).score == 1.0
+    assert quality.coverage_gate(script_format.parse(paraphrase), research).score == 0.0
