@@ -199,6 +199,8 @@ def grounded_gate(parsed: ParsedScript, n_findings: int) -> Gate:
 def residue_gate(text: str) -> Gate:
     hits: list[str] = []
     for label, pattern in RESIDUE_PATTERNS:
+        if not pattern.search(text):  # a line's match is a match in the whole text too: the usual case, quick
+            continue
         lines = _lines_with(text, pattern)
         if lines:
             m = pattern.search(lines[0])
@@ -265,8 +267,9 @@ def coverage_gate(parsed: ParsedScript, research: ResearchOutput) -> Gate:
 
 
 def repetition_gate(turns: list[Turn]) -> Gate:
-    said = {" ".join(w.lower() for w in words(t.text)): t for t in turns}  # compared without case or marks
-    units = [u for u in (" ".join(w.lower() for w in words(t.text)) for t in turns) if len(u.split()) >= REPEAT_MIN_WORDS]
+    plain = [(" ".join(words(t.text)).lower(), t) for t in turns]  # compared without case or marks
+    said = dict(plain)
+    units = [u for u, _ in plain if len(u.split()) >= REPEAT_MIN_WORDS]
     counts = Counter(units)
     repeated = [u for u, n in counts.items() if n > 1]
     if not repeated:

@@ -7,6 +7,7 @@ within a syllable or so per sentence of a dictionary, which is plenty for a rang
 
 from __future__ import annotations
 
+import functools
 import re
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
@@ -31,7 +32,15 @@ def words(text: str) -> list[str]:
 
 def tokens(text: str) -> list[str]:
     """Lower-case content words with a light plural/suffix folding, for BM25 and overlap checks."""
-    return [_fold(w) for w in (t.lower() for t in _WORD.findall(text)) if w not in STOPWORDS and len(w) > 1]
+    return [t for t in map(_content_word, _WORD.findall(text)) if t is not None]
+
+
+# Cached, like syllables(): a worker meets the same vocabulary in every script and finding.
+@functools.lru_cache(maxsize=16384)
+def _content_word(word: str) -> str | None:
+    """`word` lower-cased and folded, or None for a stopword or a single character."""
+    w = word.lower()
+    return _fold(w) if w not in STOPWORDS and len(w) > 1 else None
 
 
 def _fold(word: str) -> str:
@@ -42,6 +51,7 @@ def _fold(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=16384)  # most of the readability score's cost, and words recur across scripts
 def syllables(word: str) -> int:
     w = word.lower()
     if not w.isalpha():
@@ -55,7 +65,7 @@ def syllables(word: str) -> int:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if words(s)]
+    return [s.strip() for s in _SENTENCE.findall(text) if _WORD.search(s)]
 
 
 def flesch_reading_ease(text: str) -> float:
