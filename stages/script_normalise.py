@@ -66,6 +66,9 @@ CITATION_VARIANT = re.compile(r"\[(?:sources?|findings?|refs?|references?|citati
                               r"(\d{1,3}(?:\s*(?:,|and)\s*\d{1,3})*)\]", re.I)
 WHOLE_DIRECTION = re.compile(r"^\s*(?:\[[^\]]*\]|\([^)]*\)|\*[^*]+\*|_[^_]+_)\s*$")
 PLAIN_NAME = re.compile(r"[A-Z][a-z'’.-]*(?: [A-Z][a-z'’.-]*)?")
+MARKUP = re.compile(r"[*_`#]")
+BOLD_LINE = re.compile(r"(\*\*|__)(?P<t>[^*_]{1,80}?)\1")
+WORD_CHAR = re.compile(r"\w")
 
 
 @dataclass
@@ -155,7 +158,7 @@ def clean_turn_text(text: str, dropped: list[str]) -> str:
         text, before = " ".join(BRACKETED.sub(drop, text).split()).strip("*_ ").strip(), text
         if text == before:
             break
-    return text if re.search(r"\w", text) else ""  # marks alone ("##", "…") say nothing
+    return text if WORD_CHAR.search(text) else ""  # marks alone ("##", "…") say nothing
 
 
 def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
@@ -197,17 +200,18 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         if found_title is None and not _any_turns(secs) and (t := TITLE_LINE.match(stripped)):
             found_title = _plain(t["title"]).strip("\"'“”")
             continue
-        bare = _plain(stripped).rstrip(":").strip()
-        if len(bare) <= 32 and not HEADING.match(line) and (host := speakers.resolve(bare)) is not None:
+        plain = _plain(stripped)  # once: the checks below each read the line without its markup
+        heading = HEADING.match(line)
+        bare = plain.rstrip(":").strip()
+        if len(bare) <= 32 and not heading and (host := speakers.resolve(bare)) is not None:
             pending = host  # a label alone on its line ("**ALEX**", "Host A:"): its words follow
             continue
-        if _is_cue_line(stripped) and not in_model_sources:
+        if _is_cue_line(stripped, plain) and not in_model_sources:
             dropped.append(stripped)
             continue
-        heading_text = _heading(line, stripped)
+        heading_text = _heading(heading, stripped, plain)
         if heading_text is not None:
             pending = None
-            heading = HEADING.match(line)
             if heading and len(heading.group(1)) == 1 and found_title is None and not _any_turns(secs):
                 found_title = heading_text
             elif heading_text.lower().rstrip(":").startswith(SOURCES_HEADINGS):
@@ -264,33 +268,33 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         title_words, before = spoken(clean_turn_text(title_words, dropped)).strip("[]"), title_words
         if title_words == before:
             break
-    found_title = title_words if re.search(r"\w", title_words) else None
+    found_title = title_words if WORD_CHAR.search(title_words) else None
     return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=not found_title,
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
 
 
 def _plain(text: str) -> str:
-    return " ".join(re.sub(r"[*_`#]", "", text).split()).strip()
+    return " ".join(MARKUP.sub("", text).split()).strip()
 
 
-def _is_cue_line(stripped: str) -> bool:
-    """A line that is only a cue: `[Intro music]`, `**(Sam laughs)**`, `*sighs*` (not `[Segment 2: …]`)."""
-    if not WHOLE_DIRECTION.match(stripped) and not WHOLE_DIRECTION.match(_plain(stripped)):
+def _is_cue_line(stripped: str, plain: str) -> bool:
+    """A line that is only a cue: `[Intro music]`, `**(Sam laughs)**`, `*sighs*` (not `[Segment 2: …]`).
+    `plain` is the line without its markup (_plain)."""
+    if not WHOLE_DIRECTION.match(stripped) and not WHOLE_DIRECTION.match(plain):
         return False
-    inner = _plain(stripped).strip("[]() ")
+    inner = plain.strip("[]() ")
     return is_direction(inner) and not NUMBERED_PART.match(inner)
 
 
-def _heading(line: str, stripped: str) -> str | None:
+def _heading(m: re.Match[str] | None, stripped: str, plain: str) -> str | None:
     """The heading a line stands for: `## Segment 1`, `**Segment 1: The dance**` alone, or a short plain
-    `Segment 1: The dance` / `Intro:` line (a sentence ending in a full stop is speech, not a heading)."""
-    m = HEADING.match(line)
+    `Segment 1: The dance` / `Intro:` line (a sentence ending in a full stop is speech, not a heading).
+    `m` is the line's HEADING match and `plain` the line without its markup (_plain)."""
     if m:
         return _plain(m.group(2)).strip("[]").strip()
-    bold = re.fullmatch(r"(\*\*|__)(?P<t>[^*_]{1,80}?)\1", stripped)
+    bold = BOLD_LINE.fullmatch(stripped)
     if bold and not bold["t"].rstrip().endswith(":"):
         return bold["t"].strip().strip("[]").strip()
-    plain = _plain(stripped)
     if WHOLE_DIRECTION.match(plain):  # "[Segment 1: The Great Silence]"
         plain = plain[1:-1].strip()
     if HEADING_WORDS.match(plain) and len(plain.split()) <= 10 and not plain.endswith((".", "!", "?")):
