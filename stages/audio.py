@@ -70,8 +70,9 @@ def validate(speech: SpeechOutput, n_words: int, n_turns: int, settings: AudioSe
 
 def _reused(folder: Path) -> StageResult | None:
     jpath = folder / artifacts.AUDIO_JSON
-    has_audio = (folder / artifacts.AUDIO_WAV).exists() or (folder / artifacts.AUDIO_MP3).exists()
-    if not (jpath.exists() and has_audio):  # audio.json is written last: present means finished
+    if not jpath.exists():  # audio.json is written last: present means finished (the usual case: absent)
+        return None
+    if not ((folder / artifacts.AUDIO_WAV).exists() or (folder / artifacts.AUDIO_MP3).exists()):
         return None
     doc = fsio.read_json(jpath)
     return StageResult(ok=True, cost_usd=float(doc.get("cost_usd", 0.0)), reused=True,

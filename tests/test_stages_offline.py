@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from podspool.stages import artifacts, fsio
-from podspool.stages.base import EpisodeInput, StageContext
+from podspool.stages.base import EpisodeInput, StageContext, StageError
+from podspool.stages.providers.sim import SimProvider
 from podspool.stages.registry import run_stage
-from podspool.stages.settings import ResearchSettings, StageSettings
+from podspool.stages.settings import ProvidersSettings, ResearchSettings, SimSettings, StageSettings
 from podspool.stages.sources import check_sources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +55,26 @@ def test_one_example_episode_end_to_end(tmp_path: Path, number: int) -> None:
     # a restart after every phase finished pays for nothing again
     again = [run_stage(s, tmp_path, episode, ctx) for s in ("research", "production", "audio")]
     assert all(r.ok and r.reused and r.cost_usd == 0.0 for r in again)
+
+
+def _sim_failures(error_rate: float, seed: int | None, n: int = 40) -> list[bool]:
+    """Which of n episodes' sim research calls fail by injection."""
+    sim = SimSettings(latency_ms=0, error_rate=error_rate, seed=seed)
+    ctx = StageContext(settings=StageSettings(providers=ProvidersSettings(sim=sim)))
+    provider, failed = SimProvider(), []
+    for i in range(n):
+        episode = EpisodeInput(episode_id=f"ep_{i:03d}", batch_id="b", number=i + 1, topic=f"Topic {i}")
+        try:
+            provider.research(episode, ctx)
+            failed.append(False)
+        except StageError:
+            failed.append(True)
+    return failed
+
+
+def test_sim_injected_failures_follow_the_error_rate_and_the_seed() -> None:
+    assert not any(_sim_failures(0.0, seed=7)) and not any(_sim_failures(0.0, seed=None))
+    assert all(_sim_failures(1.0, seed=7)) and all(_sim_failures(1.0, seed=None))
+    drawn = _sim_failures(0.5, seed=7)
+    assert any(drawn) and not all(drawn)
+    assert _sim_failures(0.5, seed=7) == drawn  # seeded per episode and call: the same draw again

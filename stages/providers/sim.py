@@ -37,15 +37,18 @@ class SimProvider:
         if latency:
             time.sleep(latency / 1000.0)
         usage = Usage(api=api, model="sim", cost_usd=sim.cost_per_call_usd)
-        rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
         if sim.leak_mb_per_call:
             self._leaked.append(b"\x01" * int(sim.leak_mb_per_call * 2**20))  # written, so it counts in RSS
         if sim.hang_topic and sim.hang_topic in episode.topic:
             time.sleep(24 * 3600)  # stuck: only the supervisor's time limit ends this call
         if sim.fail_topic and sim.fail_topic in episode.topic:
             raise StageError(f"sim: {api} always fails for this topic", cost_usd=sim.cost_per_call_usd, usage=[usage])
-        if sim.error_rate and rng.random() < sim.error_rate:
-            raise StageError(f"sim: injected failure of {api}", cost_usd=sim.cost_per_call_usd, usage=[usage])
+        if sim.error_rate:
+            # seeded only when a failure may be drawn: seeding (from urandom, without a seed) costs more
+            # than the rest of the call
+            rng = random.Random(None if sim.seed is None else hash((sim.seed, episode.episode_id, api, episode.attempt)))
+            if rng.random() < sim.error_rate:
+                raise StageError(f"sim: injected failure of {api}", cost_usd=sim.cost_per_call_usd, usage=[usage])
         return usage
 
     def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
