@@ -26,11 +26,14 @@ NON_SEGMENT_HEADINGS = ("intro", "introduction", "opening", "outro", "conclusion
                         "sources", "references", "citations", "show notes")
 SOURCES_HEADINGS = ("sources", "references", "citations", "bibliography")
 
-TURN_RE = re.compile(r"^\s*\*\*(?P<host>[^*\n]{1,60}?):\*\*\s*(?P<text>.+?)\s*$")
+# the text runs to the end of the line: spoken() drops trailing spaces (a lazy `.+?\s*$` costs a step a char)
+TURN_RE = re.compile(r"^\s*\*\*(?P<host>[^*\n]{1,60}?):\*\*\s*(?P<text>.+)")
 HEADING_RE = re.compile(r"^\s{0,3}(?P<hashes>#{1,6})\s+(?P<text>.+?)\s*#*\s*$")
 CITATION_RE = re.compile(r"\[(\d{1,3}(?:\s*[,;–-]\s*\d{1,3})*)\]")
 SOURCE_ITEM_RE = re.compile(r"^\s*(\d{1,3})[.)]\s+\S")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)")
+_LIST_SEPARATOR = re.compile(r"\s*[,;]\s*")  # [1, 2]
+_RANGE_DASH = re.compile(r"\s*[–-]\s*")  # [2-4]
 _UNSAFE_IN_LIST = re.compile(r"[\[\]<>{}*_`]")
 
 
@@ -103,7 +106,7 @@ def sections(script: str) -> list[Section]:
     """Split on level-2 headings; the title line and anything before the first "## " form section ""."""
     out = [Section("")]
     for line in script.splitlines():
-        m = HEADING_RE.match(line)
+        m = HEADING_RE.match(line) if "#" in line else None  # most lines are turns: skip the regex
         if m and len(m["hashes"]) == 2:
             out.append(Section(m["text"].strip()))
         else:
@@ -125,8 +128,8 @@ def cited_numbers(text: str) -> set[int]:
     """Numbers cited as [1], [1, 2] or [2-4]."""
     found: set[int] = set()
     for m in CITATION_RE.finditer(text):
-        for part in re.split(r"\s*[,;]\s*", m.group(1)):
-            bounds = [int(x) for x in re.split(r"\s*[–-]\s*", part) if x]
+        for part in _LIST_SEPARATOR.split(m.group(1)):
+            bounds = [int(x) for x in _RANGE_DASH.split(part) if x]
             if len(bounds) == 2 and 0 < bounds[1] - bounds[0] < 100:
                 found.update(range(bounds[0], bounds[1] + 1))
             else:
