@@ -28,7 +28,10 @@ def rms(pcm: bytes) -> float:
 
 def longest_clip_run(pcm: bytes) -> int:
     """Length of the longest run of consecutive samples at full scale."""
-    clipped = np.abs(samples(pcm).astype(np.int32)) >= CLIP_LEVEL
+    x = samples(pcm)
+    if not x.size or (x.max() < CLIP_LEVEL and x.min() > -CLIP_LEVEL):
+        return 0  # the usual case, told by two passes over the samples without copying them
+    clipped = np.abs(x.astype(np.int32)) >= CLIP_LEVEL
     if not clipped.any():
         return 0
     # run lengths from the edges of the boolean mask
