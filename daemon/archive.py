@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from podspool.daemon.models import BatchManifest, EpisodeManifest, episode_id
+from podspool.daemon.models import BatchManifest, episode_id
 from podspool.daemon.session import parse_time
-from podspool.daemon.spool import DIR_MODE, FINAL, MANIFEST, QUEUES, Spool
+from podspool.daemon.spool import DIR_MODE, FINAL, MANIFEST, QUEUES, Spool, read_manifest
 from podspool.stages import fsio
 from pydantic import ValidationError
 
@@ -171,7 +171,7 @@ def finished_at(root: Path, bid: str) -> float | None:
         if found is None:
             continue
         try:
-            m = EpisodeManifest.model_validate(fsio.read_json(found[1] / MANIFEST))
+            m = read_manifest(found[1])
         except (FileNotFoundError, ValueError, ValidationError):
             continue
         t = parse_time(m.finished_at) or (found[1] / MANIFEST).stat().st_mtime

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon import archive
-from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.session import parse_time
-from podspool.daemon.spool import MANIFEST, Spool
+from podspool.daemon.spool import Spool, read_manifest
 from podspool.stages import artifacts, fsio
 from podspool.stages.publish.chapters import clock
 from podspool.stages.settings import PublishSettings
@@ -48,7 +47,7 @@ class Entry:
 def _read_entry(folder: Path) -> Entry | None:
     """An episode fit for the feed (finished, with a published mp3), or None."""
     try:
-        m = EpisodeManifest.model_validate(fsio.read_json(folder / MANIFEST))
+        m = read_manifest(folder)
         audio = fsio.read_json(folder / artifacts.AUDIO_JSON)
         notes = (folder / artifacts.SHOWNOTES_MD).read_text(encoding="utf-8")
         if m.status != "done" or not (folder / artifacts.EPISODE_MP3).is_file():

@@ -112,7 +112,7 @@ class Spool:
     # ---- episodes ---------------------------------------------------------------------------
 
     def read_manifest(self, folder: Path) -> EpisodeManifest:
-        return EpisodeManifest.model_validate(fsio.read_json(folder / MANIFEST))
+        return read_manifest(folder)
 
     def write_manifest(self, folder: Path, m: EpisodeManifest) -> None:
         m.updated_at = utcnow()
@@ -363,6 +363,13 @@ def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
         return proc.create_time() <= entry.stat(follow_symlinks=False).st_mtime + 1.0
     except (psutil.Error, OSError):
         return False
+
+
+def read_manifest(folder: Path) -> EpisodeManifest:
+    """The manifest in `folder`; OSError, or ValueError when it is not a valid one. Parsed and validated
+    by pydantic-core in one pass: half the time of json.load and then validating the dict."""
+    with open(folder / MANIFEST, "rb") as fh:
+        return EpisodeManifest.model_validate_json(fh.read())
 
 
 def manifest_bytes(m: EpisodeManifest) -> bytes:
