@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
+from podspool.daemon.commit import CommitGroup, GroupFailed
 from podspool.daemon.dashboard import render_text
 from podspool.daemon.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
 from podspool.daemon.session import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
 from podspool.daemon.spool import FINAL, Spool
 from podspool.stages import fsio
+
+CHECKPOINTS = "checkpoints"  # owner of a checkpoint in a group commit: (CHECKPOINTS, batch id)
 
 SUMMARY_SUFFIX = "_summary.json"
 
@@ -97,9 +100,21 @@ class BatchBook:
                 static.setdefault("strategy", batch.effective_strategy())
                 static.setdefault("budget_usd", batch.budget_usd)
                 static.setdefault("priority", batch.priority)
-        cps = sorted((n for n in os.listdir(self.spool.batch_dir(bid)) if CHECKPOINT_RE.match(n)),
-                     key=lambda n: int(CHECKPOINT_RE.match(n).group("n")))  # type: ignore[union-attr]
-        return self.add(bid, static, cps)
+        return self.add(bid, static, self._checkpoints_on_disk(bid))
+
+    def _checkpoints_on_disk(self, bid: str) -> list[str]:
+        return sorted((n for n in os.listdir(self.spool.batch_dir(bid)) if CHECKPOINT_RE.match(n)),
+                      key=lambda n: int(CHECKPOINT_RE.match(n).group("n")))  # type: ignore[union-attr]
+
+    def checkpoints_lost(self, bid: str) -> None:
+        """A commit that carried checkpoints failed: what is on disk is what the batch has (the next
+        after_change writes the rest again)."""
+        b = self.by_id.get(bid)
+        if b is not None:
+            try:
+                b.checkpoints = self._checkpoints_on_disk(bid)
+            except OSError:
+                pass  # its folder is gone: nothing to write checkpoints into either
 
     def placeholder(self, bid: str) -> BatchState:
         """An episode whose batch folder is gone still belongs somewhere."""
@@ -131,8 +146,14 @@ class BatchBook:
         self.by_id[bid].dirty = False
 
     def after_change(self, bid: str, session_of: Callable[[], dict[str, Any]],
-                     on_complete: Callable[[dict[str, Any], Iterable[EpisodeManifest]], None]) -> None:
-        """Write the checkpoints that fell due, and the summary once the batch is complete."""
+                     on_complete: Callable[[dict[str, Any], Iterable[EpisodeManifest]], None],
+                     group: CommitGroup) -> None:
+        """Write the checkpoints that fell due, and the summary once the batch is complete.
+
+        A checkpoint joins `group`, the supervisor's next group commit, instead of paying two fsyncs of
+        its own on the main loop (one every 5 episodes); `group` is committed first when the batch
+        completes, so the summary never lists a checkpoint that is not on disk.
+        """
         b = self.by_id[bid]
         due = b.tally.completed // self.checkpoint_every
         if len(b.checkpoints) < due:
@@ -141,11 +162,16 @@ class BatchBook:
                 n = len(b.checkpoints) + 1
                 name = checkpoint_name(bid, n)
                 doc = checkpoint_doc(session, n, b.finished_since_checkpoint)
-                fsio.write_json(self.spool.batch_dir(bid) / name, doc)
+                group.write(self.spool.batch_dir(bid) / name, fsio.json_bytes(doc), (CHECKPOINTS, bid))
                 b.checkpoints.append(name)
                 b.finished_since_checkpoint = []
                 logger.bind(batch=bid).info("checkpoint {} written ({} episodes complete)", name, b.tally.completed)
         if b.complete and not b.summarised:
+            try:
+                group.commit()
+            except GroupFailed as exc:
+                self.checkpoints_lost(bid)
+                raise exc.cause from None
             b.meta.setdefault("end_time", utcnow())
             session = session_of()
             manifests = FinishedEpisodes(self, bid)

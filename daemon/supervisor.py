@@ -20,7 +20,7 @@ from typing import Any
 
 from loguru import logger
 from podspool.daemon import accept, control, recovery, retry
-from podspool.daemon.batchbook import BatchBook
+from podspool.daemon.batchbook import CHECKPOINTS, BatchBook
 from podspool.daemon.commit import CommitGroup, GroupFailed, SparePool
 from podspool.daemon.config import Config
 from podspool.daemon.dispatch import Dispatcher
@@ -71,6 +71,7 @@ class Supervisor:
         self._last_status = 0.0
         self.upkeep = Upkeep(self)
         self.spares = SparePool(spool.state / "spares")  # manifests rewritten without an inode's churn
+        self.group = CommitGroup(spool.root, self.spares)  # the next commit: the tick's results, checkpoints due
         self.recorder = Recorder(self)
         self.dispatcher = Dispatcher(self)
         self.hooks: list[Hook] = []
@@ -124,9 +125,10 @@ class Supervisor:
 
         A start writes nothing (dispatch.py), so the workers those results freed get their next
         episodes before the commit and work while it syncs; what the results made ready is dispatched
-        after it. (The pending results' costs count against their batch's budget meanwhile.)
+        after it. (The pending results' costs count against their batch's budget meanwhile.) The
+        checkpoints that publishing makes due join the next tick's group (`self.group`).
         """
-        group = CommitGroup(self.spool.root, self.spares)
+        group, self.group = self.group, CommitGroup(self.spool.root, self.spares)
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
         self.dispatcher.run()
@@ -295,13 +297,16 @@ class Supervisor:
             group.commit()
         except GroupFailed as exc:
             self.disk_trouble(what, exc.cause)
+            for owner in exc.failed:
+                if isinstance(owner, tuple) and owner[0] == CHECKPOINTS:
+                    self.batches.checkpoints_lost(owner[1])
             return exc.failed
         return set()
 
     def after_change(self, bid: str) -> None:
         if bid not in self.batches:
             return
-        self.batches.after_change(bid, lambda: self._session(bid), self._on_batch_complete)
+        self.batches.after_change(bid, lambda: self._session(bid), self._on_batch_complete, self.group)
 
     def _on_batch_complete(self, session: dict[str, Any], manifests: Iterable[EpisodeManifest]) -> None:
         self.emit("on_batch_complete", session, manifests)
@@ -377,6 +382,7 @@ class Supervisor:
             self.recorder.record(pending)
         elif self.unsaved:
             self._keep_artifacts(self.unsaved)
+        self.commit(self.group, "saving checkpoints")
         try:
             self._write_sessions(force=True)
         except OSError:
