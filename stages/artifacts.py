@@ -13,11 +13,10 @@ SCRIPT_MD = "script.md"
 QUALITY_JSON = "quality.json"
 AUDIO_WAV = "audio.wav"
 AUDIO_MP3 = "audio.mp3"
-EPISODE_MP3 = "episode.mp3"
-MP3_NAMES = (EPISODE_MP3, AUDIO_MP3)  # either means the episode has its mp3
 AUDIO_JSON = "audio.json"
 # publishable episode (issue 12); audio.mp3 is a hard link to episode.mp3, kept for the contract's table
 EPISODE_MP3 = "episode.mp3"
+MP3_NAMES = (EPISODE_MP3, AUDIO_MP3)  # either means the episode has its mp3
 CHAPTERS_JSON = "chapters.json"
 TRANSCRIPT_VTT = "transcript.vtt"
 SHOWNOTES_MD = "shownotes.md"
