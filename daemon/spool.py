@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from podspool.daemon.commit import CommitGroup, GroupFailed
-from podspool.daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
+from podspool.daemon.models import BatchManifest, EpisodeManifest, default_batch_id, utcnow
 from podspool.stages import fsio
 from pydantic import ValidationError
 
@@ -176,13 +175,15 @@ class Spool:
         Crash-safe: everything is built in state/staging/<id>, and the rename of that folder into
         batches/ is the commit point. `recover_intake` finishes or discards a half-done intake.
         """
+        from podspool.daemon.staging import release_episodes, stage_batch  # staging builds on this module
+
         bid = manifest.batch_id or self._fresh_default_id()
         manifest = manifest.model_copy(update={"batch_id": bid})
         stage_dir = self.staging / bid
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
         try:
-            made = self._stage(stage_dir, inbox_file, manifest, raw, priority_seq)
+            made = stage_batch(stage_dir, self.staging, inbox_file, manifest, raw, priority_seq)
         except BaseException:
             # A half-built intake (disk full, read-only) must not survive: it holds space the retry needs,
             # and known_batch() took it for an accepted batch, so the retry rejected the operator's
@@ -197,47 +198,8 @@ class Spool:
         os.rename(stage_dir, target)  # the commit point
         fsio.fsync_dir(self.batches)
         self.remove_inbox_file(inbox_file)
-        self._release_episodes(bid)
+        release_episodes(self.root, target)
         return bid, made
-
-    def _stage(self, stage_dir: Path, inbox_file: Path, manifest: BatchManifest, raw: bytes,
-               priority_seq: float) -> list[EpisodeManifest]:
-        """Build batch.json, session.json and every episode folder under state/staging/<id>."""
-        bid = str(manifest.batch_id)
-        stage_dir.mkdir(mode=DIR_MODE)
-        episodes_dir = stage_dir / "episodes"
-        episodes_dir.mkdir(mode=DIR_MODE)
-        st = inbox_file.stat()
-        # One fsync wave for the batch's files and every episode's manifest (group commit): the staging
-        # folder is invisible until its rename into batches/, so nothing needs to be durable before then.
-        group = CommitGroup(stage_dir)
-        group.write(stage_dir / "batch.json", fsio.json_bytes(manifest.model_dump(mode="json", exclude_none=True)), bid)
-        session = {
-            "batch_id": bid,
-            "accepted_at": utcnow(),
-            "seq": priority_seq,
-            "priority": manifest.priority,
-            "budget_usd": manifest.budget_usd,
-            "strategy": manifest.effective_strategy(),
-            "source": {"name": inbox_file.name, "inode": st.st_ino, "sha256": hashlib.sha256(raw).hexdigest()},
-        }
-        group.write(stage_dir / "session.json", fsio.json_bytes(session), bid)
-        made = []
-        for ep in manifest.all_episodes():
-            eid = episode_id(ep.number, bid)
-            folder = episodes_dir / eid
-            folder.mkdir(mode=DIR_MODE)
-            m = EpisodeManifest(episode_number=ep.number, session_id=eid, batch_id=bid, topic=ep.topic,
-                                title=ep.title, notes=ep.notes, sources=list(ep.sources),
-                                priority=manifest.priority)
-            m.updated_at = utcnow()
-            group.write(folder / MANIFEST, manifest_bytes(m), eid)
-            made.append(m)
-        try:
-            group.commit()
-        except GroupFailed as exc:
-            raise exc.cause from None
-        return made
 
     def _fresh_default_id(self) -> str:
         bid = default_batch_id()
@@ -248,30 +210,16 @@ class Spool:
             candidate = f"{bid}_{n}"
         return candidate
 
-    def _release_episodes(self, bid: str) -> None:
-        episodes_dir = self.batch_dir(bid) / "episodes"
-        if not episodes_dir.is_dir():
-            return
-        for name in sorted(os.listdir(episodes_dir)):
-            target = self.folder("research", name)
-            if any(self.folder(loc, name).exists() for loc in LOCATIONS):
-                # already released before a crash: the stray copy is the one left behind
-                shutil.rmtree(episodes_dir / name)
-                continue
-            fsio.crashpoint(f"release {name}")  # test hook
-            os.rename(episodes_dir / name, target)
-        fsio.fsync_dir(self.where("research"))
-        os.rmdir(episodes_dir)
-        fsio.fsync_dir(self.batch_dir(bid))
-
     def recover_intake(self) -> list[str]:
         """Discard uncommitted intakes and finish committed ones. Returns the batches finished."""
+        from podspool.daemon.staging import release_episodes  # staging builds on this module
+
         for name in os.listdir(self.staging):
             shutil.rmtree(self.staging / name, ignore_errors=True)
         finished = []
         for bid in sorted(os.listdir(self.batches)):
             if (self.batch_dir(bid) / "episodes").is_dir():
-                self._release_episodes(bid)
+                release_episodes(self.root, self.batch_dir(bid))
                 finished.append(bid)
         return finished
 
