@@ -115,3 +115,54 @@ def test_a_retracted_or_undone_adoption_keeps_the_workers_temps_for_the_next_try
     again.adopt(files, "ep")
     again.commit()
     assert [p.name for p in folder.iterdir()] == ["script.md"] and (folder / "script.md").read_text() == "# t"
+
+
+def test_a_ticks_renames_are_synced_by_the_next_ticks_sync_before_its_results_are_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One syncfs a tick (results.Recorder.save): it makes this tick's temp files durable and the last
+    tick's renames, so the last tick's results are published after it, never before."""
+    from types import SimpleNamespace
+
+    from podspool.daemon import results
+
+    events: list[object] = []
+
+    def sync(anchor: Path) -> bool:
+        events.append(("sync", sorted(p.name for p in tmp_path.iterdir())))
+        return True
+
+    monkeypatch.setattr(commit, "syncfs", sync)
+    monkeypatch.setattr(results, "syncfs", sync)
+
+    class Recording(results.Recorder):
+        def publish(self, planned: list, failed: set[object]) -> None:  # type: ignore[override]
+            if planned:  # (a tick with nothing new publishes nothing of its own)
+                events.append(("publish", planned))
+
+    sup = SimpleNamespace(spool=SimpleNamespace(root=tmp_path), disk_trouble=lambda what, exc: None,
+                          commit=lambda g, what, then_sync=True: (set(), g.commit(then_sync)))
+    rec = Recording(sup)  # type: ignore[arg-type]
+
+    def tick(name: str | None) -> None:
+        group = CommitGroup(tmp_path)
+        if name:
+            group.write(tmp_path / name, b"x", name)
+        rec.save([name] if name else [], group)  # type: ignore[list-item]
+
+    tick("a")  # synced (its temp), renamed, and left waiting for the next sync
+    assert events == [("sync", [events[0][1][0]])] and (tmp_path / "a").exists()  # type: ignore[index]
+    tick("b")
+    tick(None)  # nothing new: a sync of its own for b's rename
+    assert [e[0] if e[0] == "sync" else e for e in events] == [  # type: ignore[index]
+        "sync", "sync", ("publish", ["a"]), "sync", ("publish", ["b"])]
+    assert "a" in events[1][1] and "b" in events[3][1]  # type: ignore[index]  # each renamed before its sync
+    assert rec.waiting is None
+
+
+def test_without_syncfs_a_group_is_durable_when_its_commit_returns(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commit, "_syncfs", None)  # the fallback: each file and folder fsynced
+    group = CommitGroup(tmp_path)
+    group.write(tmp_path / "m.json", b"{}", "ep")
+    assert group.commit(then_sync=False) is True  # nothing left for a later sync to do
+    assert (tmp_path / "m.json").read_text() == "{}"
