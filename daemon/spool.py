@@ -313,11 +313,22 @@ def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def read_manifest(folder: Path) -> EpisodeManifest:
+def read_manifest(folder: Path | str) -> EpisodeManifest:
     """The manifest in `folder`; OSError, or ValueError when it is not a valid one. Parsed and validated
     by pydantic-core in one pass: half the time of json.load and then validating the dict."""
-    with open(folder / MANIFEST, "rb") as fh:
-        return EpisodeManifest.model_validate_json(fh.read())
+    return EpisodeManifest.model_validate_json(read_whole(os.path.join(folder, MANIFEST)))
+
+
+def read_whole(path: str) -> bytes:
+    """A file's bytes, read with os.read (a buffered file object cost as much as the read: 7 -> 3 us)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def manifest_bytes(m: EpisodeManifest) -> bytes:
