@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from podspool.stages.providers.http import KEY_ENV_NAMES
+from podspool.stages.settings import KEY_ENV_NAMES
 
 # api name (as the providers ask for it) -> environment variable; one table, shared with the
 # providers so their "no key" message names the same variable

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from podspool.daemon.alerts import AlertsHook
 from podspool.daemon.config import Config
 from podspool.daemon.hooks import Hook
 from podspool.daemon.metrics import MetricsHook
@@ -15,7 +14,9 @@ from podspool.daemon.timeline import TimelineHook
 
 def build_hooks(spool: Spool, cfg: Config, secrets: Mapping[str, str]) -> list[Hook]:
     hooks: list[Hook] = [RuntimeHook(spool.state), MetricsHook(spool.root), TimelineHook(spool.root / "batches")]
-    if cfg.notify.webhook_url:
+    if cfg.notify.webhook_url:  # alerts import requests and tenacity: ~50 ms of every start, only for this
+        from podspool.daemon.alerts import AlertsHook
+
         hooks.append(AlertsHook(cfg.notify.webhook_url, timeout_s=cfg.notify.timeout_s, secrets=secrets,
                                 spool=str(spool.root)))
     return hooks

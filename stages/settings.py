@@ -10,6 +10,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# the environment variable that holds each API's key (a file of the lower-case name under
+# $CREDENTIALS_DIRECTORY also serves: daemon/credentials.py); the supervisor reads it without the HTTP stack
+KEY_ENV_NAMES: dict[str, str] = {
+    "perplexity": "PERPLEXITY_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "openai_speech": "OPENAI_API_KEY",  # the speech endpoint has a rate budget of its own, not a key
+    "elevenlabs": "ELEVENLABS_API_KEY",
+    "websearch": "TAVILY_API_KEY",
+}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 from loguru import logger
 from podspool.stages.base import StageContext, StageError
-from podspool.stages.settings import HttpProviderSettings
+from podspool.stages.settings import KEY_ENV_NAMES, HttpProviderSettings
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -33,13 +33,6 @@ from tenacity import (
 T = TypeVar("T")
 
 # api name -> where its key comes from (daemon.credentials reads these; stages only name them)
-KEY_ENV_NAMES: dict[str, str] = {
-    "perplexity": "PERPLEXITY_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "openai_speech": "OPENAI_API_KEY",  # the speech endpoint has a rate budget of its own, not a key
-    "elevenlabs": "ELEVENLABS_API_KEY",
-    "websearch": "TAVILY_API_KEY",
-}
 RETRY_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 QUOTA_MARKERS = ("insufficient_quota", "quota_exceeded")
 MAX_ERROR_CHARS = 300
