@@ -172,15 +172,10 @@ class CommitGroup:
     def move(self, src: Path, dst: Path, what: str, owner: object) -> None:
         self.items.append(_Move(src, dst, what, owner))
 
-    def commit(self, then_sync: bool = True) -> bool:
-        """Make everything durable, in order. On failure, undo what did not happen and raise GroupFailed.
-
-        With `then_sync=False` the renames are left for the next `syncfs` of this file system (the next
-        group's first one, or `sync_renames`) and False is returned: the caller must not act on them
-        before that. Where syncfs is missing, they are synced now as ever, and True is returned.
-        """
+    def commit(self) -> None:
+        """Make everything durable, in order. On failure, undo what did not happen and raise GroupFailed."""
         if not self.items:
-            return True
+            return
         items, self.items = self.items, []
         fallback = False
         try:
@@ -211,8 +206,6 @@ class CommitGroup:
                 rest = items[i:]
                 self._undo(rest)
                 raise GroupFailed({r.owner for r in rest}, exc) from exc
-        if not then_sync and not fallback:
-            return False
         try:
             if fallback or not syncfs(self.anchor):
                 for d in dirs:
@@ -220,7 +213,6 @@ class CommitGroup:
                         fsio.fsync_dir(Path(d))
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
-        return True
 
     def _put(self, it: _Write) -> None:
         if it.spare and self.spares is not None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 from podspool.daemon import lifecycle
-from podspool.daemon.commit import CommitGroup, syncfs
+from podspool.daemon.commit import CommitGroup
 from podspool.daemon.episodes import Episode
 from podspool.daemon.executor import TaskOutcome
 from podspool.daemon.logs import episode_finished
@@ -35,7 +35,6 @@ class Recorder:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.replayed: set[int] = set()  # task ids of results kept through disk trouble, in this tick's take
-        self.waiting: tuple[list[Planned], set[object]] | None = None  # renamed, not yet synced (save)
 
     def take(self) -> list[TaskOutcome]:
         """The outcomes that arrived, with those a full disk held back; none while the disk is paused."""
@@ -51,41 +50,7 @@ class Recorder:
         """Apply results to copies of their manifests, make them durable together, then publish them."""
         group = CommitGroup(self.sup.spool.root, self.sup.spares)
         planned = self.plan(outcomes, group)
-        self.publish(planned, self.sup.commit(group, "saving results")[0])
-
-    def save(self, planned: list[Planned], group: CommitGroup) -> None:
-        """Commit a tick's group with ONE syncfs instead of two.
-
-        A group's renames are made durable by the next syncfs of the file system: this tick's sync,
-        which makes its temp files durable, also covers the last tick's renames. So the last tick's
-        results are published now, and this tick's wait (`waiting`) for the next tick, which the main
-        loop runs at once; one with nothing new to commit syncs for them alone. A result is published,
-        and so acted on (its next phase started, its batch completed), only once all of it is durable.
-        """
-        waiting, self.waiting = self.waiting, None
-        had_items = bool(group)
-        failed, durable = self.sup.commit(group, "saving results", then_sync=False)
-        if waiting is not None:
-            if not had_items:
-                self._sync_renames()
-            self.publish(*waiting)
-        if durable:
-            self.publish(planned, failed)
-        else:
-            self.waiting = (planned, failed)
-
-    def flush(self) -> None:
-        """Publish the results whose renames wait for a sync (the loop is stopping)."""
-        if self.waiting is not None:
-            waiting, self.waiting = self.waiting, None
-            self._sync_renames()
-            self.publish(*waiting)
-
-    def _sync_renames(self) -> None:
-        try:
-            syncfs(self.sup.spool.root)
-        except OSError as exc:  # as a failed second sync always was: the renames are done, their durability unknown
-            self.sup.disk_trouble("syncing results", exc)
+        self.publish(planned, self.sup.commit(group, "saving results"))
 
     def plan(self, outcomes: list[TaskOutcome], group: CommitGroup) -> list[Planned]:
         """Each result applied to a copy of its manifest, its writes and moves added to `group`."""

@@ -115,7 +115,7 @@ class Supervisor:
                 if self.once and self._nothing_left():
                     logger.info("--once: nothing left to run ({})", counts_line(self))
                     break
-                self._wait(0.0 if self.recorder.waiting is not None else TICK_S)  # results await a sync
+                self._wait(TICK_S)
         finally:
             self._shutdown()
         return 0
@@ -132,12 +132,12 @@ class Supervisor:
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
         self.dispatcher.run()
-        self.recorder.save(results, group)
+        self.recorder.publish(results, self.commit(group, "saving results"))
         self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
         self.dispatcher.run()
 
     def _drained(self) -> bool:
-        if not self.executor.in_flight() and self.recorder.waiting is None:
+        if not self.executor.in_flight():
             return True
         if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
             for task in self.executor.abandon():
@@ -152,7 +152,7 @@ class Supervisor:
 
     def _nothing_left(self) -> bool:
         """--once: nothing runs, and nothing waits that is not held by its budget."""
-        if self.executor.in_flight() or self.unsaved or self.recorder.waiting is not None:
+        if self.executor.in_flight() or self.unsaved:
             return False
         return all(self.batches[bid].over_budget() for bid in self.episodes.waiting_batches()
                    if bid in self.batches)
@@ -277,7 +277,6 @@ class Supervisor:
                 control.done(req)
 
     def apply_request(self, body: dict[str, Any]) -> list[str]:
-        self.recorder.flush()  # a request reads the folders: none may hold a result not yet published
         if isinstance(body.get("archive"), dict):  # `podspool archive` while this daemon runs
             req = body["archive"]
             return self.upkeep.archive(req.get("batch"), req.get("older_than_days"))
@@ -293,16 +292,16 @@ class Supervisor:
         m.updated_at = utcnow()
         group.write(self.spool.folder(location, m.session_id) / MANIFEST, manifest_bytes(m), m.session_id)
 
-    def commit(self, group: CommitGroup, what: str, then_sync: bool = True) -> tuple[set[object], bool]:
-        """The owners whose changes did not take effect, and whether the rest is durable yet (CommitGroup)."""
+    def commit(self, group: CommitGroup, what: str) -> set[object]:
         try:
-            return set(), group.commit(then_sync)
+            group.commit()
         except GroupFailed as exc:
             self.disk_trouble(what, exc.cause)
             for owner in exc.failed:
                 if isinstance(owner, tuple) and owner[0] == CHECKPOINTS:
                     self.batches.checkpoints_lost(owner[1])
-            return exc.failed, True
+            return exc.failed
+        return set()
 
     def after_change(self, bid: str) -> None:
         if bid not in self.batches:
@@ -373,7 +372,6 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         self.inbox.stop()
-        self.recorder.flush()
         for task in self.executor.abandon():
             ep = self.episodes.get(task.episode.episode_id)
             if ep is not None:
