@@ -35,6 +35,15 @@ def test_mask_keys_and_auth_headers() -> None:
     assert out.count("***") == 4
 
 
+def test_auth_headers_are_masked_in_any_case_and_past_non_ascii_folding() -> None:
+    # the ASCII fast path (credentials._AUTH_WORDS) must not skip what the case-insensitive patterns catch
+    assert mask("auth: BeArEr abc123", {}) == "auth: BeArEr ***"
+    assert mask("header XI-API-KEY: sk_live_1", {}) == "header XI-API-KEY: ***"
+    assert mask("x\u0131-api-key: tok_9", {}) == "x\u0131-api-key: ***"  # dotless i matches i under (?i)
+    assert mask("caf\u00e9 Bearer tok", {}) == "caf\u00e9 Bearer ***"
+    assert mask("plain text about an api and a bear", {}) == "plain text about an api and a bear"
+
+
 def test_short_values_are_not_treated_as_keys() -> None:
     assert mask("a b c", {"x": "a"}) == "a b c"
 
