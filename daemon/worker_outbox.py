@@ -71,6 +71,12 @@ class LateFrees:
         self.send = send
         self.lock = threading.Lock()
         self.due: dict[int, float] = {}  # task id -> when its Freed is due (monotonic)
+        self.running: set[int] = set()  # tasks handed to a task thread and not done
+
+    def begin(self, task_id: int) -> None:
+        """The main loop hands a task over (before it waits again: see wait_ms)."""
+        with self.lock:
+            self.running.add(task_id)
 
     def call_over(self, task_id: int) -> None:
         with self.lock:
@@ -79,12 +85,19 @@ class LateFrees:
     def task_done(self, task_id: int) -> None:
         with self.lock:
             self.due.pop(task_id, None)
+            self.running.discard(task_id)
 
     def wait_ms(self) -> int | None:
-        """How long the main loop may wait for the supervisor before a Freed falls due (None: no limit)."""
+        """How long the main loop may wait for the supervisor before a Freed may fall due (None: no limit).
+
+        A task still in its call may leave it at any moment, and nothing wakes the loop then: while one
+        runs, the loop looks again every FREED_AFTER_S (a long call costs it a few wake-ups a second)."""
         with self.lock:
             first = min(self.due.values(), default=None)
-        return None if first is None else max(0, math.ceil((first - time.monotonic()) * 1000))
+            busy = bool(self.running)
+        if first is None:
+            return math.ceil(FREED_AFTER_S * 1000) if busy else None
+        return max(0, math.ceil((first - time.monotonic()) * 1000))
 
     def send_due(self) -> None:
         now = time.monotonic()

@@ -15,6 +15,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -193,23 +194,30 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     threads = [threading.Thread(target=task_loop, name=f"task-{i}", daemon=True) for i in range(TASKS_PER_WORKER)]
     for t in threads:
         t.start()
+    try:
+        serve(conn, frees, queue.put)
+    except (EOFError, OSError):
+        os._exit(0)  # the supervisor is gone
+    for _ in threads:
+        queue.put(None)
+    for t in threads:
+        t.join()
+
+
+def serve(conn: Connection, frees: LateFrees, hand_over: Callable[[Run], None]) -> None:
+    """A worker's main loop: each Run goes to a task thread, and each late Freed out when it falls due.
+    Returns at Stop; EOFError or OSError when the supervisor is gone."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     while True:
         if not poller.poll(frees.wait_ms()):
             frees.send_due()
             continue
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)
+        msg = conn.recv()
         if isinstance(msg, Stop):
-            for _ in threads:
-                queue.put(None)
-            for t in threads:
-                t.join()
             return
-        queue.put(msg)
+        frees.begin(msg.task_id)  # before the next wait, which must know a task is in flight
+        hand_over(msg)
 
 
 @dataclass

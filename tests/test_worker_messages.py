@@ -77,3 +77,47 @@ def test_a_task_says_it_is_past_its_call_only_when_its_save_is_slow(monkeypatch:
     assert frees.wait_ms() == 0
     frees.send_due()  # task 2 is still saving: the supervisor may send the next task now
     assert sent == [Freed(2)] and frees.wait_ms() is None
+
+
+def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> None:
+    """workers.serve, the worker's main loop, on a real pipe: a task past its call and still saving
+    FREED_AFTER_S later is announced while it saves, not after (so the supervisor may overlap the next
+    call with the save). A loop that waited on the pipe alone slept through the deadline."""
+    import multiprocessing
+
+    from podspool.daemon.messages import Done, Run, Stop
+    from podspool.daemon.workers import serve
+    from podspool.stages.base import EpisodeInput, StageResult
+
+    sup_end, worker_end = multiprocessing.Pipe()
+    send_lock = threading.Lock()
+
+    def send(msg: Any) -> None:
+        with send_lock:
+            worker_end.send(msg)
+
+    frees = worker_outbox.LateFrees(send)
+
+    def task(run: Run) -> None:
+        time.sleep(0.01)  # the provider call
+        frees.call_over(run.task_id)
+        time.sleep(0.3)  # a slow save (loudness, mp3)
+        frees.task_done(run.task_id)
+        send(Done(run.task_id, StageResult(ok=True)))
+
+    loop = threading.Thread(target=serve, args=(worker_end, frees, lambda run: threading.Thread(
+        target=task, args=(run,), daemon=True).start()), daemon=True)
+    loop.start()
+    episode = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="t", title=None, notes=None,
+                           sources=())
+    started = time.monotonic()
+    sup_end.send(Run(7, "/nowhere", episode))
+    got: list[tuple[str, float]] = []
+    while not got or got[-1][0] != "Done":
+        assert sup_end.poll(5), got
+        got.append((type(sup_end.recv()).__name__, time.monotonic() - started))
+    assert [name for name, _ in got] == ["Freed", "Done"], got
+    assert got[0][1] < 0.2, got  # within the save, not at its end (0.31 s)
+    sup_end.send(Stop())
+    loop.join(5)
+    assert not loop.is_alive()
