@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from loguru import logger
+from podspool.daemon import staging
 from podspool.daemon.config import Config
 from podspool.daemon.intake import ManifestProblem, check_file, daemon_roots
 from podspool.daemon.models import EpisodeManifest
@@ -34,7 +35,7 @@ def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[EpisodeManife
         if manifest.batch_id is None and spool.is_leftover_of_accepted(path, checked.raw, None):
             spool.remove_inbox_file(path)
             return None
-        return spool.accept(path, manifest, checked.raw, time.time(), roots)
+        return staging.accept(spool, path, manifest, checked.raw, time.time())
     except ManifestProblem as exc:
         target = spool.reject(path, exc.problems)
         logger.warning("inbox: rejected {} -> {}: {}", path.name, target.name, "; ".join(exc.problems))

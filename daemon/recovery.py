@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
-from podspool.daemon import lifecycle
+from podspool.daemon import lifecycle, staging
 from podspool.daemon.batchbook import BatchBook, summary_name
 from podspool.daemon.episodes import Episode, EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
@@ -30,7 +30,7 @@ def recover(spool: Spool, book: EpisodeBook, batches: BatchBook) -> None:
     spool.ensure()
     if not spool.wait_for_old_workers():
         logger.warning("workers of an earlier daemon are still alive after 10 s; going on")
-    for bid in spool.recover_intake():
+    for bid in staging.recover_intake(spool):
         logger.info("recovery: finished the intake of batch {}", bid)
     found = list(spool.scan())
     open_batches = {batch_of_folder(loc.episode_id) for loc in found if loc.location not in FINAL}

@@ -9,7 +9,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from podspool.daemon.models import BatchManifest, EpisodeManifest, default_batch_id, utcnow
+from podspool.daemon.models import BatchManifest, EpisodeManifest, utcnow
 from podspool.stages import fsio
 from pydantic import ValidationError
 
@@ -166,62 +165,7 @@ class Spool:
                 pass  # gone already, or a read-only disk: a stray temp file is not worth stopping for
         return removed
 
-    # ---- intake -----------------------------------------------------------------------------
-
-    def accept(self, inbox_file: Path, manifest: BatchManifest, raw: bytes, priority_seq: float,
-               source_roots: list[Path]) -> tuple[str, list[EpisodeManifest]]:
-        """Turn a valid manifest into batches/<id>/ and one folder per episode in research/.
-
-        Crash-safe: everything is built in state/staging/<id>, and the rename of that folder into
-        batches/ is the commit point. `recover_intake` finishes or discards a half-done intake.
-        """
-        from podspool.daemon.staging import release_episodes, stage_batch  # staging builds on this module
-
-        bid = manifest.batch_id or self._fresh_default_id()
-        manifest = manifest.model_copy(update={"batch_id": bid})
-        stage_dir = self.staging / bid
-        if stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        try:
-            made = stage_batch(stage_dir, self.staging, inbox_file, manifest, raw, priority_seq)
-        except BaseException:
-            # A half-built intake (disk full, read-only) must not survive: it holds space the retry needs,
-            # and known_batch() took it for an accepted batch, so the retry rejected the operator's
-            # manifest as "already known" (found by the disk-full test).
-            shutil.rmtree(stage_dir, ignore_errors=True)
-            raise
-        target = self.batch_dir(bid)
-        if target.exists():
-            shutil.rmtree(stage_dir)
-            raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
-        fsio.crashpoint(f"commit batch {bid}")  # test hook
-        os.rename(stage_dir, target)  # the commit point
-        fsio.fsync_dir(self.batches)
-        self.remove_inbox_file(inbox_file)
-        release_episodes(self.root, target)
-        return bid, made
-
-    def _fresh_default_id(self) -> str:
-        bid = default_batch_id()
-        n = 1
-        candidate = bid
-        while self.batch_dir(candidate).exists() or (self.staging / candidate).exists():
-            n += 1
-            candidate = f"{bid}_{n}"
-        return candidate
-
-    def recover_intake(self) -> list[str]:
-        """Discard uncommitted intakes and finish committed ones. Returns the batches finished."""
-        from podspool.daemon.staging import release_episodes  # staging builds on this module
-
-        for name in os.listdir(self.staging):
-            shutil.rmtree(self.staging / name, ignore_errors=True)
-        finished = []
-        for bid in sorted(os.listdir(self.batches)):
-            if (self.batch_dir(bid) / "episodes").is_dir():
-                release_episodes(self.root, self.batch_dir(bid))
-                finished.append(bid)
-        return finished
+    # ---- intake (daemon/staging.py builds and commits a batch) ----------------------------------
 
     def remove_inbox_file(self, path: Path) -> None:
         fsio.crashpoint(f"unlink inbox {path.name}")  # test hook

@@ -1,9 +1,9 @@
 """Intake staging: a valid batch built under state/staging/<id>/, made durable, then released.
 
-`Spool.accept` (daemon/spool.py) runs the steps: `stage_batch` builds the folder (batch.json,
+`accept` runs the steps: `stage_batch` builds the folder (batch.json,
 session.json, one folder per episode with its manifest.json) and makes it durable; the rename of that
 folder into batches/ is the commit point; `release_episodes` then moves each episode folder into
-research/. A crash before the rename leaves a staging folder that `Spool.recover_intake` discards; a
+research/. A crash before the rename leaves a staging folder that `recover_intake` discards; a
 crash after it leaves batches/<id>/episodes/, which `release_episodes` finishes.
 
 Paths are strings here: a batch of 3,000 episodes joins some 20,000 of them, and a Path join parses its
@@ -12,18 +12,73 @@ parts every time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from podspool.daemon.commit import syncfs
-from podspool.daemon.models import BatchManifest, EpisodeManifest, episode_id, utcnow
-from podspool.daemon.spool import DIR_MODE, LOCATIONS, MANIFEST, manifest_bytes
+from podspool.daemon.models import BatchManifest, EpisodeManifest, default_batch_id, episode_id, utcnow
+from podspool.daemon.spool import DIR_MODE, LOCATIONS, MANIFEST, Spool, manifest_bytes
 from podspool.stages import fsio
 
 FILE_MODE = 0o640
 LIST_RATIO = 8  # listing a folder costs about an eighth of a lookup per entry
+
+
+def accept(spool: Spool, inbox_file: Path, manifest: BatchManifest, raw: bytes,
+           priority_seq: float) -> tuple[str, list[EpisodeManifest]]:
+    """Turn a valid manifest into batches/<id>/ and one folder per episode in research/.
+
+    Crash-safe: everything is built in state/staging/<id>, and the rename of that folder into
+    batches/ is the commit point. `recover_intake` finishes or discards a half-done intake.
+    """
+    bid = manifest.batch_id or _fresh_default_id(spool)
+    manifest = manifest.model_copy(update={"batch_id": bid})
+    stage_dir = spool.staging / bid
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    try:
+        made = stage_batch(stage_dir, spool.staging, inbox_file, manifest, raw, priority_seq)
+    except BaseException:
+        # A half-built intake (disk full, read-only) must not survive: it holds space the retry needs,
+        # and known_batch() took it for an accepted batch, so the retry rejected the operator's
+        # manifest as "already known" (found by the disk-full test).
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        raise
+    target = spool.batch_dir(bid)
+    if target.exists():
+        shutil.rmtree(stage_dir)
+        raise FileExistsError(errno.EEXIST, f"batch {bid} already exists", str(target))
+    fsio.crashpoint(f"commit batch {bid}")  # test hook
+    os.rename(stage_dir, target)  # the commit point
+    fsio.fsync_dir(spool.batches)
+    spool.remove_inbox_file(inbox_file)
+    release_episodes(spool.root, target)
+    return bid, made
+
+
+def _fresh_default_id(spool: Spool) -> str:
+    bid = default_batch_id()
+    n = 1
+    candidate = bid
+    while spool.batch_dir(candidate).exists() or (spool.staging / candidate).exists():
+        n += 1
+        candidate = f"{bid}_{n}"
+    return candidate
+
+
+def recover_intake(spool: Spool) -> list[str]:
+    """Discard uncommitted intakes and finish committed ones. Returns the batches finished."""
+    for name in os.listdir(spool.staging):
+        shutil.rmtree(spool.staging / name, ignore_errors=True)
+    finished = []
+    for bid in sorted(os.listdir(spool.batches)):
+        if (spool.batch_dir(bid) / "episodes").is_dir():
+            release_episodes(spool.root, spool.batch_dir(bid))
+            finished.append(bid)
+    return finished
 
 
 def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: BatchManifest, raw: bytes,

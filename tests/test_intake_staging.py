@@ -33,7 +33,7 @@ def _spool(tmp_path: Path) -> tuple[Spool, Path]:
 
 
 def _accept(sp: Spool, src: Path) -> tuple[str, list[object]]:
-    bid, made = sp.accept(src, BatchManifest.model_validate(DOC), src.read_bytes(), time.time(), [sp.root])
+    bid, made = staging.accept(sp, src, BatchManifest.model_validate(DOC), src.read_bytes(), time.time())
     return bid, list(made)
 
 
@@ -113,7 +113,7 @@ def test_recovery_finishes_a_half_released_batch(tmp_path: Path, monkeypatch: py
     assert sorted(os.listdir(sp.where("research"))) == EIDS[:2]
     # a stray copy of a released episode (a crash between its rename and the folder's sync) is dropped
     shutil.copytree(sp.folder("research", EIDS[0]), sp.batch_dir("st") / "episodes" / EIDS[0])
-    assert sp.recover_intake() == ["st"]
+    assert staging.recover_intake(sp) == ["st"]
     assert sorted(os.listdir(sp.where("research"))) == EIDS
     assert not (sp.batch_dir("st") / "episodes").exists()
     assert all((sp.folder("research", e) / "manifest.json").exists() for e in EIDS)

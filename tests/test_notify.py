@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from podspool.daemon import staging
 from podspool.daemon.models import BatchManifest
 from podspool.daemon.spool import Spool
 from podspool_helpers import make_spool, wait_for
@@ -28,7 +29,7 @@ def _half_done_spool(root: Path) -> str:
     doc = {"batch_id": "nb", "topics": ["one", "two"]}
     src = root / "nb.json"
     src.write_text(json.dumps(doc))
-    sp.accept(src, BatchManifest.model_validate(doc), src.read_bytes(), time.time(), [root])
+    staging.accept(sp, src, BatchManifest.model_validate(doc), src.read_bytes(), time.time())
     eid = "ep_001_nb"
     folder = sp.folder("research", eid)
     m = sp.read_manifest(folder)
