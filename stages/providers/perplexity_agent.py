@@ -16,7 +16,7 @@ from typing import Any
 from loguru import logger
 from podspool.stages.base import EpisodeInput, StageError, Usage
 from podspool.stages.providers.http import MalformedResponse, TransientError
-from podspool.stages.providers.perplexity import API, THINK, Answer, _int, question_of
+from podspool.stages.providers.perplexity_wire import API, THINK, Answer, _int, question_of
 from podspool.stages.settings import PerplexitySettings
 
 FAILED = frozenset({"failed", "cancelled"})

@@ -11,7 +11,7 @@ from typing import Any
 
 from podspool.stages.base import EpisodeInput, Finding, Usage
 from podspool.stages.providers.http import MalformedResponse
-from podspool.stages.providers.perplexity import API
+from podspool.stages.providers.perplexity_wire import API
 from podspool.stages.settings import PerplexitySettings
 
 MAX_RESULTS = 20  # the Search API's ceiling per request
