@@ -35,3 +35,51 @@ def test_installed_names_resolve_to_the_top_level_folders() -> None:
 
     assert Path(podspool.daemon.__file__).parent == ROOT / "daemon"
     assert Path(podspool.stages.__file__).parent == ROOT / "stages"
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    name = ".".join(("podspool", *parts))
+    return name.removesuffix(".__init__")
+
+
+def _runtime_imports(path: Path, known: set[str]) -> set[str]:
+    """The podspool modules `path` imports when it runs: function-level imports count, imports under
+    `if TYPE_CHECKING:` do not (type hints only)."""
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.module and child.module.startswith("podspool."):
+                out.update(f"{child.module}.{a.name}" for a in child.names if f"{child.module}.{a.name}" in known)
+                if child.module in known:
+                    out.add(child.module)
+            elif isinstance(child, ast.Import):
+                out.update(a.name for a in child.names if a.name in known)
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return out
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle between podspool's modules (a package's __init__ re-exporting its own parts aside):
+    each concern's module may be read, and changed, without the ones that use it."""
+    paths = {_module_of(p): p for d in ("daemon", "stages") for p in (ROOT / d).rglob("*.py")}
+    known = set(paths)
+    graph = {m: _runtime_imports(p, known) for m, p in paths.items()}
+    packages = {m for m, p in paths.items() if p.name == "__init__.py"}
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, (start,))], {start}
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node] - packages:
+                if nxt == start and start not in packages:
+                    cycles.append(" -> ".join((*path, start)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*path, nxt)))
+    assert cycles == []
