@@ -19,7 +19,7 @@ from podspool.daemon.dashboard import render_text
 from podspool.daemon.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
 from podspool.daemon.session import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
-from podspool.daemon.spool import FINAL, MANIFEST, Spool, read_manifest, read_whole
+from podspool.daemon.spool import FINAL, MANIFEST, Spool, error_free, read_manifest
 from podspool.stages import fsio
 
 CHECKPOINTS = "checkpoints"  # owner of a checkpoint in a group commit: (CHECKPOINTS, batch id)
@@ -208,16 +208,15 @@ class FinishedEpisodes:
 
     def with_errors(self) -> Iterator[EpisodeManifest]:
         """The episodes with errors, as __iter__ gives them; the others are told by their bytes, unparsed
-        (all the summary wants of them: 13 -> 4 us an episode). `manifest_bytes` indents by 2, so a
-        key at 2 spaces is a top-level one."""
+        (`spool.error_free`): the summary wants nothing else of them."""
         for number in self.numbers:
             eid = episode_id(number, self.bid)
             for place in self.places:
                 try:
-                    data = read_whole(os.path.join(place, eid, MANIFEST))
+                    data = fsio.read_whole(os.path.join(place, eid, MANIFEST))
                 except FileNotFoundError:
                     continue
-                if data.startswith(b'{\n  "') and b'\n  "errors": []' in data:
+                if error_free(data):
                     break
                 try:
                     m = EpisodeManifest.model_validate_json(data)

@@ -148,9 +148,7 @@ class CommitGroup:
             self._release(_Write(tmp, path, owner, spare), unlink=False)
             raise
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fsio.write_all(fd, data)
             if spare and os.fstat(fd).st_size > len(data):
                 os.ftruncate(fd, len(data))
         except BaseException:
@@ -183,7 +181,7 @@ class CommitGroup:
             if fallback:
                 for it in items:
                     if isinstance(it, _Write):
-                        _fsync_file(it.tmp)
+                        fsio.fsync_file(it.tmp)
         except OSError as exc:
             self._undo(items)
             raise GroupFailed({it.owner for it in items}, exc) from exc
@@ -210,7 +208,7 @@ class CommitGroup:
             if fallback or not syncfs(self.anchor):
                 for d in dirs:
                     if os.path.isdir(d):
-                        fsio.fsync_dir(Path(d))
+                        fsio.fsync_dir(d)
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
 
@@ -239,11 +237,3 @@ class CommitGroup:
         for it in items:
             if isinstance(it, _Write):
                 self._release(it)
-
-
-def _fsync_file(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -260,25 +260,20 @@ def _writer_alive(pid: int, entry: os.DirEntry[str]) -> bool:
 def read_manifest(folder: Path | str) -> EpisodeManifest:
     """The manifest in `folder`; OSError, or ValueError when it is not a valid one. Parsed and validated
     by pydantic-core in one pass: half the time of json.load and then validating the dict."""
-    return EpisodeManifest.model_validate_json(read_whole(os.path.join(folder, MANIFEST)))
-
-
-def read_whole(path: str) -> bytes:
-    """A file's bytes, read with os.read (a buffered file object cost as much as the read: 7 -> 3 us)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    return EpisodeManifest.model_validate_json(fsio.read_whole(os.path.join(folder, MANIFEST)))
 
 
 def manifest_bytes(m: EpisodeManifest) -> bytes:
     """manifest.json's bytes: the one format, whoever writes it (pydantic's encoder: json's indenting
     one is pure Python, and a busy tick writes dozens)."""
     return m.model_dump_json(indent=2).encode("utf-8") + b"\n"
+
+
+def error_free(data: bytes) -> bool:
+    """True when manifest bytes in `manifest_bytes`' format hold an empty top-level errors list, told
+    without parsing them (13 -> 4 us). Indented by 2, a key at 2 spaces is a top-level one, and a JSON
+    string cannot hold a raw newline. False for anything else: parse it to know."""
+    return data.startswith(b'{\n  "') and b'\n  "errors": []' in data
 
 
 def is_inbox_name(name: str) -> bool:

@@ -127,9 +127,9 @@ def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: Batch
         folders = [os.path.join(episodes_dir, m.session_id) for m in made]
         for path in [os.path.join(stage, "batch.json"), os.path.join(stage, "session.json"),
                      *(os.path.join(f, MANIFEST) for f in folders)]:
-            _fsync(path, os.O_RDONLY)
+            fsio.fsync_file(path)
         for folder in [*folders, episodes_dir, stage]:
-            _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+            fsio.fsync_dir(folder)
     return made
 
 
@@ -188,20 +188,10 @@ def _write_new(path: str, data: bytes, dir_fd: int | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
                  dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        fsio.write_all(fd, data)
     finally:
         os.close(fd)
 
 
 def _open_dir(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _fsync(path: str, flags: int) -> None:
-    fd = os.open(path, flags | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -118,8 +118,8 @@ def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
                    f'<text x="{tx:.1f}" y="{height - BOTTOM + 18}" text-anchor="middle" fill="#555">'
                    f"{escape(_fmt(round(k * step, 1)))}</text>")
         k += 1
-    # the rows are most of the file: the bar's position inlined (x() is a call per end), its episode id
-    # escaped once per row (the rest of a tooltip is a stage, a kind and a number: nothing to escape)
+    # the rows are most of the file: its episode id escaped once per row (the rest of a tooltip is a
+    # stage, a kind and a number: nothing to escape)
     bar_tail = f'" height="{ROW_H - 6}" fill="'
     for i, row in enumerate(eps):
         y = TOP + i * ROW_H
@@ -130,8 +130,8 @@ def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
         eid = escape(row.episode_id)
         for kind, stage, a, b in bars[row.episode_id]:
             color = WAIT_COLOR if kind == "wait" else FAILED_COLOR if kind == "failed" else COLORS[stage]
-            xa = LABEL_W + (a - t0) / span * PLOT_W
-            w = max(1.0, LABEL_W + (b - t0) / span * PLOT_W - xa)
+            xa = x(a)
+            w = max(1.0, x(b) - xa)
             svg.append(f'<rect x="{xa:.1f}{head}{w:.1f}{bar_tail}{color}"><title>{eid} {stage} '
                        f"{'queued' if kind == 'wait' else kind} {b - a:.2f}s</title></rect>")
     svg.append("</svg>")

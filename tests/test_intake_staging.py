@@ -14,6 +14,7 @@ import pytest
 from podspool.daemon import staging
 from podspool.daemon.models import BatchManifest
 from podspool.daemon.spool import Spool
+from podspool.stages import fsio
 
 DOC = {"batch_id": "st", "topics": ["alpha", "beta", "gamma"],
        "episodes": [{"number": 7, "topic": "x", "title": "T", "notes": "n", "sources": ["https://e.org/x"]}]}
@@ -70,11 +71,13 @@ def test_a_batch_is_synced_before_the_rename_that_publishes_it(tmp_path: Path,
 def test_without_syncfs_every_file_and_folder_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sp, src = _spool(tmp_path)
     synced: list[str] = []
-    real = staging._fsync
-    monkeypatch.setattr(staging, "syncfs", lambda anchor: False)
-    monkeypatch.setattr(staging, "_fsync", lambda path, flags: (synced.append(path), real(path, flags)))
-    _accept(sp, src)
     stage = str(sp.staging / "st")
+    monkeypatch.setattr(staging, "syncfs", lambda anchor: False)
+    for name in ("fsync_file", "fsync_dir"):  # staging's own syncs: those of its folder
+        real = getattr(fsio, name)
+        monkeypatch.setattr(fsio, name, lambda path, real=real: (
+            synced.append(str(path)) if str(path).startswith(stage) else None, real(path)))
+    _accept(sp, src)
     files = [f"{stage}/batch.json", f"{stage}/session.json", *(f"{stage}/episodes/{e}/manifest.json" for e in EIDS)]
     folders = [*(f"{stage}/episodes/{e}" for e in EIDS), f"{stage}/episodes", stage]
     assert synced == files + folders
