@@ -10,7 +10,7 @@ from pathlib import Path
 from loguru import logger
 from podspool.daemon import staging
 from podspool.daemon.config import Config
-from podspool.daemon.intake import ManifestProblem, check_file, daemon_roots
+from podspool.daemon.intake import ManifestProblem, check_file, daemon_roots, episode_count_hint
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.spool import Spool
 
@@ -40,3 +40,8 @@ def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[EpisodeManife
         target = spool.reject(path, exc.problems)
         logger.warning("inbox: rejected {} -> {}: {}", path.name, target.name, "; ".join(exc.problems))
         return None
+
+
+def episodes_waiting(spool: Spool, cfg: Config) -> int:
+    """About how many episodes the inbox's manifests hold (for sizing worker pools before `take`)."""
+    return sum(episode_count_hint(p, cfg.limits.max_manifest_bytes) for p in spool.inbox_candidates())

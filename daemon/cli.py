@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from podspool.daemon import cli_publish, cli_remote, exitcodes
@@ -93,7 +94,19 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
         logger.opt(exception=exc).critical("podspool crashed: {}", exc)
         sup.emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
         raise typer.Exit(exitcodes.FAILURE) from None
-    raise typer.Exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """After a clean stop every file is durable and every worker gone: exit without the interpreter's
+    teardown, which freed the daemon's heap object by object (70 ms after a 3,000-episode batch, on
+    every `run --once`). The log sinks are closed and the standard streams flushed first."""
+    from loguru import logger
+
+    logger.remove()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _check_files(files: list[Path], cfg: Config,

@@ -56,6 +56,11 @@ class Executor(Protocol):
         it runs while the supervisor recovers and takes the inbox; `start` follows."""
         ...
 
+    def prepare(self, queued: int | None = None) -> None:
+        """Begin starting workers for about `queued` episodes (None: all it will need) without waiting,
+        so they boot while the supervisor takes the inbox."""
+        ...
+
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         """Get ready (pre-spawn, connect); may wait briefly for the stages that have work now.
         `once`/`queued`: a `run --once` with this many episodes queued (no need for more workers)."""

@@ -107,6 +107,18 @@ def parse_json(raw: bytes) -> Any:
         raise ManifestProblem([f"not acceptable JSON: {exc}"]) from None
 
 
+def episode_count_hint(path: Path, max_bytes: int) -> int:
+    """How many episodes the manifest at `path` lists, read without judging it; 0 when it cannot be
+    read as one (taking it names the problem)."""
+    try:
+        data = parse_json(read_untrusted(path, max_bytes))
+    except ManifestProblem:
+        return 0
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(v) for v in (data.get("topics"), data.get("episodes")) if isinstance(v, list))
+
+
 def _episode_sources(data: dict[str, Any], manifest: BatchManifest | None) -> list[tuple[int, list[str]]]:
     """(number, sources) of every episode whose own fields are valid, even when the batch is not."""
     if manifest is not None:

@@ -92,7 +92,10 @@ class Supervisor:
         self._install_signals()
         self.executor.boot()
         self.recover()
-        self.inbox.start_watching()
+        if not self.once:  # --once takes the inbox as it is at the start, and nothing after
+            self.inbox.start_watching()
+        # the workers boot while the inbox's episode folders are built
+        self.executor.prepare(len(self.episodes) + accept.episodes_waiting(self.spool, self.cfg) if self.once else None)
         self._take_inbox(force=True)
         first = {ep.location for ep in self.episodes if ep.location in STAGE_NAMES}
         self.executor.start(first, once=self.once, queued=len(self.episodes))
@@ -281,10 +284,6 @@ class Supervisor:
             req = body["archive"]
             return self.upkeep.archive(req.get("batch"), req.get("older_than_days"))
         return retry.apply(self, body)
-
-    # ---- dispatch ---------------------------------------------------------------------------
-
-    # ---- results ----------------------------------------------------------------------------
 
     # ---- saving -----------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ CTX.set_forkserver_preload(["podspool.daemon.workers", "podspool.daemon.ratelimi
 # +15% episodes/s on 2 cores). Relative to the supervisor's own niceness, so a unit's Nice= still holds.
 WORKER_NICE = 10
 TASKS_PER_WORKER = 2  # one in its provider call, one saving (Worker.can_take)
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
@@ -136,6 +137,11 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     _die_with_parent(spec.supervisor_pid)
     _name_process(spec.stage)
     os.nice(WORKER_NICE)
+    # Before the stage's libraries load (warm_up): numpy's OpenBLAS would start a thread per core that
+    # spins after each call (1% of the machine in a 3,000-episode run), in a process that runs one task
+    # at a time on a machine whose cores the pools already fill.
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
     from podspool.stages import fsio
 
     fsio.set_role(f"worker-{spec.stage}")  # test hook: PODSPOOL_CRASH_ROLE tells supervisor and worker crash points apart
@@ -243,6 +249,7 @@ class Worker:
     ready: bool = False  # booted and warmed up
     exited: bool = False  # its exit sentinel fired (LocalExecutor._collect)
     recycle: bool = False
+    stop_sent: bool = False
     term_sent_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     poller: Any = None  # select.poll on conn: Connection.poll() builds a selector per call
@@ -262,6 +269,7 @@ class Worker:
         self.tasks_done = 0
         self.tasks_started = 0
         self.recycle = False
+        self.stop_sent = False
         self.term_sent_at = None
 
     @property
@@ -297,15 +305,21 @@ class Worker:
         self.tasks_started += 1
         self.conn.send(Run(task.task_id, str(task.folder), task.episode))
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Ask an idle worker to exit; kill it if it does not."""
-        if self.process is None:
+    def request_stop(self) -> None:
+        """Ask an idle worker to exit (once), without waiting: `stop` waits."""
+        if self.stop_sent or self.conn is None or self.tasks:
             return
+        self.stop_sent = True
         try:
-            if self.conn is not None and not self.tasks:
-                self.conn.send(Stop())
+            self.conn.send(Stop())
         except (OSError, ValueError):
             pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask an idle worker to exit and wait for it; kill it if it does not."""
+        if self.process is None:
+            return
+        self.request_stop()
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()

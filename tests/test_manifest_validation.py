@@ -115,3 +115,20 @@ def test_file_checks(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ManifestProblem, match="not a regular file"):
         check_file(fifo, 1024, [tmp_path])
+
+
+def test_the_episode_count_hint_counts_what_a_manifest_lists_and_never_raises(tmp_path: Path) -> None:
+    from podspool.daemon.intake import episode_count_hint
+
+    def hint(content: bytes, max_bytes: int = 10_000) -> int:
+        path = tmp_path / "m.json"
+        path.write_bytes(content)
+        return episode_count_hint(path, max_bytes)
+
+    doc = {"topics": ["A", "B"], "episodes": [{"number": 5, "topic": "E"}]}
+    assert hint(json.dumps(doc).encode()) == 3
+    assert hint(json.dumps({"topics": ["A"] * 40}).encode()) == 40
+    assert hint(json.dumps({"topics": "not a list"}).encode()) == 0
+    assert hint(b"[1, 2]") == 0 and hint(b"{not json") == 0 and hint(b"\xff\xfe") == 0
+    assert hint(json.dumps(doc).encode(), max_bytes=5) == 0  # over the size limit: not read at all
+    assert episode_count_hint(tmp_path / "gone.json", 10_000) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from loguru import logger
 from podspool.stages import artifacts
 from podspool.stages.base import EpisodeInput, StageContext
 from podspool.stages.passages import html_passages, text_passages
@@ -83,6 +84,16 @@ def test_sources_dir_adds_only_matching_passages(tmp_path: Path) -> None:
     assert str(lib / "cats.txt") in out.searched
 
 
+def _warnings_of(folder: Path, ctx: StageContext) -> list[str]:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        assert run_stage("research", folder, _episode(), ctx).ok
+    finally:
+        logger.remove(sink)
+    return lines
+
+
 def test_no_sources_is_not_grounded_and_invents_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "ep"
     folder.mkdir()
@@ -90,6 +101,14 @@ def test_no_sources_is_not_grounded_and_invents_nothing(tmp_path: Path) -> None:
     assert result.ok and result.details["grounded"] is False
     out, _ = artifacts.load_research(folder)
     assert out.findings == [] and out.citations == [] and not out.grounded
+
+
+def test_ungrounded_research_is_a_warning_but_not_in_a_dry_run(tmp_path: Path) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "sim").mkdir()
+    assert any("no grounded findings" in w for w in _warnings_of(tmp_path / "local", _ctx(tmp_path)))
+    # sim's findings are made up by design: a warning on every dry-run episode would only be noise
+    assert _warnings_of(tmp_path / "sim", _ctx(tmp_path, provider="sim")) == []
 
 
 def test_a_source_outside_the_roots_fails_without_retry(tmp_path: Path) -> None:

@@ -74,6 +74,9 @@ class DramatiqExecutor:
     def boot(self) -> None:
         """Nothing to start early: the workers are Dramatiq's, elsewhere."""
 
+    def prepare(self, queued: int | None = None) -> None:
+        """Nothing to spawn: the workers are Dramatiq's."""
+
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         if self._listener is not None:
             return
