@@ -58,6 +58,24 @@ def exchange(a: Path | str, b: Path | str) -> None:
         raise OSError(err, os.strerror(err), str(b))
 
 
+RENAME_NOREPLACE = 1  # linux/fs.h
+
+
+def rename_new(src: Path | str, dst: Path | str) -> None:
+    """Rename `src` to `dst`, which must not exist (FileExistsError if it does). rename() onto an existing
+    empty folder succeeds silently, so two episodes could share a name: renameat2 RENAME_NOREPLACE
+    refuses in the same atomic step, without a separate look first; elsewhere, a look, then rename()."""
+    if _renameat2 is not None:
+        if _renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: a file system without the flag
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, f"{dst} already exists", str(dst))
+    os.rename(src, dst)
+
+
 # exchange() is not supported here (another OS, or a file system without it): replace the file instead
 _UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT})
 
@@ -134,10 +152,13 @@ class CommitGroup:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def write(self, path: Path, data: bytes, owner: object) -> None:
+    def write(self, path: Path, data: bytes, owner: object, replaces: bool | None = None) -> None:
         """Write the temp file (or a spare, for a file that exists) now, contents not yet durable; raises
-        OSError with nothing left behind."""
-        spares = self.spares if self.spares is not None and self.spares.works and path.exists() else None
+        OSError with nothing left behind. `replaces`: whether `path` exists, when the caller knows (an
+        episode's manifest always does), saving a look; a wrong True costs the spare, nothing else."""
+        if replaces is None:
+            replaces = path.exists()
+        spares = self.spares if self.spares is not None and self.spares.works and replaces else None
         spare = spares is not None
         tmp = spares.take() if spares is not None else fsio.temp_name_for(path)
         # a spare is overwritten, then cut to length: O_TRUNC would free its blocks only to allocate them again
@@ -185,32 +206,41 @@ class CommitGroup:
         except OSError as exc:
             self._undo(items)
             raise GroupFailed({it.owner for it in items}, exc) from exc
-        dirs: set[str] = set()
+        hook = fsio.crash_hook_armed()
         for i, it in enumerate(items):
             try:
                 if isinstance(it, _Write):
-                    folder, name = os.path.split(it.path)
-                    fsio.crashpoint(f"write {os.path.basename(folder)}/{name}")
+                    if hook:
+                        folder, name = os.path.split(it.path)
+                        fsio.crashpoint(f"write {os.path.basename(folder)}/{name}")
                     self._put(it)
-                    dirs.add(folder)
                 else:
-                    # rename() onto an existing empty folder succeeds silently: never let two share a name
-                    if it.dst.exists():
-                        raise FileExistsError(errno.EEXIST, f"{it.dst} already exists", str(it.dst))
-                    fsio.crashpoint(it.what)
-                    os.rename(it.src, it.dst)
-                    dirs.update((str(it.src.parent), str(it.dst.parent)))
+                    if hook:
+                        fsio.crashpoint(it.what)
+                    rename_new(it.src, it.dst)
             except OSError as exc:
                 rest = items[i:]
                 self._undo(rest)
                 raise GroupFailed({r.owner for r in rest}, exc) from exc
         try:
             if fallback or not syncfs(self.anchor):
-                for d in dirs:
+                for d in self._folders(items):
                     if os.path.isdir(d):
                         fsio.fsync_dir(d)
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
+
+    def _folders(self, items: list[_Write | _Move]) -> set[str]:
+        """The folders whose entries `items` changed (fsynced one by one where syncfs is missing)."""
+        dirs: set[str] = set()
+        for it in items:
+            if isinstance(it, _Write):
+                dirs.add(os.path.dirname(it.path))
+                if it.spare and self.spares is not None:
+                    dirs.add(str(self.spares.folder))  # a spare renamed in (its target was gone) left it
+            else:
+                dirs.update((str(it.src.parent), str(it.dst.parent)))
+        return dirs
 
     def _put(self, it: _Write) -> None:
         if it.spare and self.spares is not None:

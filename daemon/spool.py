@@ -5,7 +5,6 @@ The folder an episode sits in is its state. Only the supervisor calls the writin
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from podspool.daemon.commit import rename_new
 from podspool.daemon.models import BatchManifest, EpisodeManifest, utcnow
 from podspool.stages import fsio
 from pydantic import ValidationError
@@ -119,11 +119,8 @@ class Spool:
     def move(self, eid: str, src: str, dst: str) -> Path:
         """Atomically move an episode folder from one location to another."""
         source, target = self.folder(src, eid), self.folder(dst, eid)
-        # rename() onto an existing empty folder succeeds silently: never let two episodes share a name
-        if target.exists():
-            raise FileExistsError(errno.EEXIST, f"{target} already exists", str(target))
         fsio.crashpoint(f"move {eid} {src}->{dst}")  # test hook: a crash sweep stops here
-        os.rename(source, target)
+        rename_new(source, target)  # never onto an existing (empty) folder: two episodes sharing a name
         fsio.fsync_dir(target.parent)
         fsio.fsync_dir(source.parent)
         return target

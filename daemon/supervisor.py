@@ -289,7 +289,8 @@ class Supervisor:
 
     def write_manifest(self, group: CommitGroup, location: str, m: EpisodeManifest) -> None:
         m.updated_at = utcnow()
-        group.write(self.spool.folder(location, m.session_id) / MANIFEST, manifest_bytes(m), m.session_id)
+        group.write(self.spool.folder(location, m.session_id) / MANIFEST, manifest_bytes(m), m.session_id,
+                    replaces=True)
 
     def commit(self, group: CommitGroup, what: str) -> set[object]:
         try:

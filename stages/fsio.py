@@ -51,6 +51,7 @@ class _CrashPoints:
         self.once = env.get("PODSPOOL_CRASH_ONCE") or None
         self.errno = getattr(errno, env.get("PODSPOOL_CRASH_ERRNO") or "", None)
         self.count_file = env.get("PODSPOOL_CRASH_COUNT") or None
+        self.armed = bool(self.at or self.count_file)  # else a hit only counts, and nothing reads the count
         self.lock = threading.Lock()
 
     def counts(self) -> bool:
@@ -85,6 +86,11 @@ _crash = _CrashPoints()  # module-level on purpose: a test hook must reach every
 def crashpoint(what: str) -> None:
     """TEST HOOK: mark one durable operation (see _CrashPoints); costs one counter increment."""
     _crash.hit(what)
+
+
+def crash_hook_armed() -> bool:
+    """Whether the crash hook does anything in this process (a hot loop may skip naming its steps)."""
+    return _crash.armed
 
 
 @contextmanager

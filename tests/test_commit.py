@@ -115,3 +115,46 @@ def test_a_retracted_or_undone_adoption_keeps_the_workers_temps_for_the_next_try
     again.adopt(files, "ep")
     again.commit()
     assert [p.name for p in folder.iterdir()] == ["script.md"] and (folder / "script.md").read_text() == "# t"
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "fallback"])
+def test_a_move_never_lands_on_an_existing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  renameat2: bool) -> None:
+    if not renameat2:
+        monkeypatch.setattr(commit, "_renameat2", None)
+    src, dst = tmp_path / "research" / "ep_001_b", tmp_path / "production" / "ep_001_b"
+    src.mkdir(parents=True)
+    (src / "manifest.json").write_text("m")
+    dst.mkdir(parents=True)  # an empty folder of the same name: rename() alone would replace it silently
+    group = CommitGroup(tmp_path)
+    group.move(src, dst, "move ep_001_b research->production", "ep_001_b")
+    with pytest.raises(commit.GroupFailed) as info:
+        group.commit()
+    assert isinstance(info.value.cause, FileExistsError) and info.value.failed == {"ep_001_b"}
+    assert (src / "manifest.json").read_text() == "m" and list(dst.iterdir()) == []
+    dst.rmdir()
+    group.move(src, dst, "move ep_001_b research->production", "ep_001_b")
+    group.commit()
+    assert (dst / "manifest.json").read_text() == "m" and not src.exists()
+
+
+def test_a_known_rewrite_needs_no_look_and_still_lands_when_its_file_vanished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = SparePool(tmp_path / "spares")
+    target = tmp_path / "ep" / "manifest.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    looked: list[Path] = []
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: looked.append(self) or real_exists(self))
+    group = CommitGroup(tmp_path, pool)
+    group.write(target, b"new", "ep", replaces=True)
+    assert target not in looked  # the caller said the file exists: written into a spare without a look
+    target.unlink()  # gone before the commit: the spare is renamed in, and the rewrite lands all the same
+    synced: list[str] = []
+    monkeypatch.setattr(commit, "syncfs", lambda anchor: False)  # the fallback: file and folder fsyncs
+    monkeypatch.setattr(commit.fsio, "fsync_dir", lambda d: synced.append(str(d)))
+    group.commit()
+    assert target.read_text() == "new"
+    # the spare left the spares folder: that entry is synced too, or it could come back after a power cut
+    assert str(pool.folder) in synced and str(target.parent) in synced
