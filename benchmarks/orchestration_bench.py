@@ -4,8 +4,11 @@ One batch of N episodes through the real `podspool run --once`, with the `sim` p
 so what is measured is the daemon's own work: intake, durable moves and manifests, IPC, scheduling.
 Time per episode should stay flat as N grows (linear orchestration), and the supervisor's peak RSS
 should grow with what is queued, not explode. CPU per episode, the supervisor's and the stage workers'
-(sampled with psutil), says where the time goes: on two cores both are busy. A small separate run counts durable operations (every
-rename that makes something durable, through the PODSPOOL_CRASH_COUNT hook of stages/fsio.py).
+(sampled with psutil), says where the time goes: on two cores both are busy. Each line also splits the
+run at the daemon's "podspool ready" log line: the start-up (interpreter, the batch's intake, the workers'
+boot), then the episodes/s from there to the batch's completion. A small separate run counts durable
+operations (every rename that makes something durable, through the PODSPOOL_CRASH_COUNT hook of
+stages/fsio.py).
 
     python benchmarks/orchestration_bench.py [--sizes 300,1000,3000,10000]
 """
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -40,6 +44,7 @@ def run(episodes: int, parent: Path, env: dict[str, str] | None = None) -> dict[
         {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(episodes)], "strategy": "large_batch"}))
     old = time.time() - 60
     os.utime(batch, (old, old))  # dropped a minute ago: --once does not wait for it to settle
+    launched = time.time()
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--once", "--spool", str(spool)],
                             env={**os.environ, **(env or {})})
@@ -74,7 +79,23 @@ def run(episodes: int, parent: Path, env: dict[str, str] | None = None) -> dict[
     done = sum(1 for _ in (spool / "done").iterdir())
     if done != episodes:
         raise SystemExit(f"only {done} of {episodes} done")
-    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "cpu_s": cpu, "worker_cpu_s": sum(workers.values())}
+    ready, complete = _log_times(spool / "logs" / "podspool.log")
+    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "cpu_s": cpu, "worker_cpu_s": sum(workers.values()),
+            "startup_s": ready - launched, "batch_s": complete - ready}
+
+
+def _log_times(log: Path) -> tuple[float, float]:
+    """When the daemon said "podspool ready" (workers up, batch taken) and when the batch completed, from
+    its own log: the start-up is the same for any size of batch, the rest is per episode."""
+    ready = complete = 0.0
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if "podspool ready" in line or ("batch bench complete" in line):
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            if "podspool ready" in line:
+                ready = stamp
+            else:
+                complete = stamp
+    return ready, complete
 
 
 def _high_water_mark(pid: int) -> int:
@@ -117,7 +138,8 @@ def main() -> None:
             print(f"{n:>6} episodes: {r['wall_s']:7.2f}s  {n / r['wall_s']:7.1f} episodes/s  "
                   f"{per_ms:6.2f} ms/episode ({per_ms / base:.2f}x of the first)  supervisor peak RSS "
                   f"{r['peak_rss_mib']:.1f} MiB  CPU per episode: supervisor {r['cpu_s'] / n * 1000:.2f} ms, "
-                  f"workers {r['worker_cpu_s'] / n * 1000:.2f} ms", flush=True)
+                  f"workers {r['worker_cpu_s'] / n * 1000:.2f} ms  (start-up {r['startup_s']:.2f}s, then "
+                  f"{n / r['batch_s']:.0f} episodes/s)", flush=True)
     finally:
         shutil.rmtree(parent)
 

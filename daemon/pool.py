@@ -97,8 +97,9 @@ class LocalExecutor:
         self._spawner = threading.Thread(target=spawn_all, name="spawn-workers", daemon=True)
         self._spawner.start()
 
-    def _take_spawned(self) -> None:
-        """The workers `prepare` spawned, into their pools (waiting for the helper thread to end)."""
+    def _take_spawned(self, raise_error: bool = True) -> None:
+        """The workers `prepare` spawned, into their pools (waiting for the helper thread to end); its
+        error, if a spawn failed, is raised here (or, stopping, logged)."""
         if self._spawner is None:
             return
         self._spawner.join()
@@ -107,8 +108,10 @@ class LocalExecutor:
             self.pools[w.stage].append(w)
         self._spawned = []
         error, self._spawn_error = self._spawn_error, None
-        if error is not None:
+        if error is not None and raise_error:
             raise error
+        if error is not None:
+            logger.error("a worker could not be started: {}", error)
 
     def start(self, stages_with_work: set[StageName], once: bool = False, queued: int = 0) -> None:
         """Start the pools up front (as gunicorn does), so no stage's first task waits for a spawn, and
@@ -182,7 +185,7 @@ class LocalExecutor:
         return any(w.busy for w in self._all())
 
     def abandon(self) -> list[StageTask]:
-        self._take_spawned()
+        self._take_spawned(raise_error=False)
         lost = self.in_flight()
         for w in self._all():
             if w.busy:
