@@ -107,8 +107,11 @@ def _exit_now(code: int) -> NoReturn:
     from loguru import logger
 
     logger.remove()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it anyway
+            pass
     os._exit(code)
 
 
