@@ -1,4 +1,5 @@
-"""Each HTTP provider against a real HTTP server on 127.0.0.1: wire format, retries, errors, costs."""
+"""Research and writer HTTP providers against a real HTTP server on 127.0.0.1: wire format, retries, errors,
+costs (speech providers: test_speech_*.py)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeapi import FakeApi, Reply, Request, error, http_date
+from fakeapi import FakeApi, Reply, error, http_date
 from podspool.daemon.ratelimit import SharedLimiter
-from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.base import Finding, ResearchOutput, StageError, Usage
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
 from podspool.stages.providers.openai_compat import OpenAIWriter
 from podspool.stages.providers.perplexity import PerplexityResearch
 from podspool.stages.providers.websearch import WebSearchResearch
 from podspool.stages.script_normalise import normalise
 from podspool.stages.settings import StageSettings
-
-KEY = "sk-TESTKEY-0123456789abcdef"
-EPISODE = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="Dark matter", notes="galaxy rotation")
-
-
-class RecordingLimiter:
-    """Counts acquires and remembers pauses (the shared limiter itself is tested in test_ratelimit)."""
-
-    def __init__(self) -> None:
-        self.acquired: list[tuple[str, float]] = []
-        self.paused: list[tuple[str, float]] = []
-        self._lock = threading.Lock()
-
-    def acquire(self, api: str) -> None:
-        with self._lock:
-            self.acquired.append((api, time.monotonic()))
-
-    def pause(self, api: str, seconds: float) -> None:
-        with self._lock:
-            self.paused.append((api, seconds))
-
-
-def make_ctx(fake: FakeApi, which: str, *, key: str | None = KEY, limiter: Any = None, base_path: str = "",
-             **provider: Any) -> StageContext:
-    settings = StageSettings()
-    p = getattr(settings.providers, which)
-    p.base_url = fake.base_url + base_path
-    p.timeout_s = 2.0
-    p.max_attempts = 4
-    p.max_retry_time_s = 4.0  # backoff starts at 0.2 s: fast tests, real behaviour
-    for name, value in provider.items():
-        setattr(p, name, value)
-    return StageContext(settings=settings, limiter=limiter or RecordingLimiter(),
-                        secrets={which: key} if key else {})  # section = api name
+from provider_helpers import EPISODE, KEY, RecordingLimiter, make_ctx
 
 
 def sonar_body(cost: float | None = 0.0065) -> dict[str, Any]:
@@ -318,94 +285,6 @@ def test_openai_local_server_busy_loading_is_retried() -> None:
                    Reply(status=503, body={"error": {"message": "Loading model", "type": "unavailable_error"}}))
         out = OpenAIWriter().write(EPISODE, RESEARCH, ["Alex", "Sam"], [], make_ctx(fake, "openai", key=None))
     assert len(fake.requests) == 3 and out.script.startswith("**Alex:** hi")
-
-
-# ---- ElevenLabs -----------------------------------------------------------------------------------
-
-
-def tts_server(samples_per_char: int = 2) -> tuple[FakeApi, list[str]]:
-    """Answers PCM whose length encodes the text length, with a fresh request-id each time."""
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def answer(req: Request) -> Reply:
-        with lock:
-            ids.append(f"req-{len(ids) + 1}")
-            rid = ids[-1]
-        n = len(req.json()["text"]) * samples_per_char
-        return Reply(body=b"\x01\x00" * n, content_type="application/octet-stream",
-                     headers={"request-id": rid})
-
-    return FakeApi(answer), ids
-
-
-def test_elevenlabs_wire_format_voices_pauses_and_cost() -> None:
-    turns = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**."), Turn("Alex", "Bye.")]
-    fake, _ = tts_server()
-    with fake:
-        ctx = make_ctx(fake, "elevenlabs", mode="per_turn", voices={"Sam": "voice-sam"}, model="eleven_flash_v2_5")
-        ctx.settings.audio.pause_ms = 100
-        out = ElevenLabsSpeech().synthesize(turns, ctx)
-    paths = [r.path for r in fake.requests]
-    assert paths == [f"/v1/text-to-speech/{DEFAULT_VOICES[0]}", "/v1/text-to-speech/voice-sam",
-                     f"/v1/text-to-speech/{DEFAULT_VOICES[0]}"]
-    first = fake.requests[0]
-    assert first.query == {"output_format": ["pcm_22050"]} and first.headers["xi-api-key"] == KEY
-    assert "authorization" not in first.headers
-    assert first.json() == {"text": "Hello there.", "model_id": "eleven_flash_v2_5"}  # no [1] spoken
-    assert fake.requests[1].json()["text"] == "Hi Alex."
-    assert out.sample_rate == 22050
-    spoken_chars = len("Hello there.") + len("Hi Alex.") + len("Bye.")
-    pause_bytes = 2 * int(22050 * 0.1)
-    assert len(out.pcm) == spoken_chars * 2 * 2 + 2 * pause_bytes  # speech + two pauses between turns
-    (usage,) = out.usage
-    assert (usage.requests, usage.characters) == (3, spoken_chars)
-    assert cost_of(out.usage, ctx.settings) == pytest.approx(spoken_chars * 0.05 / 1000)
-
-
-def test_elevenlabs_splits_long_turns_and_stitches_per_voice() -> None:
-    sentence = "This sentence is exactly forty chars ok."
-    assert len(sentence) == 40
-    turns = [Turn("Alex", " ".join([sentence] * 6)), Turn("Sam", "Short reply."), Turn("Alex", sentence)]
-    fake, ids = tts_server()
-    with fake:
-        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", mode="per_turn", max_chars_per_request=100))
-    texts = [r.json()["text"] for r in fake.requests]
-    assert all(len(t) <= 100 for t in texts)
-    assert texts[:3] == [" ".join([sentence] * 2)] * 3  # cut between sentences, packed greedily
-    alex = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[0] in r.path]
-    sam = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[1] in r.path]
-    assert alex == [None, ["req-1"], ["req-1", "req-2"], ["req-1", "req-2", "req-3"]]  # last 3, same voice
-    assert sam == [None]  # another voice's ids are not mixed in
-    assert ids == ["req-1", "req-2", "req-3", "req-4", "req-5"]
-    assert out.usage[0].characters == sum(len(t) for t in texts)
-
-
-@pytest.mark.parametrize("status", ["too_many_concurrent_requests", "system_busy"])
-def test_elevenlabs_busy_is_retried(status: str) -> None:
-    fake, _ = tts_server()
-    with fake:
-        fake.queue(Reply(status=429, body={"detail": {"status": status, "message": "try again"}}))
-        out = ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
-    assert len(fake.requests) == 2 and len(out.pcm) == len("Hello.") * 4
-
-
-def test_elevenlabs_json_instead_of_audio_is_retried_and_format_must_be_pcm() -> None:
-    fake, _ = tts_server()
-    with fake:
-        fake.queue(Reply(status=200, body={"detail": "oops"}))
-        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
-        assert len(fake.requests) == 2
-        with pytest.raises(StageError) as info:
-            ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn", output_format="mp3_44100_128"))
-    assert not info.value.retryable and "pcm_" in str(info.value)
-
-
-def test_elevenlabs_bad_key_fails_at_once() -> None:
-    body = {"detail": {"status": "invalid_api_key", "message": f"Invalid API key: {KEY}"}}
-    with FakeApi(Reply(status=401, body=body)) as fake, pytest.raises(StageError) as info:
-        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
-    assert not info.value.retryable and KEY not in str(info.value) and len(fake.requests) == 1
 
 
 class SlowLimiter(RecordingLimiter):

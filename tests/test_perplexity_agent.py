@@ -9,7 +9,7 @@ from fakeapi import FakeApi, Reply, error
 from podspool.stages.base import StageError
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.perplexity import PerplexityResearch
-from test_http_providers import EPISODE, KEY, RecordingLimiter, make_ctx
+from provider_helpers import EPISODE, KEY, RecordingLimiter, make_ctx
 
 RESULTS = [
     {"title": "Dark matter", "url": "https://a.example/dm", "snippet": "Dark matter is 27% of the cosmos.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 
 import pytest
 from fakeapi import FakeApi, Reply, Request, error
@@ -11,7 +12,7 @@ from fakespeech import DIALOGUE_GAP_S, SECONDS_PER_CHAR, dialogue_handler, episo
 from podspool.stages.base import StageError, Turn
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.elevenlabs import DEFAULT_VOICES, ElevenLabsSpeech
-from test_http_providers import KEY, RecordingLimiter, make_ctx
+from provider_helpers import KEY, RecordingLimiter, make_ctx
 
 DIALOGUE = "/v1/text-to-dialogue/with-timestamps"
 SENTENCE_END = re.compile(r"[.!?…]$")
@@ -132,3 +133,91 @@ def test_a_request_that_fails_after_others_succeeded_still_bills_them() -> None:
             ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", max_chars_per_request=15))
     (paid,) = info.value.usage
     assert not info.value.retryable and (paid.requests, paid.characters) == (1, len("One two three."))
+
+
+# ---- per-turn mode (text-to-speech) -----------------------------------------------------------------------------------
+
+
+def tts_server(samples_per_char: int = 2) -> tuple[FakeApi, list[str]]:
+    """Answers PCM whose length encodes the text length, with a fresh request-id each time."""
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def answer(req: Request) -> Reply:
+        with lock:
+            ids.append(f"req-{len(ids) + 1}")
+            rid = ids[-1]
+        n = len(req.json()["text"]) * samples_per_char
+        return Reply(body=b"\x01\x00" * n, content_type="application/octet-stream",
+                     headers={"request-id": rid})
+
+    return FakeApi(answer), ids
+
+
+def test_elevenlabs_wire_format_voices_pauses_and_cost() -> None:
+    turns = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**."), Turn("Alex", "Bye.")]
+    fake, _ = tts_server()
+    with fake:
+        ctx = make_ctx(fake, "elevenlabs", mode="per_turn", voices={"Sam": "voice-sam"}, model="eleven_flash_v2_5")
+        ctx.settings.audio.pause_ms = 100
+        out = ElevenLabsSpeech().synthesize(turns, ctx)
+    paths = [r.path for r in fake.requests]
+    assert paths == [f"/v1/text-to-speech/{DEFAULT_VOICES[0]}", "/v1/text-to-speech/voice-sam",
+                     f"/v1/text-to-speech/{DEFAULT_VOICES[0]}"]
+    first = fake.requests[0]
+    assert first.query == {"output_format": ["pcm_22050"]} and first.headers["xi-api-key"] == KEY
+    assert "authorization" not in first.headers
+    assert first.json() == {"text": "Hello there.", "model_id": "eleven_flash_v2_5"}  # no [1] spoken
+    assert fake.requests[1].json()["text"] == "Hi Alex."
+    assert out.sample_rate == 22050
+    spoken_chars = len("Hello there.") + len("Hi Alex.") + len("Bye.")
+    pause_bytes = 2 * int(22050 * 0.1)
+    assert len(out.pcm) == spoken_chars * 2 * 2 + 2 * pause_bytes  # speech + two pauses between turns
+    (usage,) = out.usage
+    assert (usage.requests, usage.characters) == (3, spoken_chars)
+    assert cost_of(out.usage, ctx.settings) == pytest.approx(spoken_chars * 0.05 / 1000)
+
+
+def test_elevenlabs_splits_long_turns_and_stitches_per_voice() -> None:
+    sentence = "This sentence is exactly forty chars ok."
+    assert len(sentence) == 40
+    turns = [Turn("Alex", " ".join([sentence] * 6)), Turn("Sam", "Short reply."), Turn("Alex", sentence)]
+    fake, ids = tts_server()
+    with fake:
+        out = ElevenLabsSpeech().synthesize(turns, make_ctx(fake, "elevenlabs", mode="per_turn", max_chars_per_request=100))
+    texts = [r.json()["text"] for r in fake.requests]
+    assert all(len(t) <= 100 for t in texts)
+    assert texts[:3] == [" ".join([sentence] * 2)] * 3  # cut between sentences, packed greedily
+    alex = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[0] in r.path]
+    sam = [r.json().get("previous_request_ids") for r in fake.requests if DEFAULT_VOICES[1] in r.path]
+    assert alex == [None, ["req-1"], ["req-1", "req-2"], ["req-1", "req-2", "req-3"]]  # last 3, same voice
+    assert sam == [None]  # another voice's ids are not mixed in
+    assert ids == ["req-1", "req-2", "req-3", "req-4", "req-5"]
+    assert out.usage[0].characters == sum(len(t) for t in texts)
+
+
+@pytest.mark.parametrize("status", ["too_many_concurrent_requests", "system_busy"])
+def test_elevenlabs_busy_is_retried(status: str) -> None:
+    fake, _ = tts_server()
+    with fake:
+        fake.queue(Reply(status=429, body={"detail": {"status": status, "message": "try again"}}))
+        out = ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
+    assert len(fake.requests) == 2 and len(out.pcm) == len("Hello.") * 4
+
+
+def test_elevenlabs_json_instead_of_audio_is_retried_and_format_must_be_pcm() -> None:
+    fake, _ = tts_server()
+    with fake:
+        fake.queue(Reply(status=200, body={"detail": "oops"}))
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
+        assert len(fake.requests) == 2
+        with pytest.raises(StageError) as info:
+            ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn", output_format="mp3_44100_128"))
+    assert not info.value.retryable and "pcm_" in str(info.value)
+
+
+def test_elevenlabs_bad_key_fails_at_once() -> None:
+    body = {"detail": {"status": "invalid_api_key", "message": f"Invalid API key: {KEY}"}}
+    with FakeApi(Reply(status=401, body=body)) as fake, pytest.raises(StageError) as info:
+        ElevenLabsSpeech().synthesize([Turn("Alex", "Hello.")], make_ctx(fake, "elevenlabs", mode="per_turn"))
+    assert not info.value.retryable and KEY not in str(info.value) and len(fake.requests) == 1

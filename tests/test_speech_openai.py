@@ -14,7 +14,7 @@ from podspool.stages.base import EpisodeInput, StageError, Turn
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.openai_speech import DEFAULT_VOICES, OpenAISpeech
 from podspool.stages.settings import StageSettings
-from test_http_providers import KEY, RecordingLimiter, make_ctx
+from provider_helpers import KEY, RecordingLimiter, make_ctx
 
 TURNS = [Turn("Alex", "Hello there [1]."), Turn("Sam", "Hi **Alex**, good to be here."), Turn("Alex", "Bye.")]
 
