@@ -19,7 +19,7 @@ from podspool.daemon.dashboard import render_text
 from podspool.daemon.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
 from podspool.daemon.session import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
-from podspool.daemon.spool import FINAL, MANIFEST, Spool, error_free, read_manifest
+from podspool.daemon.spool import FINAL, MANIFEST, Spool, error_free
 from podspool.stages import fsio
 
 CHECKPOINTS = "checkpoints"  # owner of a checkpoint in a group commit: (CHECKPOINTS, batch id)
@@ -196,32 +196,25 @@ class FinishedEpisodes:
         self.places = [str(book.spool.where(loc)) for loc in FINAL]
 
     def __iter__(self) -> Iterator[EpisodeManifest]:
-        for number in self.numbers:
-            eid = episode_id(number, self.bid)
-            for place in self.places:
-                try:
-                    m = read_manifest(os.path.join(place, eid))
-                except (FileNotFoundError, ValueError):
-                    continue
+        for m in self._first(EpisodeManifest.model_validate_json):
+            if m is not None:
                 yield m
-                break
 
     def with_errors(self) -> Iterator[EpisodeManifest]:
         """The episodes with errors, as __iter__ gives them; the others are told by their bytes, unparsed
         (`spool.error_free`): the summary wants nothing else of them."""
+        for m in self._first(lambda data: None if error_free(data) else EpisodeManifest.model_validate_json(data)):
+            if m is not None and m.errors:
+                yield m
+
+    def _first(self, parse: Callable[[bytes], EpisodeManifest | None]) -> Iterator[EpisodeManifest | None]:
+        """For each finished episode, `parse` of its manifest's bytes, from the first final location whose
+        manifest exists and parses (a ValueError tries the next location)."""
         for number in self.numbers:
             eid = episode_id(number, self.bid)
             for place in self.places:
                 try:
-                    data = fsio.read_whole(os.path.join(place, eid, MANIFEST))
-                except FileNotFoundError:
+                    yield parse(fsio.read_whole(os.path.join(place, eid, MANIFEST)))
+                except (FileNotFoundError, ValueError):
                     continue
-                if error_free(data):
-                    break
-                try:
-                    m = EpisodeManifest.model_validate_json(data)
-                except ValueError:
-                    continue
-                if m.errors:
-                    yield m
                 break
