@@ -11,12 +11,11 @@ from loguru import logger
 from podspool.daemon import staging
 from podspool.daemon.config import Config
 from podspool.daemon.intake import ManifestProblem, check_file, daemon_roots, episode_count_hint
-from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.spool import Spool
 
 
-def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[EpisodeManifest]] | None:
-    """Accept or reject one inbox file. Returns (batch_id, new episode manifests) when accepted."""
+def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None:
+    """Accept or reject one inbox file. Returns (batch_id, its episode numbers) when accepted."""
     if not os.path.lexists(path):
         return None
     roots = daemon_roots(cfg.research.source_roots, spool.root)

@@ -39,6 +39,16 @@ class Episode:
         fresh = manifest.attempts == 0 and manifest.status == "pending" and not manifest.errors
         self._manifest: EpisodeManifest | None = None if fresh and loader is not None else manifest
 
+    @classmethod
+    def queued(cls, episode_id: str, batch_id: str, number: int, location: str,
+               loader: Callable[[str, str], EpisodeManifest] | None) -> Episode:
+        """A light episode straight from intake, whose manifest was never held: a 10,000-episode batch is
+        taken without 10,000 manifests in memory at once."""
+        ep = cls.__new__(cls)
+        ep.episode_id, ep.batch_id, ep.number, ep.location = episode_id, batch_id, number, location
+        ep.running, ep._loader, ep._manifest = False, loader, None
+        return ep
+
     @property
     def loaded(self) -> bool:
         return self._manifest is not None

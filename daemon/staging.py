@@ -28,8 +28,9 @@ LIST_RATIO = 8  # listing a folder costs about an eighth of a lookup per entry
 
 
 def accept(spool: Spool, inbox_file: Path, manifest: BatchManifest, raw: bytes,
-           priority_seq: float) -> tuple[str, list[EpisodeManifest]]:
-    """Turn a valid manifest into batches/<id>/ and one folder per episode in research/.
+           priority_seq: float) -> tuple[str, list[int]]:
+    """Turn a valid manifest into batches/<id>/ and one folder per episode in research/. Returns the
+    batch id and its episode numbers, in the manifest's order.
 
     Crash-safe: everything is built in state/staging/<id>, and the rename of that folder into
     batches/ is the commit point. `recover_intake` finishes or discards a half-done intake.
@@ -40,7 +41,7 @@ def accept(spool: Spool, inbox_file: Path, manifest: BatchManifest, raw: bytes,
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     try:
-        made = stage_batch(stage_dir, spool.staging, inbox_file, manifest, raw, priority_seq)
+        numbers = stage_batch(stage_dir, spool.staging, inbox_file, manifest, raw, priority_seq)
     except BaseException:
         # A half-built intake (disk full, read-only) must not survive: it holds space the retry needs,
         # and known_batch() took it for an accepted batch, so the retry rejected the operator's
@@ -56,7 +57,7 @@ def accept(spool: Spool, inbox_file: Path, manifest: BatchManifest, raw: bytes,
     fsio.fsync_dir(spool.batches)
     spool.remove_inbox_file(inbox_file)
     release_episodes(spool.root, target)
-    return bid, made
+    return bid, numbers
 
 
 def _fresh_default_id(spool: Spool) -> str:
@@ -82,7 +83,7 @@ def recover_intake(spool: Spool) -> list[str]:
 
 
 def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: BatchManifest, raw: bytes,
-                priority_seq: float) -> list[EpisodeManifest]:
+                priority_seq: float) -> list[int]:
     """Build batch.json, session.json and every episode folder in `stage_dir` (which must not exist), and
     make them all durable with one sync of the file system holding `anchor` (a folder that stays put).
 
@@ -108,7 +109,7 @@ def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: Batch
         "source": {"name": inbox_file.name, "inode": st.st_ino, "sha256": hashlib.sha256(raw).hexdigest()},
     }
     _write_new(os.path.join(stage, "session.json"), fsio.json_bytes(session))
-    made = []
+    numbers = []
     episodes = _open_dir(episodes_dir)  # names below are looked up from here, not from /
     try:
         for ep in manifest.all_episodes():
@@ -119,18 +120,18 @@ def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: Batch
                                 title=ep.title, notes=ep.notes, sources=list(ep.sources),
                                 priority=manifest.priority, created_at=now, updated_at=now)
             _write_new(f"{eid}/{MANIFEST}", manifest_bytes(m), episodes)
-            made.append(m)
+            numbers.append(ep.number)  # not the manifest: 10,000 of them held at once were ~30 MB
     finally:
         os.close(episodes)
     fsio.crashpoint(f"sync staging {bid}")  # test hook: a kill with everything written and nothing durable
     if not syncfs(anchor):  # no syncfs here: each file, then each folder (their entries)
-        folders = [os.path.join(episodes_dir, m.session_id) for m in made]
+        folders = [os.path.join(episodes_dir, episode_id(n, bid)) for n in numbers]
         for path in [os.path.join(stage, "batch.json"), os.path.join(stage, "session.json"),
                      *(os.path.join(f, MANIFEST) for f in folders)]:
             fsio.fsync_file(path)
         for folder in [*folders, episodes_dir, stage]:
             fsio.fsync_dir(folder)
-    return made
+    return numbers
 
 
 def release_episodes(root: Path, batch_dir: Path) -> None:

@@ -28,7 +28,7 @@ from podspool.daemon.episodes import Episode, EpisodeBook
 from podspool.daemon.executor import TaskOutcome
 from podspool.daemon.hooks import Hook
 from podspool.daemon.inbox import Inbox
-from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
 from podspool.daemon.notify import Notifier
 from podspool.daemon.pool import LocalExecutor
 from podspool.daemon.results import Recorder
@@ -263,14 +263,14 @@ class Supervisor:
         logger.info("sources may now also come from {} (granted by podspool submit); workers restart as they "
                     "finish their tasks", ", ".join(r for r in now if r not in known) or "fewer folders")
 
-    def _admit_batch(self, path: Path, bid: str, made: list[EpisodeManifest]) -> None:
+    def _admit_batch(self, path: Path, bid: str, numbers: list[int]) -> None:
         b = self.batches.load(bid)
-        for m in made:
+        for n in numbers:
             b.tally.total += 1
-            b.tally.numbers.append(m.episode_number)
-            self.episodes.add(Episode(manifest=m, location=STAGE_NAMES[0], loader=self.episodes.loader))
+            b.tally.numbers.append(n)
+            self.episodes.add(Episode.queued(episode_id(n, bid), bid, n, STAGE_NAMES[0], self.episodes.loader))
         logger.bind(batch=bid).info("inbox: accepted {} as batch {} ({} episodes, strategy {}, priority {})",
-                                    path.name, bid, len(made), b.meta.get("strategy"), b.meta.get("priority"))
+                                    path.name, bid, len(numbers), b.meta.get("strategy"), b.meta.get("priority"))
 
     def _take_requests(self) -> None:
         for req in control.pending(self.spool):

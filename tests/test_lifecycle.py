@@ -138,6 +138,23 @@ def test_indexes_follow_an_episode_and_forget_it_when_it_finishes() -> None:
     assert book.pop_ready("production", "b", 0.0) is None  # a stale heap entry is dropped, not returned
 
 
+def test_an_episode_from_intake_reads_its_manifest_only_when_it_starts() -> None:
+    reads: list[tuple[str, str]] = []
+
+    def load(location: str, eid: str) -> EpisodeManifest:
+        reads.append((location, eid))
+        return _m(int(eid[3:6]))
+
+    book = EpisodeBook(loader=load)
+    for n in (2, 1):
+        book.add(Episode.queued(f"ep_{n:03d}_b", "b", n, "research", book.loader))
+    assert reads == [] and not any(ep.loaded for ep in book)  # queued, counted, indexed: nothing read
+    assert book.waiting_by_stage["research"] == 2 and book.in_progress == set()
+    ep = book.pop_ready("research", "b", 0.0)
+    assert ep is not None and ep.number == 1 and reads == []
+    assert ep.manifest.session_id == "ep_001_b" and reads == [("research", "ep_001_b")]
+
+
 def test_an_episode_popped_but_not_started_keeps_its_place() -> None:
     book = EpisodeBook()
     for n in (1, 2):
