@@ -8,7 +8,7 @@ has timings in the manifest, so an earlier failed attempt shows up as queue wait
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,12 @@ class _Row:
 
 
 def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
-    """One pass over `episodes`, kept as small rows: a 10,000-episode batch need not be held whole."""
+    return "\n".join(svg_lines(batch_id, episodes)) + "\n"
+
+
+def svg_lines(batch_id: str, episodes: Iterable[EpisodeManifest]) -> Iterator[str]:
+    """The timeline's lines, made as they are written. One pass over `episodes`, kept as small rows: a
+    10,000-episode batch need not be held whole, nor its SVG (60,000 bars)."""
     bars: dict[str, list[tuple[str, str, float, float]]] = {}
     eps: list[_Row] = []
     for m in episodes:
@@ -97,26 +102,26 @@ def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
     for bs in bars.values():
         for kind, stage, a, b in bs:
             (waits if kind == "wait" else runs)[stage] += b - a
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f"<title>{escape(f'podspool timeline of batch {batch_id}')}</title>",
-           f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-           f'<text x="10" y="18" font-size="14" font-weight="bold">{escape(f"Batch {batch_id}")}: '
-           f"{len(eps)} episodes over {escape(_fmt(round(span, 1)))}</text>"]
+    yield (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">')
+    yield f"<title>{escape(f'podspool timeline of batch {batch_id}')}</title>"
+    yield f'<rect width="{width}" height="{height}" fill="#ffffff"/>'
+    yield (f'<text x="10" y="18" font-size="14" font-weight="bold">{escape(f"Batch {batch_id}")}: '
+           f"{len(eps)} episodes over {escape(_fmt(round(span, 1)))}</text>")
     summary = "   ".join(f"{s}: run {runs[s]:.1f}s, queued {waits[s]:.1f}s" for s in STAGE_NAMES)
-    svg.append(f'<text x="10" y="36">{escape(summary)}</text>')
+    yield f'<text x="10" y="36">{escape(summary)}</text>'
     lx = 10
     for name, color in [*COLORS.items(), ("queue wait", WAIT_COLOR), ("failed", FAILED_COLOR)]:
-        svg.append(f'<rect x="{lx}" y="44" width="10" height="10" fill="{color}"/>'
-                   f'<text x="{lx + 14}" y="53">{escape(name)}</text>')
+        yield (f'<rect x="{lx}" y="44" width="10" height="10" fill="{color}"/>'
+               f'<text x="{lx + 14}" y="53">{escape(name)}</text>')
         lx += 24 + 7 * len(name)
     step = _tick_step(span)
     k = 0
     while k * step <= span + 1e-9:
         tx = x(t0 + k * step)
-        svg.append(f'<line x1="{tx:.1f}" y1="{TOP - 4}" x2="{tx:.1f}" y2="{height - BOTTOM + 4}" stroke="#eeeeee"/>'
-                   f'<text x="{tx:.1f}" y="{height - BOTTOM + 18}" text-anchor="middle" fill="#555">'
-                   f"{escape(_fmt(round(k * step, 1)))}</text>")
+        yield (f'<line x1="{tx:.1f}" y1="{TOP - 4}" x2="{tx:.1f}" y2="{height - BOTTOM + 4}" stroke="#eeeeee"/>'
+               f'<text x="{tx:.1f}" y="{height - BOTTOM + 18}" text-anchor="middle" fill="#555">'
+               f"{escape(_fmt(round(k * step, 1)))}</text>")
         k += 1
     # the rows are most of the file: its episode id escaped once per row (the rest of a tooltip is a
     # stage, a kind and a number: nothing to escape)
@@ -125,17 +130,16 @@ def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
         y = TOP + i * ROW_H
         failed = row.failed
         label = f"{row.number:03d} {row.topic}"[:38]
-        svg.append(f'<text x="10" y="{y + 13}" fill="{FAILED_COLOR if failed else "#222"}">{escape(label)}</text>')
+        yield f'<text x="10" y="{y + 13}" fill="{FAILED_COLOR if failed else "#222"}">{escape(label)}</text>'
         head = f'" y="{y + 3}" width="'
         eid = escape(row.episode_id)
         for kind, stage, a, b in bars[row.episode_id]:
             color = WAIT_COLOR if kind == "wait" else FAILED_COLOR if kind == "failed" else COLORS[stage]
             xa = x(a)
             w = max(1.0, x(b) - xa)
-            svg.append(f'<rect x="{xa:.1f}{head}{w:.1f}{bar_tail}{color}"><title>{eid} {stage} '
-                       f"{'queued' if kind == 'wait' else kind} {b - a:.2f}s</title></rect>")
-    svg.append("</svg>")
-    return "\n".join(svg) + "\n"
+            yield (f'<rect x="{xa:.1f}{head}{w:.1f}{bar_tail}{color}"><title>{eid} {stage} '
+                   f"{'queued' if kind == 'wait' else kind} {b - a:.2f}s</title></rect>")
+    yield "</svg>"
 
 
 class TimelineHook(Hook):
@@ -144,7 +148,7 @@ class TimelineHook(Hook):
 
     def on_batch_complete(self, session: dict[str, Any], episodes: Iterable[EpisodeManifest]) -> None:
         bid = session["batch_id"]
-        fsio.write_text(self.batches_dir / bid / "timeline.svg", render_svg(bid, episodes))
+        fsio.write_lines(self.batches_dir / bid / "timeline.svg", svg_lines(bid, episodes))
 
 
-__all__ = ["TimelineHook", "render_svg"]
+__all__ = ["TimelineHook", "render_svg", "svg_lines"]

@@ -15,7 +15,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -195,11 +195,28 @@ def _put(tmp: Path, path: Path, what: str) -> None:
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (or deferred, above)."""
+    _write_whole(path, mode, lambda fd: write_all(fd, data))
+
+
+def write_lines(path: Path, lines: Iterable[str], mode: int = 0o640) -> None:
+    """Write `lines`, each ending in a newline, to `path` whole (as write_bytes), without ever holding
+    the whole text: a 10,000-episode batch's timeline is tens of MB as one string."""
+
+    def fill(fd: int) -> None:
+        with open(fd, "w", encoding="utf-8", closefd=False) as fh:
+            for line in lines:
+                fh.write(line)
+                fh.write("\n")
+
+    _write_whole(path, mode, fill)
+
+
+def _write_whole(path: Path, mode: int, fill: Callable[[int], None]) -> None:
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     deferring = _deferring() is not None
     try:
-        write_all(fd, data)
+        fill(fd)
         if not deferring:
             os.fsync(fd)
     except BaseException:
