@@ -81,8 +81,7 @@ class LocalExecutor:
         if self._spawner is not None:
             return
         specs = [self._spec(stage) for stage in STAGE_NAMES
-                 for _ in range((self.size(stage) if queued is None else min(self.size(stage), queued))
-                                - len(self.pools[stage]))]
+                 for _ in range(self._wanted(stage, queued) - len(self.pools[stage]))]
 
         def spawn_all() -> None:
             for spec in specs:
@@ -96,6 +95,10 @@ class LocalExecutor:
 
         self._spawner = threading.Thread(target=spawn_all, name="spawn-workers", daemon=True)
         self._spawner.start()
+
+    def _wanted(self, stage: StageName, queued: int | None) -> int:
+        """Workers a pool starts with: its size, or fewer for a `run --once` with `queued` episodes."""
+        return self.size(stage) if queued is None else min(self.size(stage), queued)
 
     def _take_spawned(self, raise_error: bool = True) -> None:
         """The workers `prepare` spawned, into their pools (waiting for the helper thread to end); its
@@ -118,8 +121,7 @@ class LocalExecutor:
         let them boot before work starts."""
         self._take_spawned()
         for stage in STAGE_NAMES:
-            want = min(self.size(stage), queued) if once else self.size(stage)
-            while len(self.pools[stage]) < want:
+            while len(self.pools[stage]) < self._wanted(stage, queued if once else None):
                 self._spawn(stage)
         started = time.monotonic()
         # Every pool, not only the stages with work now: a later stage's worker still importing its

@@ -75,10 +75,6 @@ class _Row:
     failed: bool
 
 
-def render_svg(batch_id: str, episodes: Iterable[EpisodeManifest]) -> str:
-    return "\n".join(svg_lines(batch_id, episodes)) + "\n"
-
-
 def svg_lines(batch_id: str, episodes: Iterable[EpisodeManifest]) -> Iterator[str]:
     """The timeline's lines, made as they are written. One pass over `episodes`, kept as small rows: a
     10,000-episode batch need not be held whole, nor its SVG (60,000 bars)."""
@@ -151,4 +147,4 @@ class TimelineHook(Hook):
         fsio.write_lines(self.batches_dir / bid / "timeline.svg", svg_lines(bid, episodes))
 
 
-__all__ = ["TimelineHook", "render_svg", "svg_lines"]
+__all__ = ["TimelineHook", "svg_lines"]

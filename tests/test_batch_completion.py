@@ -9,7 +9,7 @@ from pathlib import Path
 from podspool.daemon.batchbook import BatchBook, FinishedEpisodes
 from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, episode_id
 from podspool.daemon.spool import Spool, manifest_bytes
-from podspool.daemon.timeline import render_svg
+from podspool.daemon.timeline import svg_lines
 
 BID = "fin"
 
@@ -67,7 +67,7 @@ def test_the_timeline_escapes_what_a_manifest_says_once_per_row(tmp_path: Path) 
     odd = _manifest(2)
     odd.session_id = "ep_002_<b&d>"
     odd.topic = "Cats & <dogs>"
-    svg = render_svg(BID, [_manifest(1), odd])
+    svg = "\n".join(svg_lines(BID, [_manifest(1), odd]))
     assert "<b&d>" not in svg and "Cats & <dogs>" not in svg
     assert "<title>ep_002_&lt;b&amp;d&gt; research run 1.00s</title>" in svg
     assert "002 Cats &amp; &lt;dogs&gt;" in svg
