@@ -71,7 +71,8 @@ class LateFrees:
         self.send = send
         self.lock = threading.Lock()
         self.due: dict[int, float] = {}  # task id -> when its Freed is due (monotonic)
-        self.running: set[int] = set()  # tasks handed to a task thread and not done
+        self.running: set[int] = set()  # tasks handed over and not done
+        self.slow_save = False  # a task of this worker saved past its Freed's due time
 
     def begin(self, task_id: int) -> None:
         """The main loop hands a task over (before it waits again: see wait_ms)."""
@@ -84,8 +85,14 @@ class LateFrees:
 
     def task_done(self, task_id: int) -> None:
         with self.lock:
-            self.due.pop(task_id, None)
+            due = self.due.pop(task_id, None)
             self.running.discard(task_id)
+            if due is not None and time.monotonic() >= due:
+                self.slow_save = True  # its Freed fell due and was not sent: the worker's loop was running it
+
+    def saves_quick(self) -> bool:
+        """No task of this worker has yet saved for FREED_AFTER_S past its call (workers.placer)."""
+        return not self.slow_save
 
     def wait_ms(self) -> int | None:
         """How long the main loop may wait for the supervisor before a Freed may fall due (None: no limit).

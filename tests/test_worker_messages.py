@@ -121,3 +121,55 @@ def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> Non
     sup_end.send(Stop())
     loop.join(5)
     assert not loop.is_alive()
+
+
+def test_a_worker_runs_its_tasks_on_its_loop_until_a_save_is_slow_then_on_task_threads(monkeypatch: Any) -> None:
+    """workers.placer behind workers.serve, on a real pipe. While saves are quick, a task runs on the
+    loop's own thread (no hand-over). A save that outlasts FREED_AFTER_S there cannot be announced (the
+    loop is running it), and it sends the tasks after it to task threads, where a slow save's Freed goes
+    out while it saves."""
+    import multiprocessing
+
+    from podspool.daemon.messages import Done, Run, Stop
+    from podspool.daemon.workers import placer, serve
+    from podspool.stages.base import EpisodeInput, StageResult
+
+    monkeypatch.setattr(worker_outbox, "FREED_AFTER_S", 0.05)
+    sup_end, worker_end = multiprocessing.Pipe()
+    send_lock = threading.Lock()
+
+    def send(msg: Any) -> None:
+        with send_lock:
+            worker_end.send(msg)
+
+    frees = worker_outbox.LateFrees(send)
+    ran_on: dict[int, str] = {}
+    slow = {2, 3}
+
+    def task(run: Run) -> None:
+        ran_on[run.task_id] = threading.current_thread().name
+        frees.call_over(run.task_id)
+        time.sleep(0.2 if run.task_id in slow else 0.0)  # the save
+        frees.task_done(run.task_id)
+        send(Done(run.task_id, StageResult(ok=True)))
+
+    def to_thread(run: Run) -> None:
+        threading.Thread(target=task, args=(run,), name="task-thread", daemon=True).start()
+
+    loop = threading.Thread(target=serve, args=(worker_end, frees, placer(frees, task, to_thread)), name="loop",
+                            daemon=True)
+    loop.start()
+    episode = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="t", title=None, notes=None,
+                           sources=())
+    said: dict[int, list[str]] = {}
+    for task_id in (1, 2, 3, 4):
+        sup_end.send(Run(task_id, "/nowhere", episode))
+        while "Done" not in said.get(task_id, []):
+            assert sup_end.poll(5), said
+            msg = sup_end.recv()
+            said.setdefault(msg.task_id, []).append(type(msg).__name__)
+    assert ran_on == {1: "loop", 2: "loop", 3: "task-thread", 4: "task-thread"}
+    assert said == {1: ["Done"], 2: ["Done"], 3: ["Freed", "Done"], 4: ["Done"]}
+    sup_end.send(Stop())
+    loop.join(5)
+    assert not loop.is_alive()
