@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 Planned = tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]
 
 
+def made(details: dict[str, object]) -> str:
+    """What a phase made, for its "done" line: the script's words, the audio's length. (The audio stage
+    logged them on a line of their own: one record more per episode, in its worker and again in the
+    supervisor, which copies a worker's lines into the log files.)"""
+    seconds, words = details.get("audio_seconds"), details.get("words")
+    return (f", {seconds:.1f} s of audio" if isinstance(seconds, (int, float)) else "") + \
+        (f", {words} words" if isinstance(words, int) else "")
+
+
 class Recorder:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
@@ -113,8 +122,9 @@ class Recorder:
         log = logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage)
         if t.outcome in ("advanced", "done"):
             secs = m.timings[stage].seconds
-            log.info("{} done in {}s{} (attempt {}, ${:.4f}){}", stage, secs, " (reused)" if result.reused else "",
-                     m.attempts, result.cost_usd, " -> done" if t.outcome == "done" else "")
+            log.info("{} done in {}s{}{} (attempt {}, ${:.4f}{}){}", stage, secs, " (reused)" if result.reused else "",
+                     f" on {out.worker}" if out.worker else "", m.attempts, result.cost_usd, made(result.details),
+                     " -> done" if t.outcome == "done" else "")
             if not result.reused:  # a reused phase's usage is its first run's: the artifact has it
                 self.sup.emit("on_phase_done", m, stage, result.usage)
             if t.outcome == "done":

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
 from podspool.stages import artifacts, fsio, pcm
 from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError, StageResult, Turn
 from podspool.stages.costs import cost_of
@@ -122,6 +121,5 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
            "usage": [u.to_dict() for u in out.usage], "validation": {**report, "passed": True},
            "publish": published.report if published else None}
     fsio.write_json(folder / artifacts.AUDIO_JSON, doc)  # last: its presence marks the phase finished
-    logger.debug("audio {}: {:.1f} s, {} words", episode.episode_id, report["seconds"], n_words)
     return StageResult(ok=True, cost_usd=cost, usage=out.usage,
                        details={"audio_seconds": report["seconds"], "words": n_words})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from podspool_helpers import cli, episodes_in, make_spool, read_json, write_manifest
@@ -41,6 +42,9 @@ def test_dry_run_batch_end_to_end(tmp_path: Path) -> None:
             assert (folder / artifact).exists(), artifact
         log = (folder / "episode.log").read_text()
         assert "research" in log and "audio" in log and "done" in log
+        audio = read_json(folder / "audio.json")  # the audio's "done" line says what audio.json does
+        assert re.search(rf"\| audio \| audio done in [\d.]+s on pid \d+ \(attempt 1, \$0\.0100, "
+                         rf"{audio['seconds']:.1f} s of audio, {audio['words']} words\) -> done\n", log), log
         assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
     batch = spool / "batches" / "dry"

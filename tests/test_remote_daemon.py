@@ -60,9 +60,9 @@ def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None: 
         pids = [{p.pid for p in psutil.Process(g.proc.pid).children(recursive=True)} for g in groups]
     assert run.returncode == 0, run.stderr[-3000:]
     _all_done_once(spool)
-    # the workers' log lines come home into each episode.log, tagged with host/pid
+    # each phase's "done" line names the host/pid that ran it
     ran_on = {int(m) for eid in episodes_in(spool, "done")
-              for m in re.findall(r"\[[^\]/]+/(\d+)\]", (spool / "done" / eid / "episode.log").read_text())}
+              for m in re.findall(r" done in [\d.]+s on [^/\s]+/(\d+) ", (spool / "done" / eid / "episode.log").read_text())}
     assert ran_on & pids[0] and ran_on & pids[1], "both groups took work"
     # the window the workers share lives in Redis, not in this host's files: status reads it there
     sim = read_json(spool / "state" / "runtime.json")["rate_limits"]["sim"]

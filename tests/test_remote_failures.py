@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from fakeapi import FakeApi, Reply
+from loguru import logger
 from podspool.daemon.config import load_config
 from podspool.daemon.executor import StageTask, TaskOutcome
 from podspool.daemon.remote import blobs
@@ -143,6 +144,8 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     folder.mkdir(parents=True)
     episode = EpisodeInput(episode_id="ep_001_s", batch_id="s", number=1, topic="Tides and the moon",
                            sources=("notes/tides.md", "https://example.org/tides"))
+    lines: list[str] = []
+    hid = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG", format="{message}")
     with worker_groups(config, tmp_path / "host-a"):
         ex = make_executor(config, tmp_path / "spool" / "state")
         try:
@@ -151,7 +154,11 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
             [outcome] = _wait_outcomes(ex, 1)
         finally:
             ex.stop()
+            logger.remove(hid)
     assert outcome.result.ok, outcome.result.error
+    # the worker's log line came home, tagged with the host/pid that ran the task
+    assert f"[{outcome.worker}] local research ep_001_s: " in "\n".join(lines), lines
+    assert outcome.worker.rsplit("/", 1)[1].isdigit(), outcome.worker
     doc = json.loads((folder / "research.json").read_text())
     assert doc["grounded"] and doc["findings"]
     assert {f["source"] for f in doc["findings"]} == {"notes/tides.md"}  # the manifest's name, not a temp copy
