@@ -306,16 +306,13 @@ class Supervisor:
     def after_change(self, bid: str) -> None:
         if bid not in self.batches:
             return
-        self.batches.after_change(bid, lambda: self._session(bid), self._on_batch_complete, self.group)
+        self.batches.after_change(bid, lambda: self.batches_session(bid), self._on_batch_complete, self.group)
 
     def _on_batch_complete(self, session: dict[str, Any], manifests: Iterable[EpisodeManifest]) -> None:
         self.emit("on_batch_complete", session, manifests)
         bid = session["batch_id"]
         if bid not in self.episodes.by_batch:
             self.batches.forget(bid)  # a finished batch needs no per-episode state in memory at all
-
-    def _session(self, bid: str) -> dict[str, Any]:
-        return self.batches.session(bid, self.episodes)
 
     def batches_session(self, bid: str) -> dict[str, Any]:
         return self.batches.session(bid, self.episodes)
@@ -328,7 +325,7 @@ class Supervisor:
         for bid, b in list(self.batches.by_id.items()):
             if (b.dirty or force) and self.spool.batch_dir(bid).is_dir():
                 try:
-                    self.batches.write_session(bid, self._session(bid))
+                    self.batches.write_session(bid, self.batches_session(bid))
                 except OSError as exc:
                     self.disk_trouble(f"writing the session of {bid}", exc)
                     return
