@@ -4,7 +4,8 @@ Each stage runs on the same episodes twice, with the `sim` providers at zero lat
 (`run_stage` in a loop: the stage's own CPU), then through the real local executor, one worker per
 stage, one task at a time (real pipes and processes, so nothing contends). The difference per task is
 the worker's own cost: the pipe messages, the wake-ups, the result's pickling. The supervisor's side
-of each round trip (this process) is printed too; the workers' CPU is read with psutil.
+of each round trip (this process) is printed too; the workers' CPU is read with psutil, in clock ticks
+(10 ms), so runs of fewer than 1,000 episodes say little.
 
     python benchmarks/worker_bench.py [--episodes 1000]
 """
