@@ -5,7 +5,7 @@ Each stage runs on the same episodes twice, with the `sim` providers at zero lat
 stage, one task at a time (real pipes and processes, so nothing contends). The difference per task is
 the worker's own cost: the pipe messages, the wake-ups, the result's pickling. The supervisor's side
 of each round trip (this process) is printed too; the workers' CPU is read with psutil, in clock ticks
-(10 ms), so runs of fewer than 1,000 episodes say little.
+(10 ms), so runs of fewer than 1,000 episodes say little; and other work on the machine raises it.
 
     python benchmarks/worker_bench.py [--episodes 1000]
 """
@@ -16,6 +16,7 @@ import argparse
 import os
 import tempfile
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import psutil
@@ -71,7 +72,7 @@ def through_workers(cfg: Config, root: Path, n: int) -> tuple[dict[str, float], 
         assert ex.submit(StageTask(task_id, stage, episode(i), str(folder)))
         outcomes: list[TaskOutcome] = []
         while not outcomes:
-            ex._waiter.wait(ex.handles(), 5.0)
+            wait(ex.handles(), 5.0)
             outcomes = ex.poll()
         for out in outcomes:
             assert out.result.ok, out.result.error

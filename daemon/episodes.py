@@ -30,14 +30,9 @@ class Episode:
 
     def __init__(self, manifest: EpisodeManifest, location: str, running: bool = False,
                  loader: Callable[[str, str], EpisodeManifest] | None = None) -> None:
-        self.episode_id = manifest.session_id
-        self.batch_id = manifest.batch_id
-        self.number = manifest.episode_number
-        self.location = location
-        self.running = running
-        self._loader = loader
         fresh = manifest.attempts == 0 and manifest.status == "pending" and not manifest.errors
-        self._manifest: EpisodeManifest | None = None if fresh and loader is not None else manifest
+        self._fill(manifest.session_id, manifest.batch_id, manifest.episode_number, location, running, loader,
+                   None if fresh and loader is not None else manifest)
 
     @classmethod
     def queued(cls, episode_id: str, batch_id: str, number: int, location: str,
@@ -45,9 +40,15 @@ class Episode:
         """A light episode straight from intake, whose manifest was never held: a 10,000-episode batch is
         taken without 10,000 manifests in memory at once."""
         ep = cls.__new__(cls)
-        ep.episode_id, ep.batch_id, ep.number, ep.location = episode_id, batch_id, number, location
-        ep.running, ep._loader, ep._manifest = False, loader, None
+        ep._fill(episode_id, batch_id, number, location, False, loader, None)
         return ep
+
+    def _fill(self, episode_id: str, batch_id: str, number: int, location: str, running: bool,
+              loader: Callable[[str, str], EpisodeManifest] | None, manifest: EpisodeManifest | None) -> None:
+        self.episode_id, self.batch_id, self.number, self.location = episode_id, batch_id, number, location
+        self.running = running
+        self._loader = loader
+        self._manifest: EpisodeManifest | None = manifest
 
     @property
     def loaded(self) -> bool:

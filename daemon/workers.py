@@ -210,7 +210,8 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         t.join()
 
 
-def placer(frees: LateFrees, run_here: Callable[[Run], None], to_thread: Callable[[Run], None]) -> Callable[[Run], None]:
+def placer(frees: LateFrees, run_here: Callable[[Run], None],
+           to_thread: Callable[[Run], None]) -> Callable[[Run], None]:
     """Where a worker runs a task. While its saves are quick, on the main thread (`run_here`): a hand-over
     to a task thread costs two wake-ups and a thread switch, a quarter of a quick stage's CPU, and buys
     nothing when no Freed falls due during a save (the supervisor sends a second task only after one).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from loguru import logger
 from podspool.daemon import worker_outbox
 from podspool.daemon.messages import Log
+from podspool.stages.base import EpisodeInput
 
 
 def _sink() -> tuple[list[Any], worker_outbox.HeldLogs, int]:
@@ -79,22 +83,33 @@ def test_a_task_says_it_is_past_its_call_only_when_its_save_is_slow(monkeypatch:
     assert sent == [Freed(2)] and frees.wait_ms() is None
 
 
-def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> None:
-    """workers.serve, the worker's main loop, on a real pipe: a task past its call and still saving
-    FREED_AFTER_S later is announced while it saves, not after (so the supervisor may overlap the next
-    call with the save). A loop that waited on the pipe alone slept through the deadline."""
-    import multiprocessing
-
-    from podspool.daemon.messages import Done, Run, Stop
-    from podspool.daemon.workers import serve
-    from podspool.stages.base import EpisodeInput, StageResult
-
+def _worker_pipe() -> tuple[Connection, Connection, Callable[[Any], None]]:
+    """A real pipe: the supervisor's end, the worker's end, and a send on the worker's end that threads
+    may share (as worker_main's)."""
     sup_end, worker_end = multiprocessing.Pipe()
     send_lock = threading.Lock()
 
     def send(msg: Any) -> None:
         with send_lock:
             worker_end.send(msg)
+
+    return sup_end, worker_end, send
+
+
+def _episode() -> EpisodeInput:
+    return EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="t", title=None, notes=None,
+                        sources=())
+
+
+def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> None:
+    """workers.serve, the worker's main loop, on a real pipe: a task past its call and still saving
+    FREED_AFTER_S later is announced while it saves, not after (so the supervisor may overlap the next
+    call with the save). A loop that waited on the pipe alone slept through the deadline."""
+    from podspool.daemon.messages import Done, Run, Stop
+    from podspool.daemon.workers import serve
+    from podspool.stages.base import StageResult
+
+    sup_end, worker_end, send = _worker_pipe()
 
     frees = worker_outbox.LateFrees(send)
 
@@ -108,8 +123,7 @@ def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> Non
     loop = threading.Thread(target=serve, args=(worker_end, frees, lambda run: threading.Thread(
         target=task, args=(run,), daemon=True).start()), daemon=True)
     loop.start()
-    episode = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="t", title=None, notes=None,
-                           sources=())
+    episode = _episode()
     started = time.monotonic()
     sup_end.send(Run(7, "/nowhere", episode))
     got: list[tuple[str, float]] = []
@@ -128,19 +142,12 @@ def test_a_worker_runs_its_tasks_on_its_loop_until_a_save_is_slow_then_on_task_t
     loop's own thread (no hand-over). A save that outlasts FREED_AFTER_S there cannot be announced (the
     loop is running it), and it sends the tasks after it to task threads, where a slow save's Freed goes
     out while it saves."""
-    import multiprocessing
-
     from podspool.daemon.messages import Done, Run, Stop
     from podspool.daemon.workers import placer, serve
-    from podspool.stages.base import EpisodeInput, StageResult
+    from podspool.stages.base import StageResult
 
     monkeypatch.setattr(worker_outbox, "FREED_AFTER_S", 0.05)
-    sup_end, worker_end = multiprocessing.Pipe()
-    send_lock = threading.Lock()
-
-    def send(msg: Any) -> None:
-        with send_lock:
-            worker_end.send(msg)
+    sup_end, worker_end, send = _worker_pipe()
 
     frees = worker_outbox.LateFrees(send)
     ran_on: dict[int, str] = {}
@@ -159,8 +166,7 @@ def test_a_worker_runs_its_tasks_on_its_loop_until_a_save_is_slow_then_on_task_t
     loop = threading.Thread(target=serve, args=(worker_end, frees, placer(frees, task, to_thread)), name="loop",
                             daemon=True)
     loop.start()
-    episode = EpisodeInput(episode_id="ep_001_b", batch_id="b", number=1, topic="t", title=None, notes=None,
-                           sources=())
+    episode = _episode()
     said: dict[int, list[str]] = {}
     for task_id in (1, 2, 3, 4):
         sup_end.send(Run(task_id, "/nowhere", episode))
