@@ -3,11 +3,12 @@
 A tick may finish dozens of stage results. Written one by one, each manifest costs a file fsync and
 a folder fsync, and each move two more. Here every new file is first written to its temp name (a file
 that exists: to a spare, see SparePool; a stage's artifacts: by its worker, see `adopt`), then ONE
-`syncfs` makes all their contents durable, then the renames (exchanges) and folder moves run in order
-(an episode's artifacts before its manifest, its manifest before its move), then a second `syncfs`
-makes those durable. The guarantee is unchanged (a reader or a crash sees the old file or the new one,
-whole; a move happens after the manifest it depends on), at two syncs per tick instead of several per
-episode.
+`syncfs` makes all their contents durable (`sync`), then the renames (exchanges) and folder moves run
+in order (`apply`: an episode's artifacts before its manifest, its manifest before its move), then a
+second `syncfs` makes those durable (`settle`). The guarantee is unchanged (a reader or a crash sees
+the old file or the new one, whole; a move happens after the manifest it depends on), at two syncs per
+tick instead of several per episode. The main loop's groups share syncs further: a tick's renames are
+settled by the next tick's `sync` (results.py), so a busy loop pays one `syncfs` a tick.
 
 It relies on the file system journaling metadata in order (ext4, xfs, btrfs do): a rename that
 survived a power cut implies the renames issued before it did. Where `syncfs` is missing, it falls
@@ -147,7 +148,9 @@ class CommitGroup:
     def __init__(self, anchor: Path, spares: SparePool | None = None) -> None:
         self.anchor = anchor
         self.spares = spares
-        self.items: list[_Write | _Move] = []
+        self.items: list[_Write | _Move] = []  # to sync, then apply
+        self._applied: list[_Write | _Move] = []  # applied, to settle
+        self._fallback = False  # no syncfs here: files and folders are fsynced one by one
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -193,19 +196,30 @@ class CommitGroup:
 
     def commit(self) -> None:
         """Make everything durable, in order. On failure, undo what did not happen and raise GroupFailed."""
+        self.sync()
+        self.apply()
+        self.settle()
+
+    def sync(self) -> None:
+        """Step one: the new files' contents durable (and, in the same syncfs, whatever any group renamed
+        before). On failure the group is undone: GroupFailed names every owner."""
         if not self.items:
             return
-        items, self.items = self.items, []
-        fallback = False
         try:
-            fallback = not syncfs(self.anchor)
-            if fallback:
-                for it in items:
+            self._fallback = not syncfs(self.anchor)
+            if self._fallback:
+                for it in self.items:
                     if isinstance(it, _Write):
                         fsio.fsync_file(it.tmp)
         except OSError as exc:
+            items, self.items = self.items, []
             self._undo(items)
             raise GroupFailed({it.owner for it in items}, exc) from exc
+
+    def apply(self) -> None:
+        """Step two, after `sync`: the renames and moves, in order. What did not happen is undone, and
+        GroupFailed names its owners."""
+        items, self.items = self.items, []
         hook = fsio.crash_hook_armed()
         for i, it in enumerate(items):
             try:
@@ -219,16 +233,35 @@ class CommitGroup:
                         fsio.crashpoint(it.what)
                     rename_new(it.src, it.dst)
             except OSError as exc:
+                self._applied = items[:i]
                 rest = items[i:]
                 self._undo(rest)
                 raise GroupFailed({r.owner for r in rest}, exc) from exc
+        self._applied = items
+
+    def settle(self) -> None:
+        """Step three: the renames durable. A failure here undoes nothing (GroupFailed names no owner)."""
+        items, self._applied = self._applied, []
+        if not items:
+            return
         try:
-            if fallback or not syncfs(self.anchor):
+            if self._fallback or not syncfs(self.anchor):
                 for d in self._folders(items):
                     if os.path.isdir(d):
                         fsio.fsync_dir(d)
         except OSError as exc:
             raise GroupFailed(set(), exc) from exc
+
+    @property
+    def applied(self) -> bool:
+        """Something was renamed and is not settled yet."""
+        return bool(self._applied)
+
+    @property
+    def settled_by_any_sync(self) -> bool:
+        """Whether the next `sync` of any group settles this one too (syncfs flushes the whole file
+        system); where each file is fsynced instead, only `settle` does."""
+        return not self._fallback
 
     def _folders(self, items: list[_Write | _Move]) -> set[str]:
         """The folders whose entries `items` changed (fsynced one by one where syncfs is missing)."""

@@ -1,5 +1,7 @@
-"""Results: each outcome is applied to a copy of its manifest, the tick's copies and moves are made
-durable together (group commit), and only then do they replace what the supervisor holds in memory.
+"""Results: each outcome is applied to a copy of its manifest, and the tick's copies and moves are made
+durable together (group commit). Once renamed into place, a result becomes what the supervisor holds
+(`advance`: its next stage may start); once durable, it is reported (`report`: log lines, hooks,
+finished episodes, batch files).
 
 A result the disk could not record is kept and applied afresh once the disk recovers, so nothing of
 it is counted twice.
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 from podspool.daemon import lifecycle
-from podspool.daemon.commit import CommitGroup
+from podspool.daemon.commit import CommitGroup, GroupFailed
 from podspool.daemon.episodes import Episode
 from podspool.daemon.executor import TaskOutcome
 from podspool.daemon.logs import episode_finished
@@ -44,6 +46,8 @@ class Recorder:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.replayed: set[int] = set()  # task ids of results kept through disk trouble, in this tick's take
+        # the last tick's group, renamed but not yet durable, and its results, reported once it is
+        self.unsettled: tuple[CommitGroup, list[Planned]] | None = None
 
     def take(self) -> list[TaskOutcome]:
         """The outcomes that arrived, with those a full disk held back; none while the disk is paused."""
@@ -99,19 +103,75 @@ class Recorder:
             planned.append((out, ep, m, t))
         return planned
 
+    def save(self, planned: list[Planned], group: CommitGroup) -> None:
+        """The tick's group commit (commit.py), its renames settled by the next tick's sync.
+
+        One syncfs makes this tick's new files durable and, with them, the last tick's renames: so the
+        last tick's results are reported now (their "done" lines, hooks, finished episodes, batch files).
+        Then this tick's renames run, and what they make true is applied at once (`advance`), so the
+        dispatcher hands the next stages out while the renames wait for the next sync. That is safe: a
+        next stage's result is saved in a later tick, after that sync, so it can never be durable before
+        the move it follows; and nothing is reported before it is durable.
+        """
+        last, self.unsettled = self.unsettled, None
+        failed: set[object] = set()
+        try:
+            if group:
+                group.sync()
+            elif last is not None:
+                last[0].settle()
+        except GroupFailed as exc:  # this group is undone; the last one's renames happened all the same
+            failed = self.sup.saving_failed("saving results", exc)
+        if last is not None:
+            self.report(last[1])
+        try:
+            group.apply()
+        except GroupFailed as exc:
+            failed = self.sup.saving_failed("saving results", exc)
+        applied = self.advance(planned, failed)
+        if not (applied or group.applied):
+            return
+        if group.settled_by_any_sync:
+            self.unsettled = (group, applied)
+        else:
+            self.settle((group, applied))
+
+    def settle(self, unsettled: tuple[CommitGroup, list[Planned]] | None = None) -> None:
+        """Settle a tick's renames now (the last tick's, by default: the loop is going idle or stopping),
+        then report its results."""
+        if unsettled is None:
+            unsettled, self.unsettled = self.unsettled, None
+        if unsettled is None:
+            return
+        group, applied = unsettled
+        try:
+            group.settle()
+        except GroupFailed as exc:
+            self.sup.saving_failed("saving results", exc)
+        self.report(applied)
+
     def publish(self, planned: list[Planned], failed: set[object]) -> None:
-        """After the commit: what is on disk becomes what the supervisor holds."""
+        """After a whole commit: what is on disk becomes what the supervisor holds, and is reported."""
+        self.report(self.advance(planned, failed))
+
+    def advance(self, planned: list[Planned], failed: set[object]) -> list[Planned]:
+        """Once renamed: each result's manifest and place become the episode's, so its next stage may
+        start. Returns those applied; a result the disk did not take is kept, to be applied afresh."""
         for _out, _ep, m, _t in planned:
             b = self.sup.batches.by_id.get(m.batch_id)
             if b is not None:
                 b.pending_usd = 0.0
-        for out, ep, m, t in planned:
+        applied = []
+        for p in planned:
+            out, ep, m, t = p
             if ep.episode_id in failed:
                 self.sup.unsaved.append(out)  # nothing of it is in memory yet: applied afresh once the disk recovers
                 continue
-            self._publish(out, ep, m, t)
+            self._apply(out, ep, m, t)
+            applied.append(p)
+        return applied
 
-    def _publish(self, out: TaskOutcome, ep: Episode, m: EpisodeManifest, t: lifecycle.Transition) -> None:
+    def _apply(self, out: TaskOutcome, ep: Episode, m: EpisodeManifest, t: lifecycle.Transition) -> None:
         stage, result = out.stage, out.result
         ep.manifest = m
         b = self.sup.batches[m.batch_id]
@@ -119,6 +179,23 @@ class Recorder:
         b.dirty = True
         self.sup.episodes.stopped(ep, stage)
         ep.location = t.target
+        if t.outcome == "disk":  # admission pauses before the episode can be handed out again
+            logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage).warning(
+                "{} could not save its work ({}); it runs again once the disk recovers", stage, result.error)
+            code = result.disk_errno or errno.ENOSPC
+            self.sup.disk_trouble(f"{stage} of {m.session_id}", OSError(code, os.strerror(code)))
+        # requeued where it now waits; a finished one is no longer in progress in a stage folder, so its
+        # session is free (it stays in the book, for its report, until the next tick)
+        self.sup.episodes.settled(ep)
+
+    def report(self, applied: list[Planned]) -> None:
+        """Once durable: the results' log lines and hooks; finished episodes leave; batch bookkeeping."""
+        for out, ep, m, t in applied:
+            self._report(out, ep, m, t)
+
+    def _report(self, out: TaskOutcome, ep: Episode, m: EpisodeManifest, t: lifecycle.Transition) -> None:
+        stage, result = out.stage, out.result
+        b = self.sup.batches[m.batch_id]
         log = logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage)
         if t.outcome in ("advanced", "done"):
             secs = m.timings[stage].seconds
@@ -130,14 +207,10 @@ class Recorder:
             if t.outcome == "done":
                 self.sup.upkeep.retire_wav(m.session_id)
                 self.sup.emit("on_episode_done", m)
-        elif t.outcome == "disk":
-            log.warning("{} could not save its work ({}); it runs again once the disk recovers", stage, result.error)
-            code = result.disk_errno or errno.ENOSPC
-            self.sup.disk_trouble(f"{stage} of {m.session_id}", OSError(code, os.strerror(code)))
         elif t.outcome == "failed":
             log.error("{} failed for good after {} attempt(s): {}", stage, m.attempts, result.error)
             self.sup.emit("on_episode_failed", m)
-        else:
+        elif t.outcome == "retry":
             log.warning("{} attempt {} failed: {}; retrying in {:.1f}s, after the rest of the batch",
                         stage, m.attempts, result.error, t.retry_in or 0.0)
         if t.outcome in ("done", "failed"):  # after its last log line, which goes to its episode.log
@@ -146,8 +219,6 @@ class Recorder:
             b.tally.finish(t.target, m)
             self.sup.finished[t.target] = self.sup.finished.get(t.target, 0) + 1
             b.finished_since_checkpoint.append((t.target, m))
-        else:
-            self.sup.episodes.settled(ep)
         try:
             self.sup.after_change(m.batch_id)
         except OSError as exc:

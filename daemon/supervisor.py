@@ -124,18 +124,17 @@ class Supervisor:
         return 0
 
     def _reap_and_dispatch(self) -> None:
-        """The tick's results, and the marks of long-running phases, made durable in ONE group commit.
+        """The tick's results, and the marks of long-running phases, saved in ONE group commit.
 
         A start writes nothing (dispatch.py), so the workers those results freed get their next
         episodes before the commit and work while it syncs; what the results made ready is dispatched
-        after it. (The pending results' costs count against their batch's budget meanwhile.) The
-        checkpoints that publishing makes due join the next tick's group (`self.group`).
-        """
+        once renamed (Recorder.save). (Pending costs count against their batch's budget meanwhile.)
+        Checkpoints that reporting makes due join the next tick's group (`self.group`)."""
         group, self.group = self.group, CommitGroup(self.spool.root, self.spares)
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
         self.dispatcher.run()
-        self.recorder.publish(results, self.commit(group, "saving results"))
+        self.recorder.save(results, group)
         self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
         self.dispatcher.run()
 
@@ -155,7 +154,7 @@ class Supervisor:
 
     def _nothing_left(self) -> bool:
         """--once: nothing runs, and nothing waits that is not held by its budget."""
-        if self.executor.in_flight() or self.unsaved:
+        if self.executor.in_flight() or self.unsaved or self.recorder.unsettled:
             return False
         return all(self.batches[bid].over_budget() for bid in self.episodes.waiting_batches()
                    if bid in self.batches)
@@ -171,6 +170,8 @@ class Supervisor:
         mark_in = self.dispatcher.next_mark_in()
         if mark_in is not None:
             timeout = min(timeout, mark_in)
+        if self.recorder.unsettled:
+            timeout = 0.0  # the next tick settles the last one's renames: with its own sync, or alone
         ready = self._waiter.wait([self._wake_r, *self.inbox.handles(), *self.executor.handles()], timeout)
         if self._wake_r in ready:
             try:
@@ -296,12 +297,17 @@ class Supervisor:
         try:
             group.commit()
         except GroupFailed as exc:
-            self.disk_trouble(what, exc.cause)
-            for owner in exc.failed:
-                if isinstance(owner, tuple) and owner[0] == CHECKPOINTS:
-                    self.batches.checkpoints_lost(owner[1])
-            return exc.failed
+            return self.saving_failed(what, exc)
         return set()
+
+    def saving_failed(self, what: str, exc: GroupFailed) -> set[object]:
+        """A commit went wrong: the disk's trouble is logged, and the owners whose changes did not happen
+        are returned."""
+        self.disk_trouble(what, exc.cause)
+        for owner in exc.failed:
+            if isinstance(owner, tuple) and owner[0] == CHECKPOINTS:
+                self.batches.checkpoints_lost(owner[1])
+        return exc.failed
 
     def after_change(self, bid: str) -> None:
         if bid not in self.batches:
@@ -368,6 +374,7 @@ class Supervisor:
     # ---- shutdown ---------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        self.recorder.settle()
         self.inbox.stop()
         for task in self.executor.abandon():
             ep = self.episodes.get(task.episode.episode_id)
