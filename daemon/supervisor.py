@@ -124,12 +124,11 @@ class Supervisor:
         return 0
 
     def _reap_and_dispatch(self) -> None:
-        """The tick's results, and the marks of long-running phases, saved in ONE group commit.
-
-        A start writes nothing (dispatch.py), so the workers those results freed get their next
-        episodes before the commit and work while it syncs; what the results made ready is dispatched
-        once renamed (Recorder.save). (Pending costs count against their batch's budget meanwhile.)
-        Checkpoints that reporting makes due join the next tick's group (`self.group`)."""
+        """The tick's results, and the marks of long-running phases, saved in ONE group commit. A start
+        writes nothing (dispatch.py), so the workers those results freed get their next episodes before
+        the commit and work while it syncs; what the results made ready starts once renamed (Recorder.save).
+        Pending costs count against their batch's budget meanwhile; checkpoints that reporting makes due
+        join the next tick's group (`self.group`)."""
         group, self.group = self.group, CommitGroup(self.spool.root, self.spares)
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
@@ -301,8 +300,7 @@ class Supervisor:
         return set()
 
     def saving_failed(self, what: str, exc: GroupFailed) -> set[object]:
-        """A commit went wrong: the disk's trouble is logged, and the owners whose changes did not happen
-        are returned."""
+        """A commit failed: the disk's trouble is logged; returns the owners whose changes did not happen."""
         self.disk_trouble(what, exc.cause)
         for owner in exc.failed:
             if isinstance(owner, tuple) and owner[0] == CHECKPOINTS:
