@@ -103,15 +103,16 @@ class Recorder:
             planned.append((out, ep, m, t))
         return planned
 
-    def save(self, planned: list[Planned], group: CommitGroup) -> None:
+    def save(self, planned: list[Planned], group: CommitGroup) -> list[Planned]:
         """The tick's group commit (commit.py), its renames settled by the next tick's sync.
 
-        One syncfs makes this tick's new files durable and, with them, the last tick's renames: so the
-        last tick's results are reported now (their "done" lines, hooks, finished episodes, batch files).
-        Then this tick's renames run, and what they make true is applied at once (`advance`), so the
-        dispatcher hands the next stages out while the renames wait for the next sync. That is safe: a
-        next stage's result is saved in a later tick, after that sync, so it can never be durable before
-        the move it follows; and nothing is reported before it is durable.
+        One syncfs makes this tick's new files durable and, with them, the last tick's renames. Then this
+        tick's renames run, and what they make true is applied at once (`advance`), so the dispatcher
+        hands the next stages out while the renames wait for the next sync. That is safe: a next stage's
+        result is saved in a later tick, after that sync, so it can never be durable before the move it
+        follows. Returns the last tick's results, durable now, for the caller to `report` (their "done"
+        lines, hooks, finished episodes, batch files) once it has handed the next stages out: nothing is
+        reported before it is durable, and no worker waits for a report.
         """
         last, self.unsettled = self.unsettled, None
         failed: set[object] = set()
@@ -122,19 +123,17 @@ class Recorder:
                 last[0].settle()
         except GroupFailed as exc:  # this group is undone; the last one's renames happened all the same
             failed = self.sup.saving_failed("saving results", exc)
-        if last is not None:
-            self.report(last[1])
         try:
             group.apply()
         except GroupFailed as exc:
             failed = self.sup.saving_failed("saving results", exc)
         applied = self.advance(planned, failed)
-        if not (applied or group.applied):
-            return
-        if group.settled_by_any_sync:
-            self.unsettled = (group, applied)
-        else:
-            self.settle((group, applied))
+        if applied or group.applied:
+            if group.settled_by_any_sync:
+                self.unsettled = (group, applied)
+            else:
+                self.settle((group, applied))
+        return last[1] if last is not None else []
 
     def settle(self, unsettled: tuple[CommitGroup, list[Planned]] | None = None) -> None:
         """Settle a tick's renames now (the last tick's, by default: the loop is going idle or stopping),

@@ -126,16 +126,17 @@ class Supervisor:
     def _reap_and_dispatch(self) -> None:
         """The tick's results, and the marks of long-running phases, saved in ONE group commit. A start
         writes nothing (dispatch.py), so the workers those results freed get their next episodes before
-        the commit and work while it syncs; what the results made ready starts once renamed (Recorder.save).
-        Pending costs count against their batch's budget meanwhile; checkpoints that reporting makes due
-        join the next tick's group (`self.group`)."""
+        the commit and work while it syncs; what the results made ready starts once renamed; then the
+        last tick's results, durable now, are reported (Recorder.save). Pending costs count against their
+        batch's budget meanwhile; checkpoints that reporting makes due join the next group (`self.group`)."""
         group, self.group = self.group, CommitGroup(self.spool.root, self.spares)
         results = self.recorder.plan(self.recorder.take(), group)
         self.dispatcher.mark_running(group)
         self.dispatcher.run()
-        self.recorder.save(results, group)
-        self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
+        durable = self.recorder.save(results, group)
         self.dispatcher.run()
+        self.recorder.report(durable)
+        self._take_news()  # a busy tick (a batch completing) must not hold up a new manifest
 
     def _drained(self) -> bool:
         if not self.executor.in_flight():
