@@ -131,23 +131,23 @@ class Recorder:
         if applied or group.applied:
             if group.settled_by_any_sync:
                 self.unsettled = (group, applied)
-            else:
-                self.settle((group, applied))
+            else:  # files fsynced one by one: no later sync covers these renames, so they settle now
+                self._settle(group)
+                self.report(applied)
         return last[1] if last is not None else []
 
-    def settle(self, unsettled: tuple[CommitGroup, list[Planned]] | None = None) -> None:
-        """Settle a tick's renames now (the last tick's, by default: the loop is going idle or stopping),
-        then report its results."""
-        if unsettled is None:
-            unsettled, self.unsettled = self.unsettled, None
-        if unsettled is None:
-            return
-        group, applied = unsettled
+    def settle(self) -> None:
+        """Settle the last tick's renames now and report its results (the loop goes idle, or stops)."""
+        if self.unsettled is not None:
+            (group, applied), self.unsettled = self.unsettled, None
+            self._settle(group)
+            self.report(applied)
+
+    def _settle(self, group: CommitGroup) -> None:
         try:
             group.settle()
         except GroupFailed as exc:
             self.sup.saving_failed("saving results", exc)
-        self.report(applied)
 
     def publish(self, planned: list[Planned], failed: set[object]) -> None:
         """After a whole commit: what is on disk becomes what the supervisor holds, and is reported."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ class EchoExecutor:
         self.slots = slots
         self.tasks: list[StageTask] = []
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # readable: outcomes are waiting
-        self.memory = type("Memory", (), {"rss": 0, "paused": False})()
+        self.memory = SimpleNamespace(rss=0, paused=False)  # the memory guard's view: nothing to guard
 
     def boot(self) -> None: ...
     def prepare(self, queued: int | None = None) -> None: ...
