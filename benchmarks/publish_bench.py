@@ -60,7 +60,7 @@ def main() -> None:
     per_turn = EspeakSpeech().synthesize([Turn("Alex", SENTENCE)], ctx)
     n_turns = max(2, round(args.seconds / (len(per_turn.pcm) / 2 / per_turn.sample_rate + 0.35)))
     script = _script(n_turns)
-    from podspool.stages.script_format import parse_turns
+    from podspool.stages.script.format import parse_turns
 
     turns = parse_turns(script)
     speech = EspeakSpeech().synthesize(turns, ctx)

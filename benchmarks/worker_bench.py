@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 from loguru import logger
 from podspool.daemon.config import Config
-from podspool.daemon.executor import StageTask, TaskOutcome
-from podspool.daemon.pool import LocalExecutor
+from podspool.daemon.executors.local.pool import LocalExecutor
+from podspool.daemon.executors.protocol import StageTask, TaskOutcome
 from podspool.daemon.ratelimit import SharedLimiter
 from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageContext
 from podspool.stages.registry import run_stage, warm_up

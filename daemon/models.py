@@ -232,7 +232,7 @@ class EpisodeManifest(BaseModel):
     finished_at: str | None = None
 
     def fork(self) -> EpisodeManifest:
-        """A copy the lifecycle (daemon/lifecycle.py) may change without touching this one: every container
+        """A copy the lifecycle (daemon/core/lifecycle.py) may change without touching this one: every container
         it changes is copied, what it only replaces is shared. A tenth of a deep copy's cost."""
         return self.model_copy(update={
             "phases": self.phases.model_copy(), "costs": self.costs.model_copy(), "errors": list(self.errors),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from podspool.daemon.commit import rename_new
+from podspool.daemon.core.commit import rename_new
 from podspool.daemon.models import BatchManifest, EpisodeManifest, utcnow
 from podspool.stages import fsio
 from pydantic import ValidationError
@@ -52,7 +52,7 @@ class Spool:
         self.inbox = root / "inbox"
         self.rejected = root / "rejected"
         self.batches = root / "batches"
-        self.archive = root / "archive"  # the layout inside is daemon/archive.py's
+        self.archive = root / "archive"  # the layout inside is daemon/publishing/archive.py's
         self.logs = root / "logs"
         self.state = root / "state"
         self.staging = self.state / "staging"
@@ -162,7 +162,7 @@ class Spool:
                 pass  # gone already, or a read-only disk: a stray temp file is not worth stopping for
         return removed
 
-    # ---- intake (daemon/staging.py builds and commits a batch) ----------------------------------
+    # ---- intake (daemon/intake/staging.py builds and commits a batch) ----------------------------------
 
     def remove_inbox_file(self, path: Path) -> None:
         fsio.crashpoint(f"unlink inbox {path.name}")  # test hook

@@ -18,7 +18,7 @@ from podspool.stages import artifacts, fsio, pcm
 from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError, StageResult, Turn
 from podspool.stages.costs import cost_of
 from podspool.stages.providers import registry
-from podspool.stages.script_format import parse_turns
+from podspool.stages.script.format import parse_turns
 from podspool.stages.settings import AudioSettings, StageSettings
 from podspool.stages.words import words
 

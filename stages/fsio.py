@@ -153,10 +153,10 @@ def temp_name_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
-# Deferred writes. A local stage worker (daemon/workers.py) leaves each file at its temp name, its
+# Deferred writes. A local stage worker (daemon/executors/local/workers.py) leaves each file at its temp name, its
 # contents written but not synced, and reports the (temp, final) pairs with its result; the supervisor
 # renames them in its group commit, after the one syncfs that makes every file of the tick durable
-# (daemon/commit.py). Temp, sync, rename, as everywhere: one sync a tick instead of one per file, and
+# (daemon/core/commit.py). Temp, sync, rename, as everywhere: one sync a tick instead of one per file, and
 # a worker never waits on the disk. Per thread: a worker runs two tasks at once.
 _pending = threading.local()
 

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from podspool.stages import artifacts, fsio, quality, script_format, script_normalise
+from podspool.stages import artifacts, fsio
 from podspool.stages.base import EpisodeInput, StageContext, StageError, StageResult, Usage
 from podspool.stages.costs import cost_of
 from podspool.stages.providers import registry
+from podspool.stages.script import format as script_format
+from podspool.stages.script import normalise as script_normalise
+from podspool.stages.script import quality
 
 REJECTED_MD = "script.rejected.md"  # the last refused draft, kept for the operator who reads failed/
 

@@ -32,7 +32,6 @@ def run_stage(stage: StageName, folder: Path, episode: EpisodeInput, ctx: StageC
 def warm_up(stage: StageName, settings: StageSettings) -> None:
     """Import a stage and its provider (numpy, BM25, libespeak...) before the first episode needs them."""
     from podspool.stages.providers import registry as providers
-
     module = importlib.import_module(f"podspool.stages.{stage}")
     wanted = getattr(module, "warm_up_imports", None)  # what the stage imports lazily (scipy for publishing)
     for name in wanted(settings) if wanted else ():

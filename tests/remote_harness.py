@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon.config import load_config
-from podspool.daemon.executor import StageTask, TaskOutcome
-from podspool.daemon.remote.executor import DramatiqExecutor
+from podspool.daemon.executors.protocol import StageTask, TaskOutcome
+from podspool.daemon.executors.remote.executor import DramatiqExecutor
 from podspool.stages.base import STAGE_NAMES, EpisodeInput
 
 REMOTE_CONFIG = """

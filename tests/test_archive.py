@@ -10,7 +10,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from podspool.daemon import archive
+from podspool.daemon.publishing import archive
 from podspool.daemon.spool import Spool
 from podspool_helpers import cli, episodes_in, make_spool, write_manifest
 from publish_helpers import BATCH, EIDS, copy_spool, finished_spool, temp_files

@@ -14,7 +14,7 @@ from podspool.stages.audio import validate
 from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError
 from podspool.stages.providers.espeak import EspeakSpeech, voices_for
 from podspool.stages.registry import run_stage
-from podspool.stages.script_format import parse_turns
+from podspool.stages.script.format import parse_turns
 from podspool.stages.settings import AudioSettings, StageSettings
 
 SCRIPT = """# Test

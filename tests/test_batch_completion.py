@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from podspool.daemon.batchbook import BatchBook, FinishedEpisodes
+from podspool.daemon.core.batches import BatchBook, FinishedEpisodes
 from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, episode_id
+from podspool.daemon.observers.timeline import svg_lines
 from podspool.daemon.spool import Spool, manifest_bytes
-from podspool.daemon.timeline import svg_lines
 
 BID = "fin"
 

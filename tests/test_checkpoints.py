@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from podspool.daemon import commit
-from podspool.daemon.batchbook import CHECKPOINTS, BatchBook, checkpoint_name, summary_name
-from podspool.daemon.commit import CommitGroup, GroupFailed
-from podspool.daemon.episodes import EpisodeBook
+from podspool.daemon.core import commit
+from podspool.daemon.core.batches import CHECKPOINTS, BatchBook, checkpoint_name, summary_name
+from podspool.daemon.core.commit import CommitGroup, GroupFailed
+from podspool.daemon.core.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.spool import Spool
 

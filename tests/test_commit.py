@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from podspool.daemon import commit
-from podspool.daemon.commit import CommitGroup, SparePool
+from podspool.daemon.core import commit
+from podspool.daemon.core.commit import CommitGroup, SparePool
 
 
 def _rewrite(root: Path, pool: SparePool | None, target: Path, text: str) -> None:
@@ -66,10 +66,9 @@ def test_a_failed_exchange_target_is_replaced_and_the_group_goes_on(tmp_path: Pa
 
 def test_a_workers_deferred_files_wait_at_their_temp_names_until_the_group_renames_them(tmp_path: Path) -> None:
     from podspool.stages import fsio
-
     folder = tmp_path / "research" / "ep_001_b"
     folder.mkdir(parents=True)
-    fsio.defer_writes()  # what a stage worker's task thread does (daemon/workers.py)
+    fsio.defer_writes()  # what a stage worker's task thread does (daemon/executors/local/workers.py)
     try:
         fsio.write_json(folder / "research.json", {"findings": []})
         fsio.write_bytes(folder / "episode.mp3", b"ID3 mp3")
@@ -94,7 +93,6 @@ def test_a_workers_deferred_files_wait_at_their_temp_names_until_the_group_renam
 
 def test_a_retracted_or_undone_adoption_keeps_the_workers_temps_for_the_next_try(tmp_path: Path) -> None:
     from podspool.stages import fsio
-
     folder = tmp_path / "ep"
     folder.mkdir()
     fsio.defer_writes()

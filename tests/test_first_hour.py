@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.intake import ManifestProblem, check_manifest
+from podspool.daemon.intake.validate import ManifestProblem, check_manifest
 from podspool.stages.settings import ResearchSettings
 from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 

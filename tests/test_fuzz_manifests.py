@@ -15,8 +15,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
-from podspool.daemon.intake import ManifestProblem, check_manifest
-from podspool.daemon.recovery import batch_of_folder
+from podspool.daemon.core.recovery import batch_of_folder
+from podspool.daemon.intake.validate import ManifestProblem, check_manifest
 from podspool_helpers import episodes_in, make_spool, start_daemon, wait_for
 
 FIELDS = {"batch_id", "starting_episode", "topics", "episodes", "strategy", "priority", "budget_usd"}

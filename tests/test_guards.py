@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from podspool.daemon.config import Limits
-from podspool.daemon.guards import MemoryGuard
+from podspool.daemon.executors.local.guards import MemoryGuard
 
 
 def test_memory_guard_pauses_and_resumes() -> None:

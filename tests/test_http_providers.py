@@ -13,10 +13,10 @@ from fakeapi import FakeApi, Reply, error, http_date
 from podspool.daemon.ratelimit import SharedLimiter
 from podspool.stages.base import Finding, ResearchOutput, StageError, Usage
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.openai_compat import OpenAIWriter
-from podspool.stages.providers.perplexity import PerplexityResearch
+from podspool.stages.providers.openai.writer import OpenAIWriter
+from podspool.stages.providers.perplexity.research import PerplexityResearch
 from podspool.stages.providers.websearch import WebSearchResearch
-from podspool.stages.script_normalise import normalise
+from podspool.stages.script.normalise import normalise
 from podspool.stages.settings import StageSettings
 from provider_helpers import EPISODE, KEY, RecordingLimiter, make_ctx
 

@@ -1,4 +1,4 @@
-"""Intake staging (daemon/staging.py): files written in place in the invisible staging folder, made durable
+"""Intake staging (daemon/intake/staging.py): files written in place in the invisible staging folder, made durable
 by one sync before the rename that publishes them; a failed or interrupted intake leaves no batch or the
 whole batch."""
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from podspool.daemon import staging
+from podspool.daemon.intake import staging
 from podspool.daemon.models import BatchManifest
 from podspool.daemon.spool import Spool
 from podspool.stages import fsio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 
-from podspool.daemon import lifecycle
-from podspool.daemon.episodes import Episode, EpisodeBook
+from podspool.daemon.core import lifecycle
+from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.models import EpisodeManifest
 from podspool.stages.base import StageResult
 
@@ -167,7 +167,7 @@ def test_an_episode_popped_but_not_started_keeps_its_place() -> None:
 
 
 def test_results_not_yet_committed_count_against_the_budget() -> None:
-    from podspool.daemon.batchbook import BatchState
+    from podspool.daemon.core.batches import BatchState
 
     b = BatchState(meta={"budget_usd": 1.0})
     b.tally.add_cost("research", 0.6)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from podspool.daemon.intake import ManifestProblem, check_file, check_manifest
+from podspool.daemon.intake.validate import ManifestProblem, check_file, check_manifest
 from podspool.daemon.models import BatchManifest, episode_id
 
 
@@ -118,7 +118,7 @@ def test_file_checks(tmp_path: Path) -> None:
 
 
 def test_the_episode_count_hint_counts_what_a_manifest_lists_and_never_raises(tmp_path: Path) -> None:
-    from podspool.daemon.intake import episode_count_hint
+    from podspool.daemon.intake.validate import episode_count_hint
 
     def hint(content: bytes, max_bytes: int = 10_000) -> int:
         path = tmp_path / "m.json"

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from podspool.daemon import staging
+from podspool.daemon.intake import staging
 from podspool.daemon.models import BatchManifest
 from podspool.daemon.spool import Spool
 from podspool_helpers import make_spool, wait_for

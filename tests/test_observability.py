@@ -153,8 +153,8 @@ def test_dashboard_metrics_timeline_and_webhooks_read_true(tmp_path: Path, recei
 def test_alerts_retry_transient_errors_and_never_block(receiver: Receiver) -> None:
     import time
 
-    from podspool.daemon.alerts import AlertsHook
     from podspool.daemon.models import EpisodeManifest
+    from podspool.daemon.observers.alerts import AlertsHook
 
     flaky = {"left": 2}
     original = receiver.server.RequestHandlerClass.do_POST  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import pytest
 from fakeapi import FakeApi, Reply, error
 from podspool.stages.base import StageError
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.perplexity import PerplexityResearch
+from podspool.stages.providers.perplexity.research import PerplexityResearch
 from provider_helpers import EPISODE, KEY, RecordingLimiter, make_ctx
 
 RESULTS = [

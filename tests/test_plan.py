@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from podspool.daemon.cli.plan import eta
+from podspool.daemon.cli.plan_model import StageLoad, simulate
 from podspool.daemon.config import Config
 from podspool.daemon.models import EpisodeManifest, PhaseTiming
-from podspool.daemon.plan import eta
-from podspool.daemon.plan_model import StageLoad, simulate
 from podspool.daemon.ratelimit.window import Rate
 from podspool_helpers import cli, write_manifest
 

@@ -10,8 +10,8 @@ from typing import Any
 import psutil
 import pytest
 from podspool.daemon.config import Config
-from podspool.daemon.pool import LocalExecutor
-from podspool.daemon.workers import Worker
+from podspool.daemon.executors.local.pool import LocalExecutor
+from podspool.daemon.executors.local.workers import Worker
 from podspool.stages.base import STAGE_NAMES
 from podspool_helpers import wait_for
 

@@ -274,7 +274,7 @@ def test_an_mp3_that_misses_is_made_again(tmp_path: Path, monkeypatch: pytest.Mo
     read back, found off, and made again with the aim corrected; the independent decoder and meter agree."""
     from podspool.stages.providers.espeak import EspeakSpeech
     from podspool.stages.publish import episode as publishing
-    from podspool.stages.script_format import parse_turns
+    from podspool.stages.script.format import parse_turns
 
     monkeypatch.setattr(publishing, knob, value)
     turns = parse_turns(SCRIPT)

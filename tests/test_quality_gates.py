@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from podspool.stages import artifacts, fsio, quality, script_format
+from podspool.stages import artifacts, fsio
 from podspool.stages.base import (
     EpisodeInput,
     Finding,
@@ -16,9 +16,11 @@ from podspool.stages.base import (
     WriterOutput,
 )
 from podspool.stages.providers import registry
-from podspool.stages.providers.local_writer import LocalWriter
+from podspool.stages.providers.local.writer import LocalWriter
 from podspool.stages.registry import run_stage
-from podspool.stages.script_normalise import normalise
+from podspool.stages.script import format as script_format
+from podspool.stages.script import quality
+from podspool.stages.script.normalise import normalise
 from podspool.stages.settings import ProductionSettings, QualitySettings, StageSettings
 
 FACTS = [

@@ -12,10 +12,10 @@ import redis
 from fakeapi import FakeApi, Reply
 from loguru import logger
 from podspool.daemon.config import load_config
-from podspool.daemon.executor import StageTask, TaskOutcome
-from podspool.daemon.remote import blobs
-from podspool.daemon.remote.executor import DramatiqExecutor
-from podspool.daemon.remote.names import Names
+from podspool.daemon.executors.protocol import StageTask, TaskOutcome
+from podspool.daemon.executors.remote import blobs
+from podspool.daemon.executors.remote.executor import DramatiqExecutor
+from podspool.daemon.executors.remote.names import Names
 from podspool.stages.base import EpisodeInput
 from podspool_helpers import cli
 from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import redis
-from podspool.daemon.executor import StageTask
+from podspool.daemon.executors.protocol import StageTask
+from podspool.daemon.executors.remote.actors import GateLock
 from podspool.daemon.ratelimit.redis_backend import RedisBackend, RedisLimiter
-from podspool.daemon.remote.actors import GateLock
 from podspool.stages.base import EpisodeInput
 from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)
 from remote_harness import make_executor, write_config

@@ -54,7 +54,7 @@ def test_every_host_counts_on_the_servers_clock(client: redis.Redis) -> None:
 
 
 def test_status_reads_the_shared_window_from_redis_without_taking_a_grant(client: redis.Redis) -> None:
-    from podspool.daemon.ratewatch import headroom
+    from podspool.daemon.ratelimit.view import headroom
 
     backend = RedisBackend(client, prefix="view:")
     limiter = RateLimiter(backend, {"api": (5, 2.0)}, clock=redis_clock(client))

@@ -8,9 +8,9 @@ import pytest
 from loguru import logger
 from podspool.stages import artifacts
 from podspool.stages.base import EpisodeInput, StageContext
-from podspool.stages.passages import html_passages, text_passages
 from podspool.stages.registry import run_stage
 from podspool.stages.settings import ResearchSettings, StageSettings
+from podspool.stages.sources.passages import html_passages, text_passages
 
 TIDES = """# Tides
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from podspool.daemon.config import Retention
-from podspool.daemon.retention import DAY_S, drop_wav, sweep
+from podspool.daemon.publishing.retention import DAY_S, drop_wav, sweep
 from podspool.daemon.spool import Spool
 from podspool_helpers import cli, make_spool, write_manifest
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podspool.stages.script_format import parse_turns, sections
-from podspool.stages.script_normalise import normalise
+from podspool.stages.script.format import parse_turns, sections
+from podspool.stages.script.normalise import normalise
 
 HOSTS = ["Alex", "Sam"]
 

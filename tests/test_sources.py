@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from podspool.stages.sources import SourceError, check_sources, is_url, resolve_source, roots_from_settings
+from podspool.stages.sources.resolve import (
+    SourceError,
+    check_sources,
+    is_url,
+    resolve_source,
+    roots_from_settings,
+)
 
 
 @pytest.fixture

@@ -48,8 +48,8 @@ def test_each_episode_is_voiced_in_three_requests_or_fewer(tmp_path: Path) -> No
 
 
 def test_plan_counts_speech_requests_as_each_provider_makes_them() -> None:
+    from podspool.daemon.cli.plan import stage_work
     from podspool.daemon.config import Config
-    from podspool.daemon.plan import stage_work
 
     def audio(**cfg: object) -> tuple[str, int, float]:
         w = stage_work(Config.model_validate({"plan": {"script_words": 450, "words_per_turn": 22}, **cfg}), "audio")

@@ -12,7 +12,7 @@ from podspool.stages import artifacts
 from podspool.stages import audio as audio_stage
 from podspool.stages.base import EpisodeInput, StageError, Turn
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.openai_speech import DEFAULT_VOICES, OpenAISpeech
+from podspool.stages.providers.openai.speech import DEFAULT_VOICES, OpenAISpeech
 from podspool.stages.settings import StageSettings
 from provider_helpers import KEY, RecordingLimiter, make_ctx
 
@@ -117,8 +117,8 @@ def test_the_audio_stage_speaks_an_episode_through_provider_openai(tmp_path: Pat
 
 
 def test_doctor_checks_the_speech_endpoint_not_the_writers(tmp_path: Path) -> None:
+    from podspool.daemon.cli.doctor import run_checks
     from podspool.daemon.config import Config
-    from podspool.daemon.doctor import run_checks
 
     with FakeApi(Reply(body={})) as fake:
         cfg = Config.model_validate({"audio": {"provider": "openai"},

@@ -112,8 +112,8 @@ def test_a_missing_voice_file_is_a_clear_permanent_error() -> None:
 
 
 def test_doctor_finds_the_voice_wheel_and_names_a_missing_voice(tmp_path: Path) -> None:
+    from podspool.daemon.cli.doctor import run_checks
     from podspool.daemon.config import Config
-    from podspool.daemon.doctor import run_checks
 
     lines: list[str] = []
     assert run_checks(tmp_path, Config.model_validate({"audio": {"provider": "piper"}}), lines.append), lines

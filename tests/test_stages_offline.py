@@ -12,7 +12,7 @@ from podspool.stages.base import EpisodeInput, StageContext, StageError
 from podspool.stages.providers.sim import SimProvider
 from podspool.stages.registry import run_stage
 from podspool.stages.settings import ProvidersSettings, ResearchSettings, SimSettings, StageSettings
-from podspool.stages.sources import check_sources
+from podspool.stages.sources.resolve import check_sources
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "examples" / "small_batch.json"

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from loguru import logger
-from podspool.daemon import commit
 from podspool.daemon.config import load_config
-from podspool.daemon.executor import StageTask, TaskOutcome
+from podspool.daemon.core import commit
+from podspool.daemon.core.supervisor import Supervisor
+from podspool.daemon.executors.protocol import StageTask, TaskOutcome
 from podspool.daemon.spool import Spool
-from podspool.daemon.supervisor import Supervisor
 from podspool.stages.base import StageName, StageResult
 from podspool_helpers import make_spool
 

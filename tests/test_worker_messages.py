@@ -10,8 +10,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from loguru import logger
-from podspool.daemon import worker_outbox
-from podspool.daemon.messages import Log
+from podspool.daemon.executors.local import outbox as worker_outbox
+from podspool.daemon.executors.local.messages import Log
 from podspool.stages.base import EpisodeInput
 
 
@@ -65,7 +65,7 @@ def test_a_long_tasks_lines_go_as_they_happen_and_threads_hold_their_own(monkeyp
 
 
 def test_a_task_says_it_is_past_its_call_only_when_its_save_is_slow(monkeypatch: Any) -> None:
-    from podspool.daemon.messages import Freed
+    from podspool.daemon.executors.local.messages import Freed
 
     monkeypatch.setattr(worker_outbox, "FREED_AFTER_S", 0.05)
     sent: list[Any] = []
@@ -105,8 +105,8 @@ def test_the_workers_loop_wakes_to_send_a_late_freed_while_a_task_saves() -> Non
     """workers.serve, the worker's main loop, on a real pipe: a task past its call and still saving
     FREED_AFTER_S later is announced while it saves, not after (so the supervisor may overlap the next
     call with the save). A loop that waited on the pipe alone slept through the deadline."""
-    from podspool.daemon.messages import Done, Run, Stop
-    from podspool.daemon.workers import serve
+    from podspool.daemon.executors.local.messages import Done, Run, Stop
+    from podspool.daemon.executors.local.workers import serve
     from podspool.stages.base import StageResult
 
     sup_end, worker_end, send = _worker_pipe()
@@ -142,8 +142,8 @@ def test_a_worker_runs_its_tasks_on_its_loop_until_a_save_is_slow_then_on_task_t
     loop's own thread (no hand-over). A save that outlasts FREED_AFTER_S there cannot be announced (the
     loop is running it), and it sends the tasks after it to task threads, where a slow save's Freed goes
     out while it saves."""
-    from podspool.daemon.messages import Done, Run, Stop
-    from podspool.daemon.workers import placer, serve
+    from podspool.daemon.executors.local.messages import Done, Run, Stop
+    from podspool.daemon.executors.local.workers import placer, serve
     from podspool.stages.base import StageResult
 
     monkeypatch.setattr(worker_outbox, "FREED_AFTER_S", 0.05)

@@ -19,14 +19,15 @@ from loopback_writers import (
     obedient,
     sloppy_then_fixed,
 )
-from podspool.stages import artifacts, fsio, quality
+from podspool.stages import artifacts, fsio
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageError, StageResult
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.local_research import LocalResearch
-from podspool.stages.providers.openai_compat import OpenAIWriter, build_prompt
+from podspool.stages.providers.local.research import LocalResearch
+from podspool.stages.providers.openai.writer import OpenAIWriter, build_prompt
 from podspool.stages.registry import run_stage
-from podspool.stages.script_format import parse_turns, script_rules, source_numbers, with_sources
-from podspool.stages.script_normalise import normalise
+from podspool.stages.script import quality
+from podspool.stages.script.format import parse_turns, script_rules, source_numbers, with_sources
+from podspool.stages.script.normalise import normalise
 from podspool.stages.settings import ResearchSettings, StageSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,21 +8,21 @@ from typing import Any
 
 RESEARCH = {
     "sim": "podspool.stages.providers.sim:SimProvider",
-    "local": "podspool.stages.providers.local_research:LocalResearch",
-    "perplexity": "podspool.stages.providers.perplexity:PerplexityResearch",
+    "local": "podspool.stages.providers.local.research:LocalResearch",
+    "perplexity": "podspool.stages.providers.perplexity.research:PerplexityResearch",
     "websearch": "podspool.stages.providers.websearch:WebSearchResearch",
 }
 WRITERS = {
     "sim": "podspool.stages.providers.sim:SimProvider",
-    "local": "podspool.stages.providers.local_writer:LocalWriter",
-    "openai": "podspool.stages.providers.openai_compat:OpenAIWriter",
+    "local": "podspool.stages.providers.local.writer:LocalWriter",
+    "openai": "podspool.stages.providers.openai.writer:OpenAIWriter",
 }
 SPEECH = {
     "sim": "podspool.stages.providers.sim:SimProvider",
     "espeak": "podspool.stages.providers.espeak:EspeakSpeech",
     "piper": "podspool.stages.providers.piper:PiperSpeech",
     "elevenlabs": "podspool.stages.providers.elevenlabs:ElevenLabsSpeech",
-    "openai": "podspool.stages.providers.openai_speech:OpenAISpeech",
+    "openai": "podspool.stages.providers.openai.speech:OpenAISpeech",
 }
 
 

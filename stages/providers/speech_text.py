@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from podspool.stages.base import StageError, Turn, TurnSpan
-from podspool.stages.script_format import spoken
+from podspool.stages.script.format import spoken
 
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 SPACE_BEFORE_PUNCT = re.compile(r"\s+(?=[.,;:!?…])")  # "there [1]." loses its marker, then the space

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podspool.stages.base import TurnSpan
-from podspool.stages.script_format import parse_turns, sections
+from podspool.stages.script.format import parse_turns, sections
 
 JSON_CHAPTERS_VERSION = "1.2.0"
 

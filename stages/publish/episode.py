@@ -17,7 +17,7 @@ from podspool.stages import artifacts, fsio, pcm
 from podspool.stages.base import EpisodeInput, Finding, SpeechOutput, Turn
 from podspool.stages.publish import chapters as chapter_rules
 from podspool.stages.publish import loudness, mp3, shownotes, tags, timing, transcript, verify
-from podspool.stages.script_format import HEADING_RE
+from podspool.stages.script.format import HEADING_RE
 from podspool.stages.settings import StageSettings
 
 # Lossy coding moves peaks up by up to about 0.9 dB at 64 kbit/s, and the decoded file is about 0.5 LU

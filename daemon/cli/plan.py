@@ -1,0 +1,220 @@
+"""`podspool plan`: calls, cost and duration of a batch from the configuration, before anything is spent.
+
+The figures come from the same places the daemon uses: the processes a batch may use per stage (its
+strategy's preset, or `[concurrency]`), the shared rate limits and their safety margin, the session cap,
+the price table (`stages/costs.py`, with `[pricing]` overrides), and each provider's latency (`sim`'s
+own setting; `[plan.latency_s]` or the typical figures in `daemon/config.py` for the others). The
+timing model is `daemon/cli/plan_model.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from podspool.daemon.cli.plan_model import Bound, StageLoad, bounds, simulate
+from podspool.daemon.config import TYPICAL_LATENCY_S, Config
+from podspool.daemon.core.scheduling import batch_stage_cap
+from podspool.daemon.models import BatchManifest, EpisodeManifest
+from podspool.daemon.ratelimit.window import Rate
+from podspool.stages.base import STAGE_NAMES, StageName, Usage
+from podspool.stages.costs import cost_of
+from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
+
+OFFLINE = ("local", "espeak", "piper")  # providers that call no API: no calls to count, nothing to pay
+CHARS_PER_WORD = 6  # a spoken word and its space, for per-character prices
+TOKENS_PER_WORD = 1.35
+
+
+@dataclass
+class StageWork:
+    """What one episode asks of one stage: calls, their latency and the usage they are billed for."""
+
+    stage: StageName
+    provider: str
+    api: str
+    calls: int
+    latency_s: float
+    usage: list[Usage] = field(default_factory=list)
+    note: str | None = None
+
+
+def _latency(cfg: Config, stage: StageName, provider: str) -> float:
+    if provider == "sim":
+        sim = cfg.providers.sim
+        return sim.stage_latency_ms.get(stage, sim.latency_ms) / 1000.0
+    name = f"local_{'research' if stage == 'research' else 'writer'}" if provider == "local" else provider
+    if stage == "audio" and provider == "openai":
+        name = "openai_speech"  # the speech endpoint, not the script writer's chat model
+    return cfg.plan.latency_s.get(name, TYPICAL_LATENCY_S.get(name, 1.0))
+
+
+def stage_work(cfg: Config, stage: StageName) -> StageWork:
+    """One episode's work at `stage` with the configured provider."""
+    provider = str(getattr(cfg, stage).provider)
+    latency = _latency(cfg, stage, provider)
+    words = cfg.plan.script_words
+    if provider == "sim":
+        # the sim makes one call per stage (its writer is never revised) at cost_per_call_usd
+        usage = [Usage(api="sim", model="sim", cost_usd=cfg.providers.sim.cost_per_call_usd)]
+        return StageWork(stage, provider, "sim", 1, latency, usage)
+    if provider in OFFLINE:
+        return StageWork(stage, provider, provider, 1, latency)
+    if stage == "research":
+        pplx = cfg.providers.perplexity
+        if provider == "perplexity":
+            model = "search" if pplx.api == "search" else pplx.model or pplx.preset or "sonar"
+        else:
+            model = cfg.providers.websearch.search_depth
+        usage = [Usage(api=provider, model=model, input_tokens=200, output_tokens=900)]
+        return StageWork(stage, provider, provider, 1, latency, usage, note=f"{provider}: tokens estimated")
+    if stage == "production":
+        calls = 1 + round(cfg.plan.revisions)
+        tokens_out = int(words * TOKENS_PER_WORD)
+        usage = [Usage(api="openai", model=cfg.providers.openai.model, input_tokens=2500,
+                       output_tokens=tokens_out) for _ in range(calls)]
+        note = f"openai: {calls} draft(s) per episode of about {words} words ([plan] revisions, script_words)"
+        return StageWork(stage, provider, "openai", calls, latency, usage, note=note)
+    turns = max(1, round(words / cfg.plan.words_per_turn))
+    chars = words * CHARS_PER_WORD
+    if provider == "openai":  # one request per turn, a voice per host
+        speech = cfg.providers.openai_speech
+        usage = [Usage(api="openai_speech", model=speech.model, characters=chars // turns) for _ in range(turns)]
+        note = f"openai_speech: about {turns} turns and {chars} characters per episode ([plan] script_words, words_per_turn)"
+        return StageWork(stage, provider, "openai_speech", turns, latency, usage, note=note)
+    # elevenlabs: per_turn is one request per turn; dialogue packs turns into requests of at most
+    # max_chars_per_request, each taking as long as the turns it speaks; characters are what it bills
+    el = cfg.providers.elevenlabs
+    calls = turns if el.mode == "per_turn" else max(1, -(-chars // el.max_chars_per_request))
+    usage = [Usage(api="elevenlabs", model=el.model or DEFAULT_MODELS[el.mode], characters=chars // calls)
+             for _ in range(calls)]
+    note = (f"elevenlabs {el.mode}: about {turns} turns and {chars} characters per episode in {calls} request(s) "
+            "([plan] script_words, words_per_turn)")
+    return StageWork(stage, provider, "elevenlabs", calls, latency * turns / calls, usage, note=note)
+
+
+def load_factor(cfg: Config) -> float:
+    """How much slower the daemon's own work runs now than on an idle machine, from the 1-minute load
+    average per core above 1, weighted by `[plan] load_weight` (fitted: half of it shows)."""
+    try:
+        per_core = os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0)))
+    except (OSError, AttributeError):
+        return 1.0
+    return 1.0 + cfg.plan.load_weight * max(0.0, per_core - 1.0)
+
+
+def rates(cfg: Config) -> dict[str, Rate]:
+    """The daemon's own limits, margin included (`Rate.of`), by API."""
+    return {api: Rate.of(n, window) for api, (n, window) in cfg.rate_limits.parsed().items()}
+
+
+def loads(cfg: Config, strategy: str, works: list[StageWork], factor: float = 1.0) -> list[StageLoad]:
+    limited = rates(cfg)
+    return [StageLoad(stage=w.stage,
+                      processes=batch_stage_cap(strategy, w.stage, int(getattr(cfg.concurrency, w.stage)),
+                                                cfg.concurrency_explicit),
+                      calls=w.calls, latency_s=w.latency_s, api=w.api if w.api in limited else None,
+                      save_s=getattr(cfg.plan.save_s, w.stage) * factor,
+                      warmup_s=getattr(cfg.plan.warmup_s, w.stage) * factor)
+            for w in works]
+
+
+def _bound_by(ranked: list[Bound], episodes: int, duration: float) -> str:
+    if not ranked:
+        return "nothing (no work)"
+    if duration > 2 * episodes / ranked[0].per_second:
+        # most of the time goes to starting up: the first episode's way through, each worker's first task
+        return "pipeline fill and worker warm-up (too small a batch to reach its steady rate)"
+    return ranked[0].what
+
+
+def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None) -> dict[str, Any]:
+    """The plan of one batch, in the contract's shape (plus `bounds` and `notes`)."""
+    n = len(manifest.all_episodes())
+    strategy = manifest.effective_strategy()
+    works = [stage_work(cfg, s) for s in STAGE_NAMES]
+    settings = cfg.stage_settings()
+    calls: dict[str, int] = {}
+    cost = {"research": 0.0, "production": 0.0, "audio": 0.0}
+    for w in works:
+        if w.provider not in OFFLINE:
+            calls[w.api] = calls.get(w.api, 0) + w.calls * n
+        cost[w.stage] = round(cost_of(w.usage, settings) * n, 6)
+    cost["total"] = round(cost["research"] + cost["production"] + cost["audio"], 6)
+    factor = load_factor(cfg)
+    stage_loads = loads(cfg, strategy, works, factor)
+    limited = rates(cfg)
+    cap = cfg.limits.max_sessions_in_memory
+    supervisor_s, handoff_s = cfg.plan.supervisor_s * factor, cfg.plan.handoff_s * factor
+    duration = simulate(stage_loads, limited, cap, episodes=n, supervisor_s=supervisor_s, handoff_s=handoff_s)
+    ranked = bounds(stage_loads, limited, cap, supervisor_s, n, handoff_s)
+    notes = [w.note for w in works if w.note]
+    budget = manifest.budget_usd
+    if budget is not None and cost["total"] > budget:
+        per_episode = cost["total"] / n
+        notes.append(f"budget ${budget:.2f} is below the planned ${cost['total']:.2f}: about "
+                     f"{int(budget / per_episode) + 1 if per_episode else n} episodes start before the rest "
+                     "are held (raise it with `podspool retry --batch ID --budget USD`)")
+    return {
+        "batch_id": batch_id or manifest.batch_id,
+        "episodes": n,
+        "strategy": strategy,
+        "processes": {s.stage: s.processes for s in stage_loads},
+        "calls": calls,
+        "cost_usd": cost,
+        "duration_s": round(duration, 2),
+        "bound_by": _bound_by(ranked, n, duration),
+        "episodes_per_hour": round(ranked[0].per_second * 3600, 1) if ranked else None,
+        "bounds": [{"what": b.what, "episodes_per_hour": round(b.per_second * 3600, 1)} for b in ranked],
+        "notes": notes,
+        "load_factor": round(factor, 2),
+    }
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def render(plans: list[dict[str, Any]], cfg: Config) -> str:
+    lines = []
+    for p in plans:
+        c = p["cost_usd"]
+        procs = " / ".join(f"{p['processes'][s]}" for s in STAGE_NAMES)
+        lines += [f"BATCH {p['batch_id'] or '(id given at intake)'}: {p['episodes']} episodes, {p['strategy']} "
+                  f"(research / production / audio processes: {procs})",
+                  f"  providers:  {cfg.research.provider} / {cfg.production.provider} / {cfg.audio.provider}",
+                  "  API calls:  " + (", ".join(f"{api} {n}" for api, n in p["calls"].items()) or "none (offline)"),
+                  f"  cost:       research ${c['research']:.4f}, production ${c['production']:.4f}, "
+                  f"audio ${c['audio']:.4f}, total ${c['total']:.4f}",
+                  f"  duration:   {_duration(p['duration_s'])}, from the first episode started to the last one done",
+                  f"  bound by:   {p['bound_by']} ({p['episodes_per_hour']} episodes/hour at most)"]
+        lines += [f"  note:       {n}" for n in p["notes"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+
+def eta(episodes: list[tuple[str, EpisodeManifest]], strategy: str | None, cfg: Config) -> dict[str, Any] | None:
+    """Seconds until a running batch is done: the plan's model over the episodes still to go, with each
+    stage's time replaced by what this batch has measured so far, once it has measured it."""
+    remaining = [STAGE_NAMES.index(loc) for loc, _ in episodes if loc in STAGE_NAMES]
+    if not remaining:
+        return None
+    works = [stage_work(cfg, s) for s in STAGE_NAMES]
+    measured: dict[str, float] = {}
+    for w in works:
+        seconds = [m.timings[w.stage].seconds for _, m in episodes
+                   if w.stage in m.timings and m.timings[w.stage].seconds is not None]
+        if seconds:
+            # a measured stage time already holds its calls, the waits for their rate limit and the overhead
+            measured[w.stage] = sum(seconds) / len(seconds)  # type: ignore[arg-type]
+            w.latency_s = max(0.0, measured[w.stage] - getattr(cfg.plan.save_s, w.stage)) / max(1, w.calls)
+    factor = load_factor(cfg)
+    stage_loads = loads(cfg, strategy or "large_batch", works, factor)
+    seconds_left = simulate(stage_loads, rates(cfg), cfg.limits.max_sessions_in_memory, positions=remaining,
+                            supervisor_s=cfg.plan.supervisor_s * factor, handoff_s=cfg.plan.handoff_s * factor)
+    return {"eta_seconds": round(seconds_left, 1),
+            "eta_from": "measured " + ", ".join(measured) if measured else "plan (nothing measured yet)"}

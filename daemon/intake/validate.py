@@ -1,0 +1,247 @@
+"""Reading and validating a batch manifest from an untrusted file, safely.
+
+Every hazard of `json.loads` is caught here (DESIGN.md, known traps): the size is capped before
+parsing, the file is opened without following links, deep nesting, huge numbers, NaN/Infinity,
+duplicate keys and non-UTF-8 all become problems named in plain words, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems, describe_errors
+from podspool.stages.settings import ResearchSettings
+from podspool.stages.sources.resolve import check_sources, is_url, resolve_source, roots_from_settings
+from pydantic import ValidationError
+
+
+class ManifestProblem(Exception):
+    """The manifest cannot be accepted; `problems` names each reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Checked:
+    manifest: BatchManifest
+    raw: bytes
+    problems: list[str] = field(default_factory=list)
+
+
+def read_untrusted(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file of at most `max_bytes`, without following a link at its last component."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the name is a symbolic link
+            raise ManifestProblem(["the file is a symbolic link; only regular files are read"]) from None
+        raise ManifestProblem([f"cannot open: {exc.strerror}"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestProblem(["not a regular file"])
+        if st.st_size > max_bytes:
+            raise ManifestProblem([f"the file has {st.st_size} bytes, over the limit of {max_bytes} "
+                                   "(limits.max_manifest_bytes); it was not read"])
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise ManifestProblem([f"the file grew past {max_bytes} bytes while being read"])
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 30:
+        raise ValueError(f"the integer {text[:20]}... is too large")
+    return int(text)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestProblem([f"not UTF-8 text (bad byte at offset {exc.start})"]) from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant,
+                          parse_float=_finite_float, parse_int=_bounded_int)
+    except RecursionError:
+        raise ManifestProblem(["JSON nested too deeply"]) from None
+    except json.JSONDecodeError as exc:
+        raise ManifestProblem([f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+    except ValueError as exc:
+        raise ManifestProblem([f"not acceptable JSON: {exc}"]) from None
+
+
+def episode_count_hint(path: Path, max_bytes: int) -> int:
+    """How many episodes the manifest at `path` lists, read without judging it; 0 when it cannot be
+    read as one (taking it names the problem)."""
+    try:
+        data = parse_json(read_untrusted(path, max_bytes))
+    except ManifestProblem:
+        return 0
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(v) for v in (data.get("topics"), data.get("episodes")) if isinstance(v, list))
+
+
+def _episode_sources(data: dict[str, Any], manifest: BatchManifest | None) -> list[tuple[int, list[str]]]:
+    """(number, sources) of every episode whose own fields are valid, even when the batch is not."""
+    if manifest is not None:
+        return [(ep.number, list(ep.sources)) for ep in manifest.all_episodes()]
+    out = []
+    raw_episodes = data.get("episodes")
+    for raw in raw_episodes if isinstance(raw_episodes, list) else []:
+        try:
+            ep = BatchEpisode.model_validate(raw)
+        except (ValidationError, RecursionError):
+            continue
+        out.append((ep.number, list(ep.sources)))
+    return out
+
+
+def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) -> list[str]:
+    """Why the batch cannot succeed with the configured research, named before anything is spent.
+
+    Local research finds only what the episode's own source files or `research.sources_dir` hold; an
+    episode with neither would run, pay, and fail at the quality gate for want of grounding.
+    """
+    if research.provider != "local":
+        return []
+    if research.sources_dir:
+        folder = Path(research.sources_dir).expanduser()
+        if not folder.is_dir():
+            return [f"research.sources_dir {research.sources_dir} is not a folder, and local research "
+                    "(research.provider = \"local\") has nothing else to search"]
+        return []
+    bare = [ep.number for ep in manifest.all_episodes() if not any(not is_url(s) for s in ep.sources)]
+    if not bare:
+        return []
+    shown = ", ".join(map(str, bare[:20])) + (f" and {len(bare) - 20} more" if len(bare) > 20 else "")
+    return [f"episode(s) {shown}: no source files, and local research (research.provider = \"local\", the "
+            "offline default) has nothing else to search (URLs are not fetched offline); give each episode "
+            "'sources', set [research] sources_dir, or configure an online research provider"]
+
+
+def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = None,
+                   research: ResearchSettings | None = None) -> BatchManifest:
+    """Parse and validate; raise ManifestProblem naming every problem found, all at once.
+
+    Relative source paths resolve against `base` (`podspool submit`: the manifest's own folder), else
+    the first source root. With `research`, a batch that cannot succeed with it is refused too.
+    """
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise ManifestProblem([f"the manifest must be a JSON object, not {type(data).__name__}"])
+    manifest: BatchManifest | None = None
+    problems: list[str] = []
+    try:
+        manifest = BatchManifest.model_validate(data)
+    except ValidationError as exc:
+        # field problems, then the batch-level ones pydantic skipped because a field failed
+        problems += describe_errors(exc, batch_level=False)
+        problems += batch_level_problems(data.get("starting_episode"), data.get("topics"), data.get("episodes"))
+    except RecursionError:
+        raise ManifestProblem(["JSON nested too deeply"]) from None
+    for number, sources in _episode_sources(data, manifest):
+        problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base)]
+    if manifest is not None and research is not None:
+        problems += feasibility_problems(manifest, research)
+    if problems or manifest is None:
+        raise ManifestProblem(problems or ["the manifest is not valid"])
+    return manifest
+
+
+def check_file(path: Path, max_bytes: int, source_roots: list[Path], base: Path | None = None,
+               research: ResearchSettings | None = None) -> Checked:
+    raw = read_untrusted(path, max_bytes)
+    return Checked(manifest=check_manifest(raw, source_roots, base, research), raw=raw)
+
+
+# ---- where source paths may point ---------------------------------------------------------------
+# With `[research] source_roots` configured, those are the allowed roots, for `podspool submit` and the
+# daemon alike. Without, the daemon allows its working directory plus every folder a manifest was
+# submitted from with `podspool submit` (recorded here, in the daemon's own state/); a file dropped
+# straight into the inbox gets no such grant, so it cannot reach outside the working directory.
+GRANTS_FILE = "source_roots.json"
+MAX_GRANTS = 200
+
+
+def granted_roots(spool: Path) -> list[Path]:
+    try:
+        data = json.loads((spool / "state" / GRANTS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, OSError):
+        return []
+    return [Path(p) for p in data.get("roots", []) if isinstance(p, str) and Path(p).is_absolute()]
+
+
+def grant_root(spool: Path, folder: Path) -> bool:
+    """Let the daemon of `spool` read sources under `folder` (when no source_roots are configured).
+    True when the folder was not granted before."""
+    from podspool.stages import fsio
+    known = granted_roots(spool)
+    if known and known[-1] == folder:
+        return False
+    roots = [r for r in known if r != folder] + [folder]
+    (spool / "state").mkdir(mode=0o750, parents=True, exist_ok=True)
+    fsio.write_json(spool / "state" / GRANTS_FILE, {"roots": [str(r) for r in roots[-MAX_GRANTS:]]})
+    return folder not in known
+
+
+def daemon_roots(configured: list[str], spool: Path, cwd: Path | None = None) -> list[Path]:
+    """The daemon's allowed roots; the first is where a relative path in an inbox file resolves."""
+    base = cwd or Path.cwd()
+    if configured:
+        return roots_from_settings(configured, base)
+    return [base.resolve(), *granted_roots(spool)]
+
+
+def submit_roots(configured: list[str], manifest_folder: Path, cwd: Path | None = None) -> list[Path]:
+    """The roots `podspool submit` (and validate, plan) allows: the configured ones, else the manifest's
+    own folder and the working directory."""
+    base = cwd or Path.cwd()
+    if configured:
+        return roots_from_settings(configured, base)
+    return [manifest_folder.resolve(), base.resolve()]
+
+
+def with_absolute_sources(manifest: BatchManifest, roots: list[Path], base: Path) -> BatchManifest:
+    """The manifest with every local source as the real absolute path it was checked as."""
+    episodes = [ep.model_copy(update={"sources": [s if is_url(s) else str(resolve_source(s, roots, base))
+                                                  for s in ep.sources]})
+                for ep in manifest.episodes]
+    return manifest.model_copy(update={"episodes": episodes})

@@ -1,0 +1,2 @@
+"""Perplexity research: its three APIs (agent, sonar, search) behind one provider.
+Imports stages.providers.http and stages only."""

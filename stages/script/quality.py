@@ -1,0 +1,310 @@
+"""Quality gates for an episode script: hard rules that must hold, and scored qualities that must reach the threshold.
+
+Hard gates (complete, speakers, length, grounded, residue) are what makes an episode broken: a cut or
+empty reply, a refusal, a silent host or a line nobody can voice, too few or too many words, a citation
+of research that does not exist, a placeholder read aloud. Any one of them refuses the script whatever
+its score. Soft gates (citations, coverage, repetition, readability, balance) each score 0..1, and the
+episode's score is the lowest of them: `[quality] threshold` is what every scored quality must reach.
+The lowest rather than the mean, because a mean lets one real weakness (a script that skips most of the
+research) hide behind four perfect scores. Every reason names what to fix, with the offending line
+where there is one, because it is the next draft's feedback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from podspool.stages.base import ResearchOutput, Turn
+from podspool.stages.script.format import (
+    CITATION_RE,
+    ParsedScript,
+    cited_numbers,
+    coverage_needed,
+    parse,
+    top_findings,
+)
+from podspool.stages.script.normalise import Draft, excerpt
+from podspool.stages.settings import StageSettings
+from podspool.stages.words import flesch_reading_ease, tokens, words
+
+READABILITY_RANGE = (30.0, 100.0)  # Flesch: below 30 is academic prose, above 100 is baby talk
+FINDING_OVERLAP = 0.5  # share of a finding's content words that must appear for it to count as covered
+CITED_OVERLAP = 0.25  # ... or this share, when the script also cites the finding (a paraphrase)
+REPEAT_MIN_WORDS = 8  # shorter lines ("Exactly.", "Right, go on.") may recur naturally
+BALANCE_MIN = 0.25  # the quieter host's share of the words for full marks
+WINDOW_WORDS = 200  # a script without segment headings is judged for citations in windows of this size
+MAX_LISTED = 3  # offending lines quoted per reason
+
+REFUSAL = re.compile(r"\b(?:I'?m sorry|I apologi[sz]e|I can(?:no|')t (?:help|assist|write|create|provide|comply)|"
+                     r"I (?:won'?t|will not|am unable to|am not able to)|as an ai)\b", re.I)
+RESIDUE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("template braces", re.compile(r"[{}]")),
+    ("TODO/TBD/FIXME/XXX", re.compile(r"\b(?:TODO|TBD|FIXME|XXX)\b")),
+    ("lorem ipsum", re.compile(r"\blorem\b|\bipsum\b", re.I)),
+    ("bracketed placeholder", re.compile(r"\[(?!\s*\d)[^\]\n]{1,80}\]")),  # [citation needed], [insert name]
+    ("angle-bracket placeholder", re.compile(r"<[^<>\n]{1,80}>")),
+    ("language-model boilerplate", re.compile(r"\bas an ai\b|\blanguage model\b|\bI cannot (?:help|assist)\b", re.I)),
+]
+HARD = ("complete", "speakers", "length", "grounded", "residue")
+SOFT = ("citations", "coverage", "repetition", "readability", "balance")
+
+
+@dataclass
+class Gate:
+    name: str
+    score: float
+    passed: bool
+    reason: str = ""  # what to fix, phrased as an instruction for the revision
+    hard: bool = False
+
+
+@dataclass
+class QualityReport:
+    score: float  # the lowest soft gate's score
+    passed: bool  # every hard gate holds and score >= threshold
+    gates: list[Gate] = field(default_factory=list)
+    words: int = 0
+    mean: float = 1.0  # the soft gates' mean, for information
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {g.name: round(g.score, 3) for g in self.gates}
+
+    @property
+    def reasons(self) -> list[str]:
+        """What to fix first: a broken reply alone (the other gates only echo it), else the failed hard
+        gates, else the soft gates short of full marks (what would raise the score)."""
+        hard = [g for g in self.gates if g.hard and not g.passed]
+        if any(g.name == "complete" for g in hard):
+            hard = [g for g in hard if g.name == "complete"]
+        soft = [g for g in self.gates if not g.hard and g.reason]
+        return [f"{g.name}: {g.reason}" for g in (hard or soft)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": round(self.score, 3), "mean": round(self.mean, 3), "passed": self.passed, "words": self.words,
+                "scores": self.scores, "gates": [dict(vars(g)) for g in self.gates], "reasons": self.reasons}  # flat: asdict deep-copies
+
+
+def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, draft: Draft | None = None,
+             incomplete: str | None = None) -> QualityReport:
+    """Run every gate on `script` (pure and cheap, so every draft is judged the same way).
+
+    `draft` is the normaliser's account of the model's reply (lines it could not understand);
+    `incomplete` is the writer's word that the reply was cut short.
+    """
+    hosts = settings.production.hosts
+    threshold = settings.quality.threshold
+    parsed = parse(script)  # once: every gate below reads the same parts
+    turns = parsed.turns
+    spoken_text = " ".join(t.text for t in turns)
+    n_words = len(words(spoken_text))
+    hard = [
+        complete_gate(turns, draft, incomplete),
+        speakers_gate(turns, hosts, draft),
+        length_gate(n_words, settings.production.min_words, settings.production.max_words),
+        grounded_gate(parsed, len(research.findings)),
+        residue_gate(parsed.body),
+    ]
+    soft = [
+        citation_gate(parsed, len(research.findings)),
+        coverage_gate(parsed, research),
+        repetition_gate(turns),
+        readability_gate(spoken_text),
+        balance_gate(turns, hosts),
+    ]
+    for g in hard:
+        g.hard = True
+    for g in soft:
+        g.passed = g.score >= threshold
+    score = min(g.score for g in soft)
+    passed = score >= threshold and all(g.passed for g in hard)
+    return QualityReport(score=score, passed=passed, gates=hard + soft, words=n_words,
+                         mean=sum(g.score for g in soft) / len(soft))
+
+
+def _lines_with(text: str, pattern: re.Pattern[str]) -> list[str]:
+    return [line for line in text.splitlines() if pattern.search(line)]
+
+
+# ---- hard gates ---------------------------------------------------------------------------------
+
+
+def complete_gate(turns: list[Turn], draft: Draft | None, incomplete: str | None) -> Gate:
+    raw = draft.raw if draft else ""
+    if incomplete:
+        tail = " ".join(raw.split()[-12:])
+        return Gate("complete", 0.0, False, f"{incomplete}; it ends with {excerpt(tail)}: write a shorter "
+                    "script that is whole, outro included")
+    if draft is not None and not raw.strip():
+        return Gate("complete", 0.0, False, "the reply was empty: write the whole script")
+    if not turns:
+        first = next((line for line in raw.splitlines() if line.strip()), "")
+        if REFUSAL.search(raw[:600]):
+            return Gate("complete", 0.0, False, f"the model declined to write the script ({excerpt(first)}): "
+                        "write the dialogue the prompt asks for")
+        return Gate("complete", 0.0, False, f"no dialogue in the reply (it opens with {excerpt(first)}): "
+                    "write `**Host:** text` turns")
+    return Gate("complete", 1.0, True)
+
+
+def speakers_gate(turns: list[Turn], hosts: list[str], draft: Draft | None) -> Gate:
+    said = Counter(t.host for t in turns)
+    problems: list[str] = []
+    missing = [h for h in hosts if not said.get(h)]
+    if missing:
+        problems.append(f"{' and '.join(missing)} never speak{'s' if len(missing) == 1 else ''}: both hosts "
+                        f"take turns, as `**{hosts[0]}:** text` and `**{hosts[1]}:** text` lines")
+    strangers = sorted(set(said) - set(hosts))
+    if strangers:
+        problems.append(f"lines by unknown speakers {', '.join(strangers)} (the hosts are {' and '.join(hosts)})")
+    if draft and draft.problems:
+        more = f" (and {len(draft.problems) - MAX_LISTED} more)" if len(draft.problems) > MAX_LISTED else ""
+        problems.append("lines not understood, rewrite them as a host's turn or drop them: "
+                        + "; ".join(draft.problems[:MAX_LISTED]) + more)
+    return Gate("speakers", 1.0 - min(1.0, len(problems) / 2), not problems, "; ".join(problems))
+
+
+def length_gate(n_words: int, min_words: int, max_words: int) -> Gate:
+    if n_words < min_words:
+        return Gate("length", n_words / min_words, False,
+                    f"{n_words} spoken words, below the minimum of {min_words}: add substance from the findings")
+    if n_words > max_words:
+        return Gate("length", max_words / n_words, False,
+                    f"{n_words} spoken words, above the maximum of {max_words}: cut the weakest segments")
+    return Gate("length", 1.0, True)
+
+
+def grounded_gate(parsed: ParsedScript, n_findings: int) -> Gate:
+    if not n_findings:
+        return Gate("grounded", 0.0, False, "the research has no findings to cite (not grounded): give the "
+                    "episode sources or set research.sources_dir")
+    cited = parsed.cited
+    invented = sorted(n for n in cited if not 1 <= n <= n_findings)
+    if invented:
+        bad = re.compile("|".join(rf"\[[^\]]*\b{n}\b[^\]]*\]" for n in invented))
+        quoted = [excerpt("…" + line[max(0, m.start() - 50): m.end()]) for line in parsed.body.splitlines()
+                  if (m := bad.search(line))]
+        where = "; ".join(quoted[:MAX_LISTED])
+        return Gate("grounded", 0.0, False, f"citations {invented[:5]} point at findings the research does not "
+                    f"have (it has 1 to {n_findings}), in {where}: cite only 1 to {n_findings}")
+    if not cited:
+        return Gate("grounded", 0.0, False, f"no citations: cite the findings behind each fact as [1] to "
+                    f"[{n_findings}]")
+    return Gate("grounded", 1.0, True)
+
+
+def residue_gate(text: str) -> Gate:
+    hits: list[str] = []
+    for label, pattern in RESIDUE_PATTERNS:
+        if not pattern.search(text):  # a line's match is a match in the whole text too: the usual case, quick
+            continue
+        lines = _lines_with(text, pattern)
+        if lines:
+            m = pattern.search(lines[0])
+            hits.append(f"{label} {m.group(0)[:30]!r} in {excerpt(lines[0])}" if m else label)
+    if hits:
+        return Gate("residue", 0.0, False, f"remove template/placeholder residue: {'; '.join(hits)}")
+    return Gate("residue", 1.0, True)
+
+
+# ---- soft gates ---------------------------------------------------------------------------------
+
+
+def _citation_units(parsed: ParsedScript) -> list[tuple[str, str]]:
+    """(name, text) of what must each cite: the segments, or ~WINDOW_WORDS-word runs of turns without them."""
+    secs = [s for s in parsed.sections if s.is_segment]
+    if len(secs) >= 2:
+        return [(s.heading, "\n".join(s.lines)) for s in secs]
+    units: list[tuple[str, str]] = []
+    current: list[str] = []
+    count = 0
+    for line in parsed.body.splitlines():
+        if not line.startswith("**"):
+            continue
+        current.append(line)
+        count += len(words(CITATION_RE.sub("", line)))
+        if count >= WINDOW_WORDS:
+            units.append((excerpt(current[0], 40), "\n".join(current)))
+            current, count = [], 0
+    if current and (count >= WINDOW_WORDS // 2 or not units):
+        units.append((excerpt(current[0], 40), "\n".join(current)))
+    return units
+
+
+def citation_gate(parsed: ParsedScript, n_findings: int) -> Gate:
+    units = _citation_units(parsed)
+    if not units or not n_findings:
+        return Gate("citations", 0.0, False, "nothing to judge: no segments with turns, or no findings")
+    uncited = [name for name, text in units if not any(1 <= n <= n_findings for n in cited_numbers(text))]
+    score = (len(units) - len(uncited)) / len(units)
+    if not uncited:
+        return Gate("citations", score, True)
+    return Gate("citations", score, False, f"{len(uncited)} of {len(units)} segments cite no finding: "
+                f"{', '.join(uncited[:MAX_LISTED])}: cite the finding each one discusses")
+
+
+def coverage_gate(parsed: ParsedScript, research: ResearchOutput) -> Gate:
+    ranked = [(n, research.findings[n - 1]) for n in top_findings(research.findings)]
+    if not ranked:
+        return Gate("coverage", 0.0, False, "the research has no findings to cover")
+    script_tokens = set(tokens(CITATION_RE.sub(" ", parsed.body)))
+    cited = parsed.cited
+    missed: list[int] = []
+    for number, f in ranked:
+        needed = set(tokens(f.text))
+        share = len(needed & script_tokens) / len(needed) if needed else 1.0
+        if share < FINDING_OVERLAP and not (number in cited and share >= CITED_OVERLAP):
+            missed.append(number)
+    score = min(1.0, (len(ranked) - len(missed)) / coverage_needed(len(ranked)))
+    if not missed:
+        return Gate("coverage", score, True)
+    return Gate("coverage", score, False, f"{len(ranked) - len(missed)} of the top {len(ranked)} findings are "
+                f"discussed, {coverage_needed(len(ranked))} needed: also discuss findings "
+                f"{', '.join(map(str, sorted(missed)))}")
+
+
+def repetition_gate(turns: list[Turn]) -> Gate:
+    plain = [(" ".join(words(t.text)).lower(), t) for t in turns]  # compared without case or marks
+    said = dict(plain)
+    units = [u for u, _ in plain if len(u.split()) >= REPEAT_MIN_WORDS]
+    counts = Counter(units)
+    repeated = [u for u, n in counts.items() if n > 1]
+    if not repeated:
+        return Gate("repetition", 1.0, True)
+    extra = sum(n - 1 for n in counts.values())
+    first = said[repeated[0]]
+    return Gate("repetition", max(0.0, 1 - 2 * extra / max(1, len(units))), False,
+                f"{len(repeated)} line(s) said more than once, e.g. {excerpt(f'**{first.host}:** {first.text}')}: "
+                "say each thing once")
+
+
+def readability_gate(spoken_text: str) -> Gate:
+    low, high = READABILITY_RANGE
+    if not words(spoken_text):
+        return Gate("readability", 0.0, False, "no spoken text to read")
+    ease = flesch_reading_ease(spoken_text)
+    if low <= ease <= high:
+        return Gate("readability", 1.0, True)
+    distance = low - ease if ease < low else ease - high
+    hint = "use shorter sentences and plainer words" if ease < low else "write fuller sentences"
+    return Gate("readability", max(0.0, 1 - distance / 40), False,
+                f"Flesch reading ease {ease:.0f}, outside {low:.0f}-{high:.0f}: {hint}")
+
+
+def balance_gate(turns: list[Turn], hosts: list[str]) -> Gate:
+    share = Counter[str]()
+    for t in turns:
+        share[t.host] += len(words(t.text))
+    total = sum(share[h] for h in hosts)
+    if not total:
+        return Gate("balance", 0.0, False, "no host speaks")
+    quiet = min(hosts, key=lambda h: share[h])
+    part = share[quiet] / total
+    score = min(1.0, part / BALANCE_MIN)
+    if score >= 1.0:
+        return Gate("balance", 1.0, True)
+    return Gate("balance", score, False, f"{quiet} says only {part:.0%} of the words: give both hosts a real "
+                "part in the conversation")
