@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from podspool.stages.base import STAGE_NAMES, StageName
+from podspool.stages.show import ShowFields, merge
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -53,7 +54,9 @@ def strategy_for(size: int) -> Strategy:
 Text = Annotated[StrictStr, Field(min_length=1, max_length=500)]
 
 
-class BatchEpisode(BaseModel):
+class BatchEpisode(ShowFields):
+    """One episode of a batch; its show fields (minutes, format, cast, language, review) win over the batch's."""
+
     model_config = ConfigDict(extra="forbid")
 
     number: StrictInt = Field(ge=1, le=MAX_EPISODE_NUMBER)
@@ -71,8 +74,9 @@ class BatchEpisode(BaseModel):
         return v.strip()
 
 
-class BatchManifest(BaseModel):
-    """A batch manifest as dropped into the inbox. Strict: unknown fields are errors."""
+class BatchManifest(ShowFields):
+    """A batch manifest as dropped into the inbox. Strict: unknown fields are errors. Its show fields
+    (minutes, format, cast, language, review) apply to every episode that does not set its own."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"title": "podspool batch manifest"})
 
@@ -113,6 +117,10 @@ class BatchManifest(BaseModel):
                if self.starting_episode + i <= MAX_EPISODE_NUMBER]
         eps += list(self.episodes)
         return sorted(eps, key=lambda e: e.number)
+
+    def show_of(self, episode: BatchEpisode) -> ShowFields:
+        """The episode's show fields over the batch's: what its manifest.json keeps."""
+        return merge(self, episode)
 
     def effective_strategy(self) -> Strategy:
         return self.strategy or strategy_for(len(self.all_episodes()))
@@ -214,6 +222,7 @@ class EpisodeManifest(BaseModel):
     title: str | None = None
     notes: str | None = None
     sources: list[str] = Field(default_factory=list)
+    show: ShowFields = Field(default_factory=ShowFields)  # the manifest's own; [production] fills the rest
     priority: int = 0
     status: EpisodeStatus = "pending"
     phases: Phases = Field(default_factory=Phases)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from podspool.stages.settings import StageSettings
+from podspool.stages.show import Show
 
 StageName = Literal["research", "production", "audio"]
 STAGE_NAMES: tuple[StageName, ...] = ("research", "production", "audio")
@@ -51,6 +52,7 @@ class EpisodeInput:
     notes: str | None = None
     sources: tuple[str, ...] = ()
     attempt: int = 1  # episode-level attempt of this phase, from 1
+    show: Show = field(default_factory=Show)  # length, format, cast, language: every field decided
 
 
 @dataclass

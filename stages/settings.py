@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from podspool.stages.show import Cast, Format, Minutes, ShowFields, language_tag
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # the environment variable that holds each API's key (a file of the lower-case name under
 # $CREDENTIALS_DIRECTORY also serves: daemon/credentials.py); the supervisor reads it without the HTTP stack
@@ -146,6 +147,21 @@ class ResearchSettings(Strict):
 class ProductionSettings(Strict):
     provider: Literal["local", "openai", "sim"] = "local"
     hosts: list[str] = Field(default_factory=lambda: ["Alex", "Sam"], min_length=2, max_length=2)
+    # the show's defaults, where a manifest sets none (stages/show.py): unset keeps today's episodes
+    minutes: Minutes | None = None
+    format: Format | None = None
+    cast: Cast | None = None  # None: the two `hosts`
+    language: str | None = None  # BCP-47; None: en
+    review: bool = False
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        return None if v is None else language_tag(v)
+
+    def show_defaults(self) -> ShowFields:
+        return ShowFields(minutes=self.minutes, format=self.format, cast=self.cast, language=self.language,
+                          review=self.review)
     min_words: int = Field(default=300, ge=1)
     max_words: int = Field(default=2500, ge=1)
     time_limit_s: float = Field(default=900.0, gt=0)

@@ -17,6 +17,7 @@ from podspool.daemon.core.scheduling import batch_stage_cap
 from podspool.daemon.executors.protocol import StageTask
 from podspool.daemon.models import utcnow
 from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName
+from podspool.stages.show import resolve
 
 if TYPE_CHECKING:
     from podspool.daemon.core.supervisor import Supervisor
@@ -121,7 +122,8 @@ class Dispatcher:
         self.sup.task_seq += 1
         episode = EpisodeInput(episode_id=m.session_id, batch_id=m.batch_id, number=m.episode_number,
                                topic=m.topic, title=m.title, notes=m.notes, sources=tuple(m.sources),
-                               attempt=m.attempts)
+                               attempt=m.attempts, show=resolve(self.sup.cfg.production.show_defaults(), m.show,
+                                                                hosts=self.sup.cfg.production.hosts))
         task = StageTask(self.sup.task_seq, stage, episode, str(self.sup.spool.folder(stage, m.session_id)))
         self.sup.episodes.started(ep)
         if not self.sup.executor.submit(task):

@@ -118,7 +118,7 @@ def stage_batch(stage_dir: Path, anchor: Path, inbox_file: Path, manifest: Batch
             now = utcnow()
             m = EpisodeManifest(episode_number=ep.number, session_id=eid, batch_id=bid, topic=ep.topic,
                                 title=ep.title, notes=ep.notes, sources=list(ep.sources),
-                                priority=manifest.priority, created_at=now, updated_at=now)
+                                show=manifest.show_of(ep), priority=manifest.priority, created_at=now, updated_at=now)
             _write_new(f"{eid}/{MANIFEST}", manifest_bytes(m), episodes)
             numbers.append(ep.number)  # not the manifest: 10,000 of them held at once were ~30 MB
     finally:

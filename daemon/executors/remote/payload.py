@@ -21,6 +21,7 @@ from podspool.daemon.executors.remote import blobs
 from podspool.daemon.executors.remote.names import Names
 from podspool.daemon.spool import MANIFEST
 from podspool.stages.base import EpisodeInput, StageResult, Usage
+from podspool.stages.show import Show
 from podspool.stages.sources.resolve import is_url, resolve_source, roots_from_settings
 
 VERSION = 1
@@ -55,12 +56,16 @@ def result_from_json(doc: dict[str, Any]) -> StageResult:
 
 
 def episode_to_json(episode: EpisodeInput) -> dict[str, Any]:
-    return {**asdict(episode), "sources": list(episode.sources)}
+    return {**asdict(episode), "sources": list(episode.sources), "show": episode.show.to_json()}
 
 
 def episode_from_json(doc: dict[str, Any]) -> EpisodeInput:
     fields = {k: v for k, v in doc.items() if k in EpisodeInput.__dataclass_fields__}
     fields["sources"] = tuple(fields.get("sources", ()))
+    if isinstance(fields.get("show"), dict):
+        fields["show"] = Show.from_json(fields["show"])
+    else:
+        fields.pop("show", None)
     return EpisodeInput(**fields)
 
 
