@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from podspool.stages.base import STAGE_NAMES, StageName
@@ -23,8 +24,16 @@ from pydantic import (
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_EPISODE_NUMBER = 99999
 Strategy = Literal["small_batch", "medium_batch", "large_batch"]
-EpisodeStatus = Literal["pending", "in_progress", "done", "failed"]
-PhaseStatus = Literal["pending", "in_progress", "done", "failed"]
+
+
+class State(StrEnum):
+    """An episode's status, and each of its phases' state: the same four words (manifest.json)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+
 
 # research / production / audio processes a batch may use at once, by strategy (the playbook's presets)
 STRATEGY_PRESETS: dict[str, dict[str, int]] = {
@@ -174,14 +183,14 @@ def describe_errors(exc: ValidationError, batch_level: bool = True) -> list[str]
 
 
 class Phases(BaseModel):
-    research: PhaseStatus = "pending"
-    production: PhaseStatus = "pending"
-    audio: PhaseStatus = "pending"
+    research: State = State.PENDING
+    production: State = State.PENDING
+    audio: State = State.PENDING
 
-    def get(self, stage: StageName) -> PhaseStatus:
-        return getattr(self, stage)
+    def get(self, stage: StageName) -> State:
+        return State(getattr(self, stage))
 
-    def set(self, stage: StageName, status: PhaseStatus) -> None:
+    def set(self, stage: StageName, status: State) -> None:
         setattr(self, stage, status)
 
 
@@ -224,7 +233,7 @@ class EpisodeManifest(BaseModel):
     sources: list[str] = Field(default_factory=list)
     show: ShowFields = Field(default_factory=ShowFields)  # the manifest's own; [production] fills the rest
     priority: int = 0
-    status: EpisodeStatus = "pending"
+    status: State = State.PENDING
     phases: Phases = Field(default_factory=Phases)
     attempts: int = 0
     retry_rounds: int = 0  # times `podspool retry` brought it back from failed/
@@ -251,7 +260,7 @@ class EpisodeManifest(BaseModel):
     def current_stage(self) -> StageName | None:
         """The first phase not done, or None when all are."""
         for s in STAGE_NAMES:
-            if self.phases.get(s) != "done":
+            if self.phases.get(s) != State.DONE:
                 return s
         return None
 

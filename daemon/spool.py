@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,19 @@ from podspool.daemon.models import BatchManifest, EpisodeManifest, utcnow
 from podspool.stages import fsio
 from pydantic import ValidationError
 
-QUEUES = ("research", "production", "audio")
-FINAL = ("done", "failed")
+
+class Location(StrEnum):
+    """The folder an episode sits in, which is its state: a stage's queue, or where it ended."""
+
+    RESEARCH = "research"
+    PRODUCTION = "production"
+    AUDIO = "audio"
+    DONE = "done"
+    FAILED = "failed"
+
+
+QUEUES = (Location.RESEARCH, Location.PRODUCTION, Location.AUDIO)  # the stages' folders, in order
+FINAL = (Location.DONE, Location.FAILED)
 LOCATIONS = QUEUES + FINAL
 DIR_MODE = 0o750
 MANIFEST = "manifest.json"

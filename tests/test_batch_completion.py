@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from podspool.daemon.core.batches import BatchBook, FinishedEpisodes
+from podspool.daemon.core.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, episode_id
 from podspool.daemon.observers.timeline import svg_lines
 from podspool.daemon.spool import Spool, manifest_bytes
@@ -29,7 +30,7 @@ def _manifest(n: int, errors: int = 0, status: str = "done") -> EpisodeManifest:
 def _book(tmp_path: Path, placed: list[tuple[str, EpisodeManifest, bytes | None]], missing: list[int]) -> BatchBook:
     sp = Spool(tmp_path / "spool")
     sp.ensure()
-    book = BatchBook(sp, checkpoint_every=5)
+    book = BatchBook(sp, 5, EpisodeBook())
     b = book.placeholder(BID)
     for loc, m, data in placed:
         folder = sp.folder(loc, m.session_id)

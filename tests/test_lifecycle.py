@@ -17,7 +17,7 @@ def _m(n: int = 1, bid: str = "b") -> EpisodeManifest:
 
 
 def _settle(m: EpisodeManifest, stage: str, result: StageResult, max_retries: int = 2) -> lifecycle.Transition:
-    return lifecycle.settle(m, stage, result, max_retries=max_retries, now_iso=NOW, now_mono=10.0,  # type: ignore[arg-type]
+    return lifecycle.conclude(m, stage, result, max_retries=max_retries, now_iso=NOW, now_mono=10.0,  # type: ignore[arg-type]
                             now_unix=1000.0, retry_delay_s=4.0)
 
 
@@ -128,13 +128,13 @@ def test_indexes_follow_an_episode_and_forget_it_when_it_finishes() -> None:
     assert popped is ep
     ep.manifest.status = "in_progress"
     book.started(ep)
-    assert book.in_progress == {ep.episode_id} and book.in_progress_count("b") == 1
+    assert book.admitted == {ep.episode_id} and book.admitted_count("b") == 1
     book.stopped(ep, "research")
     ep.location = "production"
-    book.settled(ep)
+    book.requeue(ep)
     assert book.has_waiting("production", "b") and not book.has_waiting("research", "b")
     book.remove(ep)
-    assert len(book) == 0 and book.in_progress == set() and "b" not in book.by_batch
+    assert len(book) == 0 and book.admitted == set() and "b" not in book.by_batch
     assert book.pop_ready("production", "b", 0.0) is None  # a stale heap entry is dropped, not returned
 
 
@@ -149,7 +149,7 @@ def test_an_episode_from_intake_reads_its_manifest_only_when_it_starts() -> None
     for n in (2, 1):
         book.add(Episode.queued(f"ep_{n:03d}_b", "b", n, "research", book.loader))
     assert reads == [] and not any(ep.loaded for ep in book)  # queued, counted, indexed: nothing read
-    assert book.waiting_by_stage["research"] == 2 and book.in_progress == set()
+    assert book.waiting_by_stage["research"] == 2 and book.admitted == set()
     ep = book.pop_ready("research", "b", 0.0)
     assert ep is not None and ep.number == 1 and reads == []
     assert ep.manifest.session_id == "ep_001_b" and reads == [("research", "ep_001_b")]

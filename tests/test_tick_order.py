@@ -35,6 +35,7 @@ class EchoExecutor:
         self.tasks: list[StageTask] = []
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # readable: outcomes are waiting
         self.memory = SimpleNamespace(rss=0, paused=False)  # the memory guard's view: nothing to guard
+        self.rate_usage = None  # the rate windows are the spool's files
 
     def boot(self) -> None: ...
     def prepare(self, queued: int | None = None) -> None: ...

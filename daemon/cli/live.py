@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.cli.dashboard import _eta
 from podspool.daemon.cli.status import collect
+from podspool.daemon.core.dashboard import _eta
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel

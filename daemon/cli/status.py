@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon.cli import diskuse
-from podspool.daemon.cli.dashboard import render_runtime, render_text
 from podspool.daemon.cli.plan import eta
 from podspool.daemon.cli.preview import inbox_preview, render_queued
 from podspool.daemon.config import Config
 from podspool.daemon.core.batch_views import Tally, derive
+from podspool.daemon.core.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.observers.runtime import read_runtime
 from podspool.daemon.publishing import archive

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.models import EpisodeManifest, State, utcnow
+from podspool.daemon.spool import FINAL, Location
 
 CHECKPOINT_RE = re.compile(r"^(?P<bid>.+)_checkpoint_(?P<n>\d+)\.json$")
 
@@ -60,7 +61,7 @@ class Tally:
             self.add_cost(stage, getattr(m.costs, stage))
 
     def finish(self, location: str, m: EpisodeManifest) -> None:
-        if location == "done":
+        if location == Location.DONE:
             self.completed += 1
             if m.quality is not None:
                 self.quality_sum += m.quality
@@ -75,7 +76,7 @@ class Tally:
 
     def unfinish(self, location: str, m: EpisodeManifest) -> None:
         """`podspool retry` took a failed episode back."""
-        if location == "failed":
+        if location == Location.FAILED:
             self.failed -= 1
         if m.revisions > 0:
             self.revised -= 1
@@ -87,7 +88,7 @@ class Tally:
             t.total += 1
             t.numbers.append(m.episode_number)
             t.add_costs(m)
-            if loc in ("done", "failed"):
+            if loc in FINAL:
                 t.finish(loc, m)
         return t
 
@@ -105,8 +106,8 @@ def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, E
     in_progress = waiting = 0
     rows = []
     for loc, m in sorted(unfinished, key=lambda e: e[1].episode_number):
-        if loc not in ("done", "failed"):
-            if m.session_id in running or m.status == "in_progress":
+        if loc not in FINAL:
+            if m.session_id in running or m.status == State.IN_PROGRESS:
                 in_progress += 1
             else:
                 waiting += 1

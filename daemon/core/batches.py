@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from podspool.daemon.cli.dashboard import render_text
 from podspool.daemon.core.batch_views import CHECKPOINT_RE, Tally, checkpoint_doc, derive, summary_doc
 from podspool.daemon.core.commit import CommitGroup, GroupFailed
+from podspool.daemon.core.dashboard import render_text
 from podspool.daemon.core.episodes import EpisodeBook
 from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
+from podspool.daemon.observers.hooks import Observers
 from podspool.daemon.spool import FINAL, MANIFEST, Spool, error_free
 from podspool.stages import fsio
 
@@ -65,13 +66,32 @@ class BatchState:
 
 
 class BatchBook:
-    """Every known batch, in admission order (priority, then age)."""
+    """Every known batch, in admission order (priority, then age), and the count of finished episodes.
 
-    def __init__(self, spool: Spool, checkpoint_every: int) -> None:
+    Owns the batch files: session.json and dashboard.txt, checkpoints and the summary."""
+
+    def __init__(self, spool: Spool, checkpoint_every: int, episodes: EpisodeBook,
+                 observers: Observers | None = None) -> None:
         self.spool = spool
         self.checkpoint_every = checkpoint_every
+        self.episodes = episodes  # the unfinished ones, for the rows and counts of session.json
+        self.observers = observers or Observers()
         self.by_id: dict[str, BatchState] = {}
         self.order: list[str] = []  # admission order; batches are few, so a sorted list is enough
+        self.finished: dict[str, int] = {}  # episode folders in done/ and failed/ (count_finished)
+        self._last_sessions = 0.0
+
+    def count_finished(self) -> None:
+        """Episode folders in done/ and failed/, counted once (start-up, after archiving); kept from there,
+        so the once-a-second STATUS line does not list months of work."""
+        self.finished = {loc: sum(1 for _ in self.spool.scan_location(loc)) for loc in FINAL}
+
+    def finish(self, location: str, m: EpisodeManifest) -> None:
+        """An episode reached done/ or failed/."""
+        b = self.by_id[m.batch_id]
+        b.tally.finish(location, m)
+        self.finished[location] = self.finished.get(location, 0) + 1
+        b.finished_since_checkpoint.append((location, m))
 
     def __contains__(self, bid: str) -> bool:
         return bid in self.by_id
@@ -128,13 +148,14 @@ class BatchBook:
 
     # ---- files ------------------------------------------------------------------------------
 
-    def session(self, bid: str, book: EpisodeBook) -> dict[str, Any]:
-        """session.json of a batch: counts and costs from its tally and the indexes, rows for the episodes
-        in flight (the folders say the rest)."""
+    def session(self, bid: str) -> dict[str, Any]:
+        """session.json of a batch: counts and costs from its tally and the indexes, rows for its admitted
+        episodes (the folders say the rest)."""
+        book = self.episodes
         b = self.by_id[bid]
-        flying = [book.by_id[e] for e in book.in_flight(bid)]
+        flying = [book.by_id[e] for e in book.admitted_of(bid)]
         unfinished = len(book.by_batch.get(bid, ()))
-        in_progress = book.in_progress_count(bid)
+        in_progress = book.admitted_count(bid)
         return derive(b.meta, b.tally, [(ep.location, ep.manifest) for ep in flying],
                       {ep.episode_id for ep in flying if ep.running}, b.checkpoints,
                       counts=(in_progress, unfinished - in_progress))
@@ -145,19 +166,29 @@ class BatchBook:
         fsio.write_text(folder / "dashboard.txt", render_text(session))
         self.by_id[bid].dirty = False
 
-    def after_change(self, bid: str, session_of: Callable[[], dict[str, Any]],
-                     on_complete: Callable[[dict[str, Any], Iterable[EpisodeManifest]], None],
-                     group: CommitGroup) -> None:
+    def write_sessions(self, force: bool = False, every_s: float = 1.0) -> None:
+        """session.json and dashboard.txt of every batch that changed (at most every `every_s`)."""
+        now = time.monotonic()
+        if not force and now - self._last_sessions < every_s:
+            return
+        self._last_sessions = now
+        for bid, b in list(self.by_id.items()):
+            if (b.dirty or force) and self.spool.batch_dir(bid).is_dir():
+                self.write_session(bid, self.session(bid))
+
+    def after_change(self, bid: str, group: CommitGroup) -> None:
         """Write the checkpoints that fell due, and the summary once the batch is complete.
 
         A checkpoint joins `group`, the supervisor's next group commit, instead of paying two fsyncs of
         its own on the main loop (one every 5 episodes); `group` is committed first when the batch
         completes, so the summary never lists a checkpoint that is not on disk.
         """
+        if bid not in self.by_id:
+            return
         b = self.by_id[bid]
         due = b.tally.completed // self.checkpoint_every
         if len(b.checkpoints) < due:
-            session = session_of()
+            session = self.session(bid)
             while len(b.checkpoints) < due:
                 n = len(b.checkpoints) + 1
                 name = checkpoint_name(bid, n)
@@ -173,14 +204,16 @@ class BatchBook:
                 self.checkpoints_lost(bid)
                 raise exc.cause from None
             b.meta.setdefault("end_time", utcnow())
-            session = session_of()
+            session = self.session(bid)
             manifests = FinishedEpisodes(self, bid)
             self.write_session(bid, session)
             fsio.write_json(self.spool.batch_dir(bid) / summary_name(bid), summary_doc(session, manifests.with_errors()))
             b.summarised = True
-            on_complete(session, manifests)
+            self.observers.emit("on_batch_complete", session, manifests)
             logger.bind(batch=bid).info("batch {} complete: {} done, {} failed, ${:.4f}", bid, b.tally.completed,
                                         b.tally.failed, session["costs"]["total"])
+            if bid not in self.episodes.by_batch:
+                self.forget(bid)  # a finished batch needs no per-episode state in memory at all
         elif not b.complete:
             b.meta.pop("end_time", None)
 

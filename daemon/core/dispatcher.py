@@ -7,27 +7,36 @@ heap of a batch is popped, and budgets, admission and running counts are kept in
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from loguru import logger
+from podspool.daemon.config import Config
 from podspool.daemon.core import lifecycle
+from podspool.daemon.core.batches import BatchBook
 from podspool.daemon.core.commit import CommitGroup
-from podspool.daemon.core.episodes import Episode
+from podspool.daemon.core.disk import DiskPause
+from podspool.daemon.core.episodes import Episode, EpisodeBook
+from podspool.daemon.core.recorder import write_manifest
 from podspool.daemon.core.scheduling import batch_stage_cap
-from podspool.daemon.executors.protocol import StageTask
-from podspool.daemon.models import utcnow
+from podspool.daemon.executors.protocol import Executor, StageTask
+from podspool.daemon.models import State, utcnow
+from podspool.daemon.spool import Spool
 from podspool.stages.base import STAGE_NAMES, EpisodeInput, StageName
 from podspool.stages.show import resolve
-
-if TYPE_CHECKING:
-    from podspool.daemon.core.supervisor import Supervisor
 
 MARK_RUNNING_AFTER_S = 0.5  # a phase running this long is marked in_progress in its manifest
 
 
 class Dispatcher:
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    """Owns what starts: the task sequence, and the running phases not yet marked in their manifests."""
+
+    def __init__(self, spool: Spool, config: Callable[[], Config], episodes: EpisodeBook, batches: BatchBook,
+                 executor: Executor, disk: DiskPause, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.spool, self.config, self.episodes, self.batches = spool, config, episodes, batches
+        self.executor, self.disk = executor, disk
+        self.clock, self.wall = clock, wall
+        self.task_seq = 0
         # running phases whose manifest does not say so yet: episode id -> (started, stage), oldest first
         self.unmarked: dict[str, tuple[float, StageName]] = {}
 
@@ -39,30 +48,31 @@ class Dispatcher:
         MARK_RUNNING_AFTER_S is marked in_progress in its manifest by `mark_running`, so an operator
         reading the folder sees it; one that finishes sooner costs one manifest write, not two.
         """
-        if self.sup.stopping or time.monotonic() < self.sup.disk_paused_until:
+        if self.disk.active():
             return
-        now = time.time()
-        admitted = len(self.sup.episodes.in_progress)
-        cap = self.sup.cfg.limits.max_sessions_in_memory
-        paused = getattr(getattr(self.sup.executor, "memory", None), "paused", False)
+        now = self.wall()
+        cfg = self.config()
+        admitted = len(self.episodes.admitted)
+        cap = cfg.limits.max_sessions_in_memory
+        paused = self.executor.memory.paused
         for stage in reversed(STAGE_NAMES):  # later stages first: finish episodes before starting new ones
-            free = self.sup.executor.free_slots(stage)
-            for bid in list(self.sup.batches.order):
+            free = self.executor.free_slots(stage)
+            for bid in list(self.batches.order):
                 if free <= 0:
                     break
-                b = self.sup.batches[bid]
-                if not self.sup.episodes.has_waiting(stage, bid):
+                b = self.batches[bid]
+                if not self.episodes.has_waiting(stage, bid):
                     continue
                 if b.over_budget():
                     self._log_held(bid)
                     continue
-                size = self.sup.executor.size(stage)
-                limit = batch_stage_cap(b.meta.get("strategy"), stage, size, self.sup.cfg.concurrency_explicit)
+                size = self.executor.size(stage)
+                limit = batch_stage_cap(b.meta.get("strategy"), stage, size, cfg.concurrency_explicit)
                 # Below the pool's size a strategy's cap counts the batch's running tasks; at the pool's
                 # size the free slots already bound it (and a worker past its call may overlap the next).
                 capped = limit < size
-                while free > 0 and (not capped or self.sup.episodes.running(stage, bid) < limit):
-                    ep = self.sup.episodes.pop_ready(stage, bid, now)
+                while free > 0 and (not capped or self.episodes.running(stage, bid) < limit):
+                    ep = self.episodes.pop_ready(stage, bid, now)
                     if ep is None:
                         break
                     try:
@@ -73,34 +83,34 @@ class Dispatcher:
                             "cannot start {}: {}; it stays in {} for the next start's recovery",
                             ep.episode_id, exc, stage)
                         continue
-                    if m.status != "in_progress":
+                    if m.status != State.IN_PROGRESS:
                         if paused or admitted >= cap:
-                            self.sup.episodes.push_back(ep)
+                            self.episodes.push_back(ep)
                             break
                         admitted += 1
-                    lifecycle.begin(m, stage, utcnow(), time.monotonic())
-                    self._submit(ep, stage)
+                    lifecycle.begin(m, stage, utcnow(), self.clock())
+                    self._submit(ep, stage, cfg)
                     free -= 1
 
     def mark_running(self, group: CommitGroup) -> None:
         """Add to `group` the manifests of phases running longer than MARK_RUNNING_AFTER_S (oldest first,
         so this stops at the first younger one: O(marks), not O(running)), and log their start: a phase
         that ends sooner is told by its one "done" or "failed" line (with its attempt and duration)."""
-        deadline = time.monotonic() - MARK_RUNNING_AFTER_S
+        deadline = self.clock() - MARK_RUNNING_AFTER_S
         while self.unmarked:
             eid, (started, stage) = next(iter(self.unmarked.items()))
             if started > deadline:
                 return
             del self.unmarked[eid]
-            ep = self.sup.episodes.get(eid)
+            ep = self.episodes.get(eid)
             if ep is None or not ep.running or ep.location != stage:
                 continue
             logger.bind(batch=ep.manifest.batch_id, episode=eid, stage=stage).info(
-                "{} started {:.1f}s ago (attempt {})", stage, time.monotonic() - started, ep.manifest.attempts)
+                "{} started {:.1f}s ago (attempt {})", stage, self.clock() - started, ep.manifest.attempts)
             try:
-                self.sup.write_manifest(group, stage, ep.manifest)
+                write_manifest(group, self.spool, stage, ep.manifest)
             except OSError as exc:  # only a view for operators: the phase runs on
-                self.sup.disk_trouble(f"marking {eid} in progress", exc)
+                self.disk.trouble(f"marking {eid} in progress", exc)
                 return
 
     def result_came(self, eid: str) -> None:
@@ -112,29 +122,29 @@ class Dispatcher:
         if not self.unmarked:
             return None
         started, _ = next(iter(self.unmarked.values()))
-        return max(0.0, started + MARK_RUNNING_AFTER_S - time.monotonic())
+        return max(0.0, started + MARK_RUNNING_AFTER_S - self.clock())
 
-    def _submit(self, ep: Episode, stage: StageName) -> None:
+    def _submit(self, ep: Episode, stage: StageName, cfg: Config) -> None:
         m = ep.manifest
-        b = self.sup.batches[m.batch_id]
+        b = self.batches[m.batch_id]
         b.meta.setdefault("start_time", utcnow())
         b.dirty = True
-        self.sup.task_seq += 1
+        self.task_seq += 1
         episode = EpisodeInput(episode_id=m.session_id, batch_id=m.batch_id, number=m.episode_number,
                                topic=m.topic, title=m.title, notes=m.notes, sources=tuple(m.sources),
-                               attempt=m.attempts, show=resolve(self.sup.cfg.production.show_defaults(), m.show,
-                                                                hosts=self.sup.cfg.production.hosts))
-        task = StageTask(self.sup.task_seq, stage, episode, str(self.sup.spool.folder(stage, m.session_id)))
-        self.sup.episodes.started(ep)
-        if not self.sup.executor.submit(task):
-            self.sup.episodes.stopped(ep, stage)
-            self.sup.episodes.settled(ep)  # begun in memory, waiting again: the next start counts nothing
+                               attempt=m.attempts, show=resolve(cfg.production.show_defaults(), m.show,
+                                                                hosts=cfg.production.hosts))
+        task = StageTask(self.task_seq, stage, episode, str(self.spool.folder(stage, m.session_id)))
+        self.episodes.started(ep)
+        if not self.executor.submit(task):
+            self.episodes.stopped(ep, stage)
+            self.episodes.requeue(ep)  # begun in memory, waiting again: the next start counts nothing
             return
         self.unmarked.pop(m.session_id, None)
-        self.unmarked[m.session_id] = (time.monotonic(), stage)
+        self.unmarked[m.session_id] = (self.clock(), stage)
 
     def _log_held(self, bid: str) -> None:
-        b = self.sup.batches[bid]
+        b = self.batches[bid]
         if not b.held_logged:
             b.held_logged = b.dirty = True
             logger.bind(batch=bid).warning(

@@ -15,7 +15,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.models import EpisodeManifest, State
 from podspool.stages.base import STAGE_NAMES, StageName
 
 
@@ -30,7 +30,7 @@ class Episode:
 
     def __init__(self, manifest: EpisodeManifest, location: str, running: bool = False,
                  loader: Callable[[str, str], EpisodeManifest] | None = None) -> None:
-        fresh = manifest.attempts == 0 and manifest.status == "pending" and not manifest.errors
+        fresh = manifest.attempts == 0 and manifest.status == State.PENDING and not manifest.errors
         self._fill(manifest.session_id, manifest.batch_id, manifest.episode_number, location, running, loader,
                    None if fresh and loader is not None else manifest)
 
@@ -82,11 +82,11 @@ class EpisodeBook:
         self.loader = loader  # (location, episode id) -> its manifest, read when a light episode starts
         self.by_id: dict[str, Episode] = {}
         self._queues: dict[tuple[str, str], _Queue] = {}
-        self.in_progress: set[str] = set()  # admitted: status in_progress, in a stage folder
+        self.admitted: set[str] = set()  # status in_progress, in a stage folder: held against the cap
         self.running_by: dict[tuple[str, str], int] = {}  # (stage, batch) -> running tasks
         self.waiting_by_stage: dict[str, int] = dict.fromkeys(STAGE_NAMES, 0)
         self.by_batch: dict[str, set[str]] = {}  # batch -> its unfinished episodes
-        self.in_progress_by_ids: dict[str, set[str]] = {}  # batch -> its admitted episodes
+        self.admitted_by_batch: dict[str, set[str]] = {}  # batch -> its admitted episodes
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -117,12 +117,12 @@ class EpisodeBook:
             if not ids:
                 del self.by_batch[ep.batch_id]
 
-    def in_flight(self, batch_id: str) -> list[str]:
-        """Episodes of a batch that are admitted (in progress) or running: at most the session cap."""
-        return list(self.in_progress_by_ids.get(batch_id, ()))
+    def admitted_of(self, batch_id: str) -> list[str]:
+        """A batch's admitted episodes (running or between stages): at most max_sessions_in_memory."""
+        return list(self.admitted_by_batch.get(batch_id, ()))
 
-    def in_progress_count(self, batch_id: str) -> int:
-        return len(self.in_progress_by_ids.get(batch_id, ()))
+    def admitted_count(self, batch_id: str) -> int:
+        return len(self.admitted_by_batch.get(batch_id, ()))
 
     def of_batch(self, batch_id: str) -> list[Episode]:
         return [self.by_id[e] for e in self.by_batch.get(batch_id, ())]
@@ -136,7 +136,7 @@ class EpisodeBook:
         self._sync_slot(ep)
 
     def stopped(self, ep: Episode, stage: str) -> None:
-        """Its task ended (result, death, abandon); call `settled` once its new place is known."""
+        """Its task ended (result, death, abandon); call `requeue` once its new place is known."""
         if not ep.running:
             return
         ep.running = False
@@ -147,7 +147,7 @@ class EpisodeBook:
         else:
             self.running_by.pop(key, None)
 
-    def settled(self, ep: Episode) -> None:
+    def requeue(self, ep: Episode) -> None:
         """Its manifest or location changed while not running: requeue it where it now waits."""
         self._sync_slot(ep)
         if ep.location in STAGE_NAMES and not ep.running:
@@ -206,16 +206,16 @@ class EpisodeBook:
         return {bid for (_, bid), q in self._queues.items() if q.first or q.retries}
 
     def _sync_slot(self, ep: Episode) -> None:
-        self._set_slot(ep, ep.loaded and ep.location in STAGE_NAMES and ep.manifest.status == "in_progress")
+        self._set_slot(ep, ep.loaded and ep.location in STAGE_NAMES and ep.manifest.status == State.IN_PROGRESS)
 
     def _set_slot(self, ep: Episode, holds: bool) -> None:
         eid, bid = ep.episode_id, ep.batch_id
-        if holds and eid not in self.in_progress:
-            self.in_progress.add(eid)
-            self.in_progress_by_ids.setdefault(bid, set()).add(eid)
-        elif not holds and eid in self.in_progress:
-            self.in_progress.discard(eid)
-            ids = self.in_progress_by_ids[bid]
+        if holds and eid not in self.admitted:
+            self.admitted.add(eid)
+            self.admitted_by_batch.setdefault(bid, set()).add(eid)
+        elif not holds and eid in self.admitted:
+            self.admitted.discard(eid)
+            ids = self.admitted_by_batch[bid]
             ids.discard(eid)
             if not ids:
-                del self.in_progress_by_ids[bid]
+                del self.admitted_by_batch[bid]

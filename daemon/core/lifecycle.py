@@ -6,18 +6,17 @@ clock or a process, so every rule here is testable on plain values (tests/test_l
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 from typing import Literal
 
-from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming
+from podspool.daemon.core.disk import DISK_ERRNOS
+from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, State
+from podspool.daemon.spool import Location
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
 # Where an episode goes when a stage is done: the next stage, and "done" after the last one.
-NEXT: dict[StageName, str] = {s: (STAGE_NAMES[i + 1] if i + 1 < len(STAGE_NAMES) else "done")
-                              for i, s in enumerate(STAGE_NAMES)}
-# A stage that could not save its work for one of these reasons failed because of the disk, not the episode.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+NEXT: dict[StageName, Location] = {s: Location(STAGE_NAMES[i + 1]) if i + 1 < len(STAGE_NAMES) else Location.DONE
+                                   for i, s in enumerate(STAGE_NAMES)}
 
 Outcome = Literal["advanced", "done", "retry", "failed", "disk"]
 
@@ -27,7 +26,7 @@ class Transition:
     """What a result means: where the folder goes and why."""
 
     outcome: Outcome
-    target: str  # the location after this result; the stage itself when the episode stays
+    target: Location  # the location after this result; the stage itself when the episode stays
     retry_in: float | None = None  # seconds before a retry may start
 
     @property
@@ -41,23 +40,23 @@ def begin(m: EpisodeManifest, stage: StageName, now_iso: str, now_mono: float) -
     An attempt is counted when a phase starts afresh or after a failure, not when a crash interrupted it:
     a crash is the daemon's fault, not the episode's.
     """
-    takes_slot = m.status != "in_progress"
-    if m.phases.get(stage) == "failed" or m.attempts == 0:
+    takes_slot = m.status != State.IN_PROGRESS
+    if m.phases.get(stage) == State.FAILED or m.attempts == 0:
         m.attempts += 1
-    m.status = "in_progress"
-    m.phases.set(stage, "in_progress")
+    m.status = State.IN_PROGRESS
+    m.phases.set(stage, State.IN_PROGRESS)
     m.not_before = None
     m.timings[stage] = PhaseTiming(started=now_iso, started_mono=now_mono)
     return takes_slot
 
 
-def settle(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_retries: int, now_iso: str,
+def conclude(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_retries: int, now_iso: str,
            now_mono: float, now_unix: float, retry_delay_s: float) -> Transition:
     """Apply a stage's result to the manifest and decide the episode's next location."""
     m.costs.add(stage, result.cost_usd)  # failed attempts cost money too
     timing = m.timings.setdefault(stage, PhaseTiming())
     if result.ok:
-        m.phases.set(stage, "done")
+        m.phases.set(stage, State.DONE)
         timing.finished = now_iso
         if timing.started_mono is not None:
             timing.seconds = round(now_mono - timing.started_mono, 3)
@@ -68,34 +67,34 @@ def settle(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_ret
         if result.details:
             m.details[stage] = result.details
         target = NEXT[stage]
-        if target == "done":
-            m.status = "done"
+        if target == Location.DONE:
+            m.status = State.DONE
             m.finished_at = now_iso
-            return Transition("done", "done")
+            return Transition("done", Location.DONE)
         return Transition("advanced", target)
     if result.disk_errno in DISK_ERRNOS:
         # The worker could not save its artifacts: burning the episode's retries now would send it to
         # failed/ within a second. The attempt is not counted; it runs again once the disk recovers.
-        m.phases.set(stage, "pending")
-        m.status = "pending"
-        return Transition("disk", stage)
+        m.phases.set(stage, State.PENDING)
+        m.status = State.PENDING
+        return Transition("disk", Location(stage))
     m.errors.append(EpisodeError(phase=stage, attempt=m.attempts, at=now_iso,
                                  error=str(result.error or "unknown error")[:4000]))
-    m.phases.set(stage, "failed")
+    m.phases.set(stage, State.FAILED)
     if not result.retryable or m.attempts >= max_retries + 1:
-        m.status = "failed"
+        m.status = State.FAILED
         m.finished_at = now_iso
-        return Transition("failed", "failed")
-    m.status = "pending"
+        return Transition("failed", Location.FAILED)
+    m.status = State.PENDING
     m.not_before = now_unix + retry_delay_s
-    return Transition("retry", stage, retry_in=retry_delay_s)
+    return Transition("retry", Location(stage), retry_in=retry_delay_s)
 
 
 def reopen(m: EpisodeManifest) -> StageName:
     """`podspool retry`: a failed episode goes back to the stage it failed in, with fresh attempts."""
     stage = m.current_stage() or STAGE_NAMES[-1]
-    m.status = "pending"
-    m.phases.set(stage, "pending")
+    m.status = State.PENDING
+    m.phases.set(stage, State.PENDING)
     m.attempts = 0
     m.retry_rounds += 1
     m.not_before = None
@@ -103,29 +102,29 @@ def reopen(m: EpisodeManifest) -> StageName:
     return stage
 
 
-def recovered(m: EpisodeManifest, location: str, now_iso: str) -> tuple[list[str], bool]:
+def recovered(m: EpisodeManifest, location: str, now_iso: str) -> tuple[list[Location], bool]:
     """Where a folder found at `location` after a crash belongs, finishing any move the crash interrupted.
 
     Returns the locations to move it through, in order (empty: it stays), and whether the manifest
     changed. An in-progress phase runs again from its start.
     """
-    path: list[str] = []
+    path: list[Location] = []
     changed = False
     while location in STAGE_NAMES:
         stage: StageName = location
-        if m.status == "failed":
-            path.append("failed")
+        if m.status == State.FAILED:
+            path.append(Location.FAILED)
             break
-        if m.phases.get(stage) == "done":
+        if m.phases.get(stage) == State.DONE:
             location = NEXT[stage]
-            if location == "done" and m.status != "done":
-                m.status = "done"
+            if location == Location.DONE and m.status != State.DONE:
+                m.status = State.DONE
                 m.finished_at = m.finished_at or now_iso
                 changed = True
             path.append(location)
             continue
-        if m.phases.get(stage) == "in_progress":
-            m.phases.set(stage, "pending")
+        if m.phases.get(stage) == State.IN_PROGRESS:
+            m.phases.set(stage, State.PENDING)
             changed = True
         break
     return path, changed

@@ -53,7 +53,7 @@ def recover(spool: Spool, book: EpisodeBook, batches: BatchBook) -> None:
                          seen[loc.episode_id], loc.location, seen[loc.episode_id])
             continue
         seen[loc.episode_id] = loc.location
-        m = _read_or_rebuild(spool, batches, loc.folder, loc.episode_id)
+        m = _read_or_rebuild(spool, loc.folder, loc.episode_id)
         if m is not None:
             _place(spool, book, batches, m, loc.location)
     # Temp files of a dead writer also sit outside episode folders (found by the crash-point sweep).
@@ -64,6 +64,7 @@ def recover(spool: Spool, book: EpisodeBook, batches: BatchBook) -> None:
     for bid in batches.by_id:
         if (spool.batch_dir(bid) / summary_name(bid)).exists() and batches[bid].complete:
             batches[bid].summarised = True  # written before the crash: not announced again
+    batches.count_finished()
 
 
 def _place(spool: Spool, book: EpisodeBook, batches: BatchBook, m: EpisodeManifest, location: str) -> None:
@@ -89,12 +90,12 @@ def _place(spool: Spool, book: EpisodeBook, batches: BatchBook, m: EpisodeManife
         book.add(Episode(manifest=m, location=location, loader=book.loader))
 
 
-def manifest_loader(spool: Spool, batches: BatchBook) -> Callable[[str, str], EpisodeManifest]:
+def manifest_loader(spool: Spool) -> Callable[[str, str], EpisodeManifest]:
     """How a light (never started) episode's manifest is read when it starts: from its folder, rebuilt from
     batch.json if damaged; an OSError when neither can be had."""
 
     def load(location: str, eid: str) -> EpisodeManifest:
-        m = _read_or_rebuild(spool, batches, spool.folder(location, eid), eid)
+        m = _read_or_rebuild(spool, spool.folder(location, eid), eid)
         if m is None:
             raise FileNotFoundError(f"{location}/{eid}: no readable manifest and no batch to rebuild it from")
         return m
@@ -102,7 +103,7 @@ def manifest_loader(spool: Spool, batches: BatchBook) -> Callable[[str, str], Ep
     return load
 
 
-def _read_or_rebuild(spool: Spool, batches: BatchBook, folder: Path, eid: str) -> EpisodeManifest | None:
+def _read_or_rebuild(spool: Spool, folder: Path, eid: str) -> EpisodeManifest | None:
     try:
         return spool.read_manifest(folder)
     except (FileNotFoundError, ValueError) as exc:
@@ -115,7 +116,7 @@ def _read_or_rebuild(spool: Spool, batches: BatchBook, folder: Path, eid: str) -
                                eid, type(exc).__name__)
                 m = EpisodeManifest(episode_number=ep.number, session_id=eid, batch_id=bid,  # type: ignore[arg-type]
                                     topic=ep.topic, title=ep.title, notes=ep.notes, sources=list(ep.sources),
-                                    priority=batch.priority)  # type: ignore[union-attr]
+                                    show=batch.show_of(ep), priority=batch.priority)  # type: ignore[union-attr]
                 spool.write_manifest(folder, m)
                 return m
         logger.error("recovery: {} has no readable manifest and no batch; left alone", folder)

@@ -1,27 +1,28 @@
-"""`podspool retry` applied by the supervisor: new budgets, and failed episodes back to their stage.
+"""`podspool retry`: new budgets, and failed episodes back to the stage they failed in.
 
-Failed episodes are not kept in memory, so a request reads failed/ (rare, and cheap).
+Applied by a running daemon (a control request) or, when none runs, by the command itself under the
+spool lock (`offline`): the same owners either way. Failed episodes are not kept in memory, so a
+request reads failed/ (rare, and cheap).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 from podspool.daemon.core import lifecycle, recovery
 from podspool.daemon.core.batch_views import Tally
-from podspool.daemon.core.episodes import Episode
+from podspool.daemon.core.batches import BatchBook
+from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.models import EpisodeManifest
-
-if TYPE_CHECKING:
-    from podspool.daemon.core.supervisor import Supervisor
+from podspool.daemon.spool import FINAL, Location, Spool
 
 
-def apply(sup: Supervisor, body: dict[str, Any]) -> list[str]:
+def apply(body: dict[str, Any], spool: Spool, episodes: EpisodeBook, batches: BatchBook) -> list[str]:
     """A `podspool retry` request: a new budget and/or failed episodes back to their stage."""
     bid = body.get("batch")
-    if bid and body.get("budget") is not None and bid in sup.batches:
-        b = sup.batches[bid]
+    if bid and body.get("budget") is not None and bid in batches:
+        b = batches[bid]
         b.meta["budget_usd"] = float(body["budget"])
         b.dirty, b.held_logged = True, False
         logger.bind(batch=bid).info("budget of {} set to ${:.2f}", bid, float(body["budget"]))
@@ -29,45 +30,57 @@ def apply(sup: Supervisor, body: dict[str, Any]) -> list[str]:
     if not (body.get("all") or wanted or (bid and body.get("budget") is None)):
         return []
     out = []
-    for loc in sup.spool.scan_location("failed"):
+    for loc in spool.scan_location(Location.FAILED):
         if not (body.get("all") or loc.episode_id in wanted or (bid and not wanted)):
             continue
         try:
-            m = sup.spool.read_manifest(loc.folder)
+            m = spool.read_manifest(loc.folder)
         except (FileNotFoundError, ValueError):
             continue
         if bid and m.batch_id != bid:
             continue
-        _reopen(sup, m)
+        _reopen(m, spool, episodes, batches)
         out.append(loc.episode_id)
     return out
 
-def _reopen(sup: Supervisor, m: EpisodeManifest) -> None:
+
+def offline(body: dict[str, Any], spool: Spool, checkpoint_every: int) -> list[tuple[str, str]]:
+    """The request applied with no daemon running (the caller holds the spool lock): the books rebuilt by
+    recovery, changed, and the batch files written. Returns (episode id, where it is now)."""
+    episodes = EpisodeBook(loader=recovery.manifest_loader(spool))
+    batches = BatchBook(spool, checkpoint_every, episodes)
+    recovery.recover(spool, episodes, batches)
+    moved = apply(body, spool, episodes, batches)
+    batches.write_sessions(force=True)
+    return [(eid, ep.location if (ep := episodes.get(eid)) else "?") for eid in moved]
+
+
+def _reopen(m: EpisodeManifest, spool: Spool, episodes: EpisodeBook, batches: BatchBook) -> None:
     bid = m.batch_id
-    if bid not in sup.batches:
-        sup.batches.load(bid) if sup.spool.batch_dir(bid).is_dir() else sup.batches.placeholder(bid)
-        sup.batches[bid].tally = _tally(sup, bid)
-    b = sup.batches[bid]
-    b.tally.unfinish("failed", m)
-    sup.finished["failed"] = sup.finished.get("failed", 1) - 1
+    if bid not in batches:
+        batches.load(bid) if spool.batch_dir(bid).is_dir() else batches.placeholder(bid)
+        batches[bid].tally = _tally(spool, bid)
+    b = batches[bid]
+    b.tally.unfinish(Location.FAILED, m)
+    batches.finished[Location.FAILED] = batches.finished.get(Location.FAILED, 1) - 1
     b.summarised = False
     stage = lifecycle.reopen(m)
-    sup.spool.write_manifest(sup.spool.folder("failed", m.session_id), m)
-    sup.spool.move(m.session_id, "failed", stage)
-    sup.episodes.add(Episode(manifest=m, location=stage))
+    spool.write_manifest(spool.folder(Location.FAILED, m.session_id), m)
+    spool.move(m.session_id, Location.FAILED, stage)
+    episodes.add(Episode(manifest=m, location=stage))
     b.dirty = True
     logger.bind(batch=bid, episode=m.session_id, stage=stage).info(
         "retry: {} is back in {} (retry round {})", m.session_id, stage, m.retry_rounds)
 
 
-def _tally(sup: Supervisor, bid: str) -> Tally:
+def _tally(spool: Spool, bid: str) -> Tally:
     """A forgotten (complete) batch's tally, counted again from its folders when a retry reopens it."""
     pairs = []
-    for loc in ("done", "failed"):
-        for found in sup.spool.scan_location(loc):
+    for loc in FINAL:
+        for found in spool.scan_location(loc):
             if recovery.batch_of_folder(found.episode_id) == bid:
                 try:
-                    pairs.append((loc, sup.spool.read_manifest(found.folder)))
+                    pairs.append((loc, spool.read_manifest(found.folder)))
                 except (FileNotFoundError, ValueError):
                     continue
     return Tally.of(pairs)

@@ -8,10 +8,32 @@ episode's stage artifacts into its folder (the remote one does, with what came b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from podspool.stages.base import EpisodeInput, StageName, StageResult
+
+if TYPE_CHECKING:
+    from podspool.daemon.config import Config
+
+# api, window seconds -> (requests started in the window now, paused until): where an executor keeps its
+# windows other than in the spool's files (Dramatiq: Redis)
+WindowUsage = Callable[[str, float], "tuple[int, float] | None"]
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+class MemoryView(Protocol):
+    """The memory guard as the loop reads it."""
+
+    @property
+    def rss(self) -> int: ...  # bytes, of the supervisor and its local workers
+
+    @property
+    def paused(self) -> bool: ...  # admission paused for memory
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,7 @@ class Executor(Protocol):
         """The stage's configured concurrency (a batch strategy's cap is compared with it)."""
         ...
 
-    def reconfigure(self, cfg: Any) -> None:
+    def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: take the new configuration (workers restart after their current task)."""
         ...
 
@@ -90,7 +112,7 @@ class Executor(Protocol):
         """Outcomes that arrived since the last call (non-blocking); dead or timed-out work included."""
         ...
 
-    def handles(self) -> list[Any]:
+    def handles(self) -> list[int | HasFileno]:
         """File descriptors / connections / sentinels the main loop may wait on for news."""
         ...
 
@@ -110,6 +132,9 @@ class Executor(Protocol):
         ...
 
     @property
-    def memory(self) -> Any:
-        """A MemoryGuard-like object: `.rss` (bytes) and `.paused` (admission paused for memory)."""
+    def memory(self) -> MemoryView: ...
+
+    @property
+    def rate_usage(self) -> WindowUsage | None:
+        """How full the rate windows are, where they are not the spool's files (None: read those)."""
         ...

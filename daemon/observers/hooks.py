@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from loguru import logger
 from podspool.daemon.models import EpisodeManifest
 from podspool.stages.base import StageName, Usage
 
@@ -35,3 +36,24 @@ class Hook:
         """The supervisor is going down with an unexpected error."""
 
     def close(self) -> None: ...
+
+
+class Observers:
+    """The hooks of one daemon, called in order; one that raises is logged, never passed on."""
+
+    def __init__(self, hooks: list[Hook] | None = None) -> None:
+        self.hooks: list[Hook] = list(hooks or [])
+
+    def emit(self, method: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, method)(*args)
+            except Exception as exc:  # an observer must never take the pipeline down
+                logger.opt(exception=exc).error("hook {}.{} failed: {}", type(hook).__name__, method, exc)
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            try:
+                hook.close()
+            except Exception as exc:
+                logger.error("hook {} did not close cleanly: {}", type(hook).__name__, exc)

@@ -10,24 +10,27 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import forkserver
 from pathlib import Path
-from typing import Any
 
 from loguru import logger
 from podspool.daemon.config import Config
-from podspool.daemon.core.waiter import Waiter
 from podspool.daemon.executors.local.guards import MemoryGuard, enforce_time_limits
 from podspool.daemon.executors.local.messages import Done, Freed, Log, Ready
 from podspool.daemon.executors.local.workers import Task, Worker, WorkerSpec
-from podspool.daemon.executors.protocol import StageTask, TaskOutcome, WorkerView
+from podspool.daemon.executors.protocol import HasFileno, StageTask, TaskOutcome, WorkerView
+from podspool.daemon.executors.waiter import Waiter
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
 BOOT_WAIT_S = 60.0
 
 
 class LocalExecutor:
-    def __init__(self, cfg: Config, state_dir: str, secrets: dict[str, str], clean_temps: Any) -> None:
+    rate_usage = None  # the rate windows are the spool's files (ratelimit/view.py reads them)
+
+    def __init__(self, cfg: Config, state_dir: str, secrets: dict[str, str],
+                 clean_temps: Callable[[Path], int]) -> None:
         self.cfg = cfg
         self.state_dir = state_dir
         self.secrets = secrets
@@ -171,8 +174,8 @@ class LocalExecutor:
         out, self._outcomes = self._outcomes, []
         return out
 
-    def handles(self) -> list[Any]:
-        out: list[Any] = []
+    def handles(self) -> list[int | HasFileno]:
+        out: list[int | HasFileno] = []
         for w in self._all():
             if w.conn is not None:
                 out.append(w.conn)
