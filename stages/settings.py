@@ -190,12 +190,19 @@ class PublishSettings(Strict):
     title: str = "podspool"
     author: str = "podspool"
     description: str = "Episodes produced by podspool."
-    language: str = "en"
-    image: str | None = None  # URL of the show's cover art (square JPEG or PNG, 1400-3000 px)
+    language: str | None = None  # BCP-47; None: the episodes' own ([production] language, else en)
+    # cover art: a square JPEG/PNG file of 1400-3000 px (relative to the config file's folder), or the URL
+    # of one served elsewhere; None: `podspool feed` draws a plain cover from the title
+    image: str | None = None
     base_url: str = "http://localhost:8000"  # where <spool>/feed/ is served; `podspool feed --base-url` wins
     explicit: bool = False
-    category: str = "Education"  # an Apple Podcasts category
-    email: str | None = None  # the owner's address, shown to podcast directories
+    # an Apple Podcasts category, "Science" or "Science > Astronomy"; `podspool feed --check` judges the
+    # feed's settings, so a misspelt one is named there with the rest rather than stopping the daemon
+    category: str = "Education"
+    type: Literal["episodic", "serial"] = "episodic"
+    owner_name: str | None = None  # itunes:owner; None: the author
+    owner_email: str | None = None  # itunes:owner and podcast:locked's owner: Apple verifies the show there
+    email: str | None = None  # the earlier name of owner_email, still read
 
 
 class QualitySettings(Strict):

@@ -176,7 +176,7 @@ def test_shownotes_audio_mp3_link_and_reuse(episode: Path) -> None:
     notes = (episode / artifacts.SHOWNOTES_MD).read_text()
     assert notes.startswith("# Where is everybody?\n\nWelcome back to the show")
     assert "- 0:00 Intro" in notes and "Segment 2: Some answers" in notes
-    assert "1. `examples/sources/fermi_paradox.md (paragraph 1)`" in notes
+    assert "1. `fermi_paradox.md` (paragraph 1)" in notes  # a file by its name, never its folders
     assert "2. [The Fermi paradox, explained](https://example.org/fermi) (result 2)" in notes
     assert os.stat(episode / artifacts.AUDIO_MP3).st_ino == os.stat(episode / artifacts.EPISODE_MP3).st_ino
     doc = fsio.read_json(episode / artifacts.AUDIO_JSON)

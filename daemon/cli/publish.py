@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,9 +15,16 @@ from podspool.daemon.spool import Spool
 def feed(spool: SpoolOpt = None, config: ConfigOpt = None,
          base_url: Annotated[str | None, typer.Option("--base-url", help="where <spool>/feed/ is served "
                                                                          "(default [publish] base_url)")] = None,
+         check: Annotated[bool, typer.Option("--check", help="write nothing: name every problem against Apple "
+                                                             "Podcasts' and Podcasting 2.0's rules, exit 2 "
+                                                             "when any")] = False,
+         force: Annotated[bool, typer.Option("--force", help="write the feed even when --check finds "
+                                                             "problems")] = False,
          ) -> None:
     """Write <spool>/feed/feed.xml, the podcast feed of every finished episode (done/ and the archive)."""
-    from podspool.daemon.publishing.feed import write_feed
+    from podspool.daemon.config import config_path
+    from podspool.daemon.publishing import checks
+    from podspool.daemon.publishing.feed import channel_language, entries, write_feed
 
     root = spool_root(spool)
     if not (root / "batches").is_dir():
@@ -24,11 +32,28 @@ def feed(spool: SpoolOpt = None, config: ConfigOpt = None,
     cfg = config_or_exit(root, config)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise fail(exitcodes.USAGE, f"--base-url must be an http(s) URL, not {base_url!r}")
+    found = config_path(config, root)
+    items = entries(root, cfg.production)
+    report = checks.prepare(cfg.publish, base_url, items, found.parent if found else Path.cwd(),
+                            channel_language(cfg.publish.language, items, cfg.production.language))
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if report.problems:
+        typer.echo(f"feed: {len(report.problems)} problem(s) against Apple Podcasts' and Podcasting 2.0's "
+                   f"rules:", err=True)
+        for problem in report.problems:
+            typer.echo(f"  - {problem}", err=True)
+    if check:
+        if not report.problems:
+            typer.echo(f"feed: no problems ({len(items)} episodes)")
+        raise typer.Exit(exitcodes.USAGE if report.problems else exitcodes.OK)
+    if report.problems and not force:
+        raise fail(exitcodes.USAGE, "feed.xml not written: fix the problems above, or write it anyway with --force")
     try:
-        path, n = write_feed(root, cfg.publish, base_url)
+        path = write_feed(root, report.channel, items)
     except OSError as exc:
         raise fail(exitcodes.FAILURE, f"cannot write the feed: {exc}") from None
-    typer.echo(f"{path}: {n} episodes")
+    typer.echo(f"{path}: {len(items)} episodes")
 
 
 def archive(batch: Annotated[str | None, typer.Option("--batch", help="this finished batch")] = None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podspool.stages.base import TurnSpan
+from podspool.stages.publish.public import public_text
 from podspool.stages.script.format import parse_turns, sections
 
 JSON_CHAPTERS_VERSION = "1.2.0"
@@ -43,7 +44,8 @@ def chapters(script: str, spans: list[TurnSpan], seconds: float, episode_title: 
 
 def json_chapters(items: list[Chapter]) -> dict[str, Any]:
     return {"version": JSON_CHAPTERS_VERSION,
-            "chapters": [{"startTime": c.start, "endTime": c.end, "title": c.title} for c in items]}
+            "chapters": [{"startTime": c.start, "endTime": c.end, "title": public_text(c.title)}
+                         for c in items]}
 
 
 def clock(seconds: float) -> str:

@@ -1,4 +1,8 @@
-"""Show notes in markdown: a short summary, the chapters with their times, the numbered sources."""
+"""Show notes in markdown: a short summary, the chapters with their times, the numbered sources.
+
+Sources are published by title and URL, or title and file name: a source read from this machine's disk
+shows its file name only (stages/publish/public.py), never the folder it was read from.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import re
 
 from podspool.stages.base import Finding, Turn
 from podspool.stages.publish.chapters import Chapter, clock
+from podspool.stages.publish.public import file_name, is_local, is_web_url, public_text
 from podspool.stages.script.format import SOURCE_ITEM_RE, sections
 
 SUMMARY_CHARS = 400
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _NUMBER = re.compile(r"^\s*\d{1,3}[.)]\s+")
-_URL = re.compile(r"https?://\S+")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+_URL_NEEDS_BRACKETS = re.compile(r"[\s()<>]")
 
 
 def summary(turns: list[Turn], notes: str | None) -> str:
@@ -26,32 +32,51 @@ def summary(turns: list[Turn], notes: str | None) -> str:
     return out
 
 
-def sources(script: str, findings: list[Finding]) -> list[str]:
-    """The script's numbered Sources list (its numbers are the ones cited), else the research's sources."""
-    listed = [_NUMBER.sub("", line, count=1).strip() for s in sections(script) if s.is_sources
-              for line in s.lines if SOURCE_ITEM_RE.match(line)]
-    if listed:
-        return listed
-    seen = dict.fromkeys(f.source + (f" ({f.location})" if f.location else "") for f in findings)
-    return list(seen)
+def escape(text: str) -> str:
+    """Plain text as markdown that renders as that text (titles and names are not markup)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
-def _linked(item: str, titles: dict[str, str]) -> str:
-    url = _URL.search(item)
-    if not url:
-        return f"`{item}`" if "/" in item else item  # a local file: named, there is nothing to link to
-    link = url.group(0).rstrip(").,")
-    label = titles.get(link) or link
-    rest = item.replace(link, "").strip()
-    return f"[{label}]({link})" + (f" {rest}" if rest else "")
+def source_item(finding: Finding) -> str:
+    """One source in markdown: [title](URL) (location), or title (`file name`, location)."""
+    title = escape(public_text(finding.title)) if finding.title else ""
+    where = escape(public_text(finding.location)) if finding.location else ""
+    source = finding.source.strip()
+    if is_web_url(source):
+        target = f"<{source}>" if _URL_NEEDS_BRACKETS.search(source) else source
+        return f"[{title or escape(source)}]({target})" + (f" ({where})" if where else "")
+    name = f"`{file_name(source)}`" if is_local(source) else escape(source)  # sim://… and the like: as is
+    if title:
+        return f"{title} ({', '.join(p for p in (name, where) if p)})"
+    return name + (f" ({where})" if where else "")
+
+
+def _cites(line: str, finding: Finding) -> bool:
+    return finding.source.strip() in line
+
+
+def sources(script: str, findings: list[Finding]) -> list[tuple[int, str]]:
+    """(number, markdown item): the script's Sources list, numbered as cited, each item from the research it
+    names; else the research's own sources. An item that names no research is published as text."""
+    listed = [(int(m.group(1)), line) for s in sections(script) if s.is_sources
+              for line in s.lines if (m := SOURCE_ITEM_RE.match(line))]
+    if not listed:
+        items = dict.fromkeys(source_item(f) for f in findings)
+        return list(enumerate(items, 1))
+    out = []
+    for number, line in listed:
+        finding = findings[number - 1] if 0 < number <= len(findings) else None
+        if finding is not None and _cites(line, finding):
+            out.append((number, source_item(finding)))
+        else:
+            out.append((number, escape(public_text(_NUMBER.sub("", line, count=1).strip()))))
+    return out
 
 
 def markdown(title: str, turns: list[Turn], notes: str | None, chapters: list[Chapter], script: str,
              findings: list[Finding]) -> str:
-    titles = {f.source: f.title for f in findings if f.title}
-    lines = [f"# {title}", "", summary(turns, notes), "", "## Chapters", ""]
-    lines += [f"- {clock(c.start)} {c.title}" for c in chapters]
+    lines = [f"# {escape(public_text(title))}", "", public_text(summary(turns, notes)), "", "## Chapters", ""]
+    lines += [f"- {clock(c.start)} {escape(public_text(c.title))}" for c in chapters]
     lines += ["", "## Sources", ""]
-    items = sources(script, findings)
-    lines += [f"{i}. {_linked(item, titles)}" for i, item in enumerate(items, 1)] or ["None."]
+    lines += [f"{n}. {item}" for n, item in sources(script, findings)] or ["None."]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from podspool.stages.base import Turn, TurnSpan
+from podspool.stages.publish.public import public_text
 
 
 def timestamp(seconds: float) -> str:
@@ -24,5 +25,5 @@ def webvtt(turns: list[Turn], spans: list[TurnSpan]) -> str:
         end = max(span.end, span.start + 0.001)
         speaker = _escape(turn.host)
         lines += [str(span.turn + 1), f"{timestamp(span.start)} --> {timestamp(end)}",
-                  f"<v {speaker}>{_escape(turn.text)}", ""]
+                  f"<v {speaker}>{_escape(public_text(turn.text))}", ""]
     return "\n".join(lines)
