@@ -99,7 +99,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
                            sample_rate=settings.sample_rate, usage=out.usage, spans=out.spans)
     try:
         # sim returns a one-second tone whatever the text: its length says nothing
-        report = validate(out, n_words, len(turns), settings, check_duration=speech.name != "sim")
+        report = validate(out, n_words, len(turns), settings, check_duration=not speech.dry_run)
     except StageError as exc:
         exc.cost_usd, exc.usage = cost, out.usage  # the synthesis was paid for even if refused
         raise

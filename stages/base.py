@@ -147,6 +147,7 @@ class ResearchOutput:
 
 class ResearchProvider(Protocol):
     name: str
+    dry_run: bool  # its output is made up (sim): nothing to ground, check or measure
 
     def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput: ...
 
@@ -160,6 +161,7 @@ class WriterOutput:
 
 class ScriptWriter(Protocol):
     name: str
+    dry_run: bool
 
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:
@@ -195,6 +197,7 @@ class SpeechOutput:
 
 class SpeechProvider(Protocol):
     name: str
+    dry_run: bool
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         """Speak every turn, in order, in its host's voice. Ask the API for

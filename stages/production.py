@@ -44,7 +44,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     settings = ctx.settings
     hosts = list(settings.production.hosts)
     writer = registry.load(registry.WRITERS, settings.production.provider)
-    dry_run = writer.name == "sim"
+    dry_run = writer.dry_run
     if not research.findings and not dry_run:
         # the grounded gate refuses every script without findings to cite: do not pay a writer to learn it
         raise StageError("the research found nothing to write from (no findings, not grounded): give the "

@@ -22,7 +22,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     cost = cost_of(out.usage, ctx.settings)
     artifacts.save_research(folder, out, cost, extra={"topic": episode.topic,
                                                       "episode_sources": list(episode.sources)})
-    if not out.grounded and provider.name != "sim":  # a dry run's findings are made up, and say so
+    if not out.grounded and not provider.dry_run:  # a dry run's findings are made up, and say so
         logger.warning("research {}: no grounded findings (episode sources: {})", episode.episode_id,
                        len(episode.sources))
     return StageResult(ok=True, cost_usd=cost, usage=out.usage,

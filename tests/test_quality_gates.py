@@ -180,6 +180,7 @@ class _Writer:
     """Returns the scripts given, one per call, and records the feedback it was given."""
 
     name = "local"
+    dry_run = False
 
     def __init__(self, *scripts: str) -> None:
         self.scripts = list(scripts)

@@ -135,6 +135,7 @@ def pack(pieces: list[Piece], limit: int) -> list[list[Piece]]:
 
 class ElevenLabsSpeech:
     name = "elevenlabs"
+    dry_run = False
 
     def __init__(self) -> None:
         self.http = HttpClient(API)

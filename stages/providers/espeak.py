@@ -97,6 +97,7 @@ def voices_for(turns: list[Turn], hosts: list[str], configured: dict[str, str]) 
 
 class EspeakSpeech:
     name = "espeak"
+    dry_run = False
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.audio

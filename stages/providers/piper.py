@@ -120,6 +120,7 @@ def speak(text: str, how: HostVoice, rate: int) -> bytes:
 
 class PiperSpeech:
     name = "piper"
+    dry_run = False
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.providers.piper

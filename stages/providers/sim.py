@@ -26,6 +26,7 @@ from podspool.stages.base import (
 
 class SimProvider:
     name = "sim"
+    dry_run = True  # a dry run: made-up findings, script and audio, nothing to check against
 
     def __init__(self) -> None:
         self._leaked: list[bytes] = []  # leak_mb_per_call: what a leaky client would hold on to

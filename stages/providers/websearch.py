@@ -38,6 +38,7 @@ def findings_from(doc: dict[str, Any], max_findings: int) -> list[Finding]:
 
 class WebSearchResearch:
     name = "websearch"
+    dry_run = False
 
     def __init__(self) -> None:
         self.http = HttpClient(API)

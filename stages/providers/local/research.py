@@ -28,6 +28,7 @@ MAX_DIR_FILES = 2000  # a sources_dir is a curated folder; a runaway tree should
 
 class LocalResearch:
     name = "local"
+    dry_run = False
 
     def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
         settings = ctx.settings.research

@@ -48,6 +48,7 @@ _NOT_SPEAKABLE = re.compile(r"\[[^\]]*\]|[{}<>]")  # source-side citations and m
 
 class LocalWriter:
     name = "local"
+    dry_run = False
 
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:

@@ -50,6 +50,7 @@ def wav_pcm(data: bytes) -> tuple[bytes, int]:
 
 class OpenAISpeech:
     name = "openai"
+    dry_run = False
 
     def __init__(self) -> None:
         self.http = HttpClient(API)

@@ -66,6 +66,7 @@ def revision_prompt(feedback: list[str]) -> str:
 
 class OpenAIWriter:
     name = "openai"
+    dry_run = False
 
     def __init__(self) -> None:
         self.http = HttpClient(API)

@@ -27,6 +27,7 @@ from podspool.stages.providers.perplexity.wire import (
 
 class PerplexityResearch:
     name = "perplexity"
+    dry_run = False
 
     def __init__(self) -> None:
         self.http = HttpClient(API)
