@@ -90,10 +90,10 @@ def test_missing_title_comes_from_the_topic_and_turns_get_a_heading() -> None:
 
 
 @pytest.mark.parametrize("line,who", [
-    ("**Narrator:** Meanwhile, in 1973...", "unknown speaker 'Narrator'"),
+    ("**Narrator:** Meanwhile, in 1973...", "a speaker 'Narrator' beyond the cast"),
     ("GUEST STAR: Hello!", "unknown speaker 'GUEST STAR'"),
     ("Dr. Smith: I study bees.\nDr. Smith: Really.", "unknown speaker 'Dr. Smith'"),
-    ("Speaker 3: A third voice.", "a third speaker 'Speaker 3'"),
+    ("Speaker 3: A third voice.", "a speaker 'Speaker 3' beyond the cast"),
 ])
 def test_what_cannot_be_understood_is_named_with_its_line(line: str, who: str) -> None:
     draft = normalise(f"Speaker 1: Hi [1].\nSpeaker 2: Hello.\n{line}\nSpeaker 1: Bye.", HOSTS, "B")
@@ -131,7 +131,7 @@ def test_hosts_with_accents_and_a_generic_label_for_the_other() -> None:
 
 def test_line_numbers_are_the_replys_own() -> None:
     reply = "<think>\nplan\nmore plan\n</think>\nAlex: Hi [1].\nSam: Yo.\n**Narrator:** Boo."
-    assert normalise(reply, HOSTS, "B").problems[0].startswith("line 7: unknown speaker 'Narrator'")
+    assert normalise(reply, HOSTS, "B").problems[0].startswith("line 7: a speaker 'Narrator' beyond")
 
 
 def test_a_dash_is_a_label_only_for_a_host_or_a_generic_label() -> None:

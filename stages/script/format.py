@@ -8,12 +8,15 @@ same constants the gates use, so the prompt and the gates cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from podspool.stages.base import Finding, Turn
+from podspool.stages.script import language
+from podspool.stages.show import Format, Show, default_cast
 
 INTRO_HEADING = "Intro"
 OUTRO_HEADING = "Outro"
@@ -23,6 +26,7 @@ COVERAGE_TOP = 5  # how many of the best findings a script should carry (the pro
 COVERAGE_MIN = 0.6  # the share of those a script must discuss for full marks
 
 NON_SEGMENT_HEADINGS = ("intro", "introduction", "opening", "outro", "conclusion", "closing", "wrap",
+                        "welcome", "headlines", "sign-off", "sign off",
                         "sources", "references", "citations", "show notes")
 SOURCES_HEADINGS = ("sources", "references", "citations", "bibliography")
 
@@ -41,8 +45,77 @@ def turn_line(host: str, text: str) -> str:
     return f"**{host}:** {text}"
 
 
-def segment_heading(number: int, label: str) -> str:
-    return f"## {SEGMENT_HEADING} {number}: {label}"
+@dataclass(frozen=True)
+class Shape:
+    """A format's section headings: they name the episode's chapters."""
+
+    intro: str
+    segment: str  # "## <segment> N: <label>"
+    outro: str
+
+
+SHAPES: dict[Format, Shape] = {
+    "conversation": Shape(INTRO_HEADING, SEGMENT_HEADING, OUTRO_HEADING),
+    "interview": Shape("Welcome", "Question", "Wrap-up"),
+    "debate": Shape("Opening statements", "Round", "Closing statements"),
+    "solo": Shape(INTRO_HEADING, "Part", OUTRO_HEADING),
+    "brief": Shape("Headlines", "Story", "Sign-off"),
+}
+INTERVIEW_GUEST_SHARE = 0.5  # an interview's guests say at least half of the words
+INTERVIEW_HOST_SHARE = 0.1  # ... and its host at least this much (questions are short, but asked)
+DEBATE_SIDE_SHARE = 0.25  # each side of a debate has at least this share of all the words
+
+
+def segment_heading(number: int, label: str, fmt: Format = "conversation") -> str:
+    return f"## {SHAPES[fmt].segment} {number}: {label}"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who does what in one show: every speaker's part as its format gives it."""
+
+    format: Format
+    speakers: tuple[str, ...]
+    hosts: tuple[str, ...] = ()  # interview: who asks
+    guests: tuple[str, ...] = ()  # interview: who answers
+    moderator: str | None = None  # debate
+    sides: tuple[tuple[str, ...], ...] = ()  # debate: the two sides, each one or more speakers
+
+    @property
+    def balance_min(self) -> float:
+        """conversation and brief: the quietest speaker's share of the words for full marks."""
+        return 0.5 / max(1, len(self.speakers))
+
+
+def as_show(cast: Show | Sequence[str]) -> Show:
+    """A Show, from a show or from the two host names earlier callers pass."""
+    return cast if isinstance(cast, Show) else Show(cast=default_cast(list(cast)))
+
+
+def show_for(show: Show, hosts: Sequence[str]) -> Show:
+    """`show` with `hosts` as its cast, where a caller names other speakers than the show's."""
+    return show if show.names == list(hosts) else dataclasses.replace(show, cast=as_show(hosts).cast)
+
+
+def roles(show: Show | Sequence[str]) -> Roles:
+    """The parts of `show`'s cast in its format; the cast's roles decide where they are given.
+
+    An interview's guests are the cast's guests, else everyone after the first speaker; a debate's
+    moderator is the cast's moderator, else the first of an odd-sized cast; the other speakers form two
+    sides, alternately.
+    """
+    show = as_show(show)
+    names = tuple(show.names)
+    by_role = {r: tuple(m.name for m in show.cast if m.role == r) for r in ("host", "guest", "moderator", "narrator")}
+    if show.format == "interview" and len(names) > 1:
+        guests = by_role["guest"] or names[1:]
+        hosts = tuple(n for n in names if n not in guests)
+        return Roles(show.format, names, hosts=hosts, guests=guests)
+    if show.format == "debate" and len(names) > 1:
+        moderator = next(iter(by_role["moderator"]), names[0] if len(names) % 2 else None)
+        debaters = tuple(n for n in names if n != moderator)
+        return Roles(show.format, names, moderator=moderator, sides=(debaters[0::2], debaters[1::2]))
+    return Roles(show.format, names, hosts=names)
 
 
 def top_findings(findings: Sequence[Finding]) -> list[int]:
@@ -56,29 +129,91 @@ def coverage_needed(n_top: int) -> int:
     return math.ceil(COVERAGE_MIN * n_top - 1e-9)
 
 
-def script_rules(hosts: Sequence[str], min_words: int, max_words: int, findings: Sequence[Finding]) -> str:
-    """The script's shape as instructions; every rule here is one the gates check (tests hold them together)."""
-    a, b = hosts[0], hosts[1]
+def _and(names: Sequence[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def speaker_rule(show: Show | Sequence[str]) -> str:
+    """Who speaks and how much, in words a model can follow; the balance and speakers gates check it."""
+    r = roles(show)
+    n = len(r.speakers)
+    if n == 1:
+        return f"{r.speakers[0]} speaks alone, as the narrator: there is no second speaker."
+    if r.format == "interview":
+        one = len(r.hosts) == 1
+        return (f"{_and(r.hosts)} {'hosts and asks' if one else 'host and ask'} the questions; {_and(r.guests)} "
+                f"{'is the guest expert' if len(r.guests) == 1 else 'are the guest experts'} and "
+                f"{'answers' if len(r.guests) == 1 else 'answer'} them. The guest side says more than "
+                f"{INTERVIEW_GUEST_SHARE:.0%} of the words, the host side at least {INTERVIEW_HOST_SHARE:.0%}.")
+    if r.format == "debate":
+        a, b = r.sides
+        mod = f"{r.moderator} moderates: opens, gives the floor and closes. " if r.moderator else ""
+        return (f"{mod}{_and(a)} {'argues' if len(a) == 1 else 'argue'} one side of the question, {_and(b)} "
+                f"the other; each side makes its case with findings it cites, and has at least "
+                f"{DEBATE_SIDE_SHARE:.0%} of the words.")
+    kind = "presenters read the stories" if r.format == "brief" else "hosts talk with each other"
+    return (f"The {n} {kind} and take turns; each of them has a real part: none says less than "
+            f"{r.balance_min:.0%} of the words.")
+
+
+def cast_lines(show: Show | Sequence[str]) -> str:
+    """`- Name: part` for every speaker, the cast as the prompt lists it."""
+    r = roles(show)
+    part: dict[str, str] = {}
+    for name in r.speakers:
+        if len(r.speakers) == 1:
+            part[name] = "the narrator"
+        elif name in r.guests:
+            part[name] = "the guest expert"
+        elif r.format == "interview":
+            part[name] = "the host (interviewer)"
+        elif name == r.moderator:
+            part[name] = "the moderator"
+        elif r.sides:
+            part[name] = f"side {1 if name in r.sides[0] else 2} of the debate"
+        else:
+            part[name] = "a presenter" if r.format == "brief" else "a host"
+    return "\n".join(f"- {name}: {part[name]}" for name in r.speakers)
+
+
+def language_rule(tag: str) -> str:
+    if language.primary(tag) == "en":
+        return "Plain spoken English: short sentences and everyday words, as people talk."
+    lang = language.name(tag)
+    return (f"Write every spoken word and every section label in {lang} (language tag {tag}): plain spoken "
+            f"{lang}, short sentences and everyday words. Keep the `**Name:**` labels, the heading forms "
+            "above and the [n] citations exactly as shown, even where the research is in another language.")
+
+
+def script_rules(show: Show | Sequence[str], min_words: int, max_words: int, findings: Sequence[Finding]) -> str:
+    """The script's shape as instructions; every rule here is one the gates check (tests hold them together).
+
+    `show` decides the format's headings, the cast's parts and the language; two host names stand for a
+    conversation of those two in English.
+    """
+    show = as_show(show)
+    shape = SHAPES[show.format]
     n_findings = len(findings)
     top = top_findings(findings)
     cite = (f"Cite every fact with its finding's number in square brackets right after it, like [1] or "
             f"[1, 2]. Use only the numbers 1 to {n_findings} of the research below; never invent a number."
             if n_findings else "There is no research to cite: say so briefly and do not invent facts.")
+    forms = " or ".join(f"`{turn_line(name, 'text')}`" for name in show.names)
     rules = [
         "The first line is the episode title as a markdown heading: `# <title>`.",
-        f"Then these sections, each opened by its heading line: `## {INTRO_HEADING}`, one "
-        f"`## {SEGMENT_HEADING} N: <short label>` per main finding (N = 1, 2, 3, ...), and `## {OUTRO_HEADING}`.",
-        f"Every spoken line has exactly the form `{turn_line(a, 'text')}` or `{turn_line(b, 'text')}`: one turn "
-        "per line, a blank line between turns, and the two hosts take turns.",
+        f"Then these sections, each opened by its heading line: `## {shape.intro}`, one "
+        f"`## {shape.segment} N: <short label>` per main finding (N = 1, 2, 3, ...), and `## {shape.outro}`.",
+        f"Every spoken line has exactly the form {forms}: one turn per line, a blank line between turns.",
+        speaker_rule(show),
         f"Between {min_words} and {max_words} spoken words in total.",
         "Take facts only from the research below. " + cite,
-        f"Every `## {SEGMENT_HEADING}` section cites at least one finding. The findings that matter most "
+        f"Every `## {shape.segment}` section cites at least one finding. The findings that matter most "
         f"are {_numbers(top)}: discuss at least {coverage_needed(len(top))} of them, citing each.",
         f"Do not write a sources list: podspool adds `## {SOURCES_HEADING}` from the research itself.",
         "No stage directions or sound cues, no placeholders, TODOs, template braces or angle brackets, "
         "and no square brackets except citations.",
         "Say each thing once: never repeat a line.",
-        "Plain spoken English: short sentences and everyday words, as two people talk.",
+        language_rule(show.language),
     ]
     return "\n".join(f"- {r}" for r in rules)
 

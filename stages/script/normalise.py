@@ -3,8 +3,9 @@
 Models write dialogue in many ways: `Alex: …`, `**Alex**: …`, `**Alex:**`, `ALEX (smiling): …`, list items,
 generic labels (`Host A`, `HOST 1`, `Speaker 1`, `Person1`, `<Person1>…</Person1>`), a label alone on its
 line with the words below it, stage directions, `<think>` blocks, a chatty preamble, a sources list of
-their own. All of that is understood here; generic labels go to the configured hosts in order of first
-appearance. What is not understood (a third speaker, a line nobody says) is never guessed at: it is
+their own. All of that is understood here; generic labels go to the cast in order of first
+appearance (a role's label, `Guest` or `Moderator`, to the cast member in that part). What is not
+understood (a speaker beyond the cast, a line nobody says) is never guessed at: it is
 listed in `Draft.problems` with its line, and the quality gates refuse the draft with that reason.
 """
 
@@ -15,11 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from podspool.stages.script.format import (
-    INTRO_HEADING,
+    SHAPES,
     SOURCES_HEADINGS,
+    as_show,
+    roles,
     spoken,
     turn_line,
 )
+from podspool.stages.show import Show
 
 THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)  # never closed: cut while thinking
@@ -39,16 +43,21 @@ LABEL = re.compile(
 # ("Paris - the city of light") uses dashes too
 DASH_LABEL = re.compile(r"^\s*(?:[-+•]\s+|\d{1,3}[.)]\s+)?(?P<pre>[*_]{0,3})(?P<label>[^\W\d_][\w .'’-]{0,30}?)"
                         r"(?P=pre)\s+[—–-]{1,2}\s+(?P<text>\S.*?)\s*$")
-GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer)\s*#?\s*(?:\d{1,2}|[a-z])"
-                     r"|host|co-?host|guest", re.IGNORECASE)
+GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer|guest|debater|side)\s*#?\s*"
+                     r"(?:\d{1,2}|[a-z])|host|co-?host|guest|interviewer|expert|moderator|narrator|presenter",
+                     re.IGNORECASE)
+# a bare role's label goes to the cast member in that part, whatever order they first speak in
+ROLE_LABELS = {"host": "host", "cohost": "host", "interviewer": "host", "presenter": "host", "guest": "guest",
+               "expert": "guest", "moderator": "moderator", "narrator": "narrator"}
 # "Fun fact: …", "Note: …" start prose, not a turn; "Music: …" is a cue; "Segment 2: …" a heading.
 _NOT_SPEAKER_LIST = """note notes fact tip example examples source sources reference references title
     summary update warning disclaimer episode topic takeaway takeaways question answer recap bonus music sfx
     sound transition cue theme setting scene runtime length duration format words citation citations"""
 NOT_SPEAKERS = frozenset(_NOT_SPEAKER_LIST.split())
-NUMBERED_PART = re.compile(r"(?:segment|part|section|chapter|act)\s*\d+\b", re.I)
-HEADING_WORDS = re.compile(r"^(?:segment|part|section|chapter|act)\s*\d+\b|^(?:intro|introduction|opening|outro|"
-                           r"conclusion|closing|wrap[- ]?up|final thoughts)\b", re.IGNORECASE)
+NUMBERED_PART = re.compile(r"(?:segment|part|section|chapter|act|round|question|story)\s*\d+\b", re.I)
+HEADING_WORDS = re.compile(r"^(?:segment|part|section|chapter|act|round|question|story)\s*\d+\b|^(?:intro|"
+                           r"introduction|opening|outro|conclusion|closing|wrap[- ]?up|final thoughts|welcome|"
+                           r"headlines|sign[- ]off)\b", re.IGNORECASE)
 TITLE_LINE = re.compile(r"^\s*[*_]*\s*(?:episode\s+)?title\s*[*_]*\s*:\s*[*_]*\s*(?P<title>.+?)\s*[*_]*\s*$", re.I)
 # stage directions: cues a voice must not read out ([laughs], (pause), *sighs*, [Intro music])
 DIRECTION_WORDS = (r"laugh\w*|chuckl\w*|giggl\w*|sigh\w*|paus\w*|music|sound\w*|sfx|applause|beat|smil\w*|grin\w*|"
@@ -95,27 +104,33 @@ def excerpt(line: str, n: int = 70) -> str:
 
 
 class _Speakers:
-    """Labels -> hosts: names as configured (any case); generic labels to the hosts not yet named, in
-    order of first appearance."""
+    """Labels -> the cast: names as configured (any case); a role's label to the free speaker in that
+    part; other generic labels to the speakers not yet named, in order of first appearance."""
 
-    def __init__(self, hosts: Sequence[str]) -> None:
-        self.hosts = list(hosts)
-        self.by_name = {h.lower(): h for h in hosts}
+    def __init__(self, show: Show) -> None:
+        self.hosts = show.names
+        self.by_name = {h.casefold(): h for h in self.hosts}
+        r = roles(show)
+        part = {n: ("guest" if n in r.guests else "moderator" if n == r.moderator else
+                    "narrator" if len(r.speakers) == 1 else "host") for n in r.speakers}
+        self.in_part = {p: [n for n in self.hosts if part[n] == p] for p in set(ROLE_LABELS.values())}
         self.generic: dict[str, str] = {}
         self.named: set[str] = set()
         self.seen: dict[str, str] = {}
 
     def resolve(self, label: str) -> str | None:
-        key = " ".join(label.strip("<> ").replace("_", " ").split()).lower()
+        key = " ".join(label.strip("<> ").replace("_", " ").split()).casefold()
         host = self.by_name.get(key)
         if host is None and GENERIC.fullmatch(key):
             slot = re.sub(r"[\s#-]", "", key)
             host = self.generic.get(slot)
             if host is None:
-                free = [h for h in self.hosts if h not in self.generic.values() and h not in self.named]
+                taken = set(self.generic.values()) | self.named
+                free = [h for h in self.hosts if h not in taken]
+                fitting = [h for h in self.in_part.get(ROLE_LABELS.get(slot, ""), []) if h not in taken]
                 if not free:
                     return None
-                host = self.generic[slot] = free[0]
+                host = self.generic[slot] = (fitting or free)[0]
         elif host is not None:
             self.named.add(host)
         if host is not None:
@@ -161,15 +176,17 @@ def clean_turn_text(text: str, dropped: list[str]) -> str:
     return text if WORD_CHAR.search(text) else ""  # marks alone ("##", "…") say nothing
 
 
-def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
-    """Understand `reply`; `title` (the episode's title or topic) is used when the reply has none."""
+def normalise(reply: str, cast: Show | Sequence[str], title: str) -> Draft:
+    """Understand `reply` as a script of `cast` (a show, or the two host names of a conversation);
+    `title` (the episode's title or topic) is used when the reply has none."""
+    show = as_show(cast)
     dropped: list[str] = []
     problems: list[str] = []
     text, had_reasoning = strip_reasoning(reply)
     if had_reasoning:
         dropped.append("<think> reasoning")
     text = TAGGED_TURN.sub(lambda m: f"\n\n{m.group(1)}: {' '.join(m.group(2).split())}\n\n", text)
-    speakers = _Speakers(hosts)
+    speakers = _Speakers(show)
     found_title: str | None = None
     secs: list[_Section] = [_Section("")]
     pending: str | None = None  # a label alone on its line: the next prose lines are its words
@@ -269,7 +286,8 @@ def normalise(reply: str, hosts: Sequence[str], title: str) -> Draft:
         if title_words == before:
             break
     found_title = title_words if WORD_CHAR.search(title_words) else None
-    return Draft(raw=reply, body=_render(found_title or title, secs), title_supplied=not found_title,
+    return Draft(raw=reply, body=_render(found_title or title, secs, SHAPES[show.format].intro),
+                 title_supplied=not found_title,
                  problems=problems, dropped=dropped, speakers=dict(speakers.seen))
 
 
@@ -340,19 +358,20 @@ def _label(line: str, speakers: _Speakers) -> tuple[str, str, bool] | None:
 
 
 def _who(name: str, speakers: _Speakers) -> str:
-    hosts = " and ".join(speakers.hosts)
+    n = len(speakers.hosts)
+    cast = ", ".join(speakers.hosts[:-1]) + f" and {speakers.hosts[-1]}" if n > 1 else speakers.hosts[0]
     if GENERIC.fullmatch(name.strip("<> ")):
-        return f"a third speaker {name!r}, but the show has two hosts ({hosts})"
-    return f"unknown speaker {name!r} (the hosts are {hosts})"
+        return f"a speaker {name!r} beyond the cast, which has {n} ({cast})"
+    return f"unknown speaker {name!r} (the cast is {cast})"
 
 
-def _render(title: str, secs: list[_Section]) -> str:
+def _render(title: str, secs: list[_Section], intro: str) -> str:
     lines = [f"# {_plain(title)}", ""]
     headed = [s for s in secs if s.heading]
     for s in secs:
         if not s.turns:
             continue
-        heading = s.heading or (INTRO_HEADING if headed else "Conversation")
+        heading = s.heading or (intro if headed else "Conversation")
         lines += [f"## {heading}", ""]
         for host, words in s.turns:
             lines += [turn_line(host, words), ""]

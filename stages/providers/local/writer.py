@@ -1,18 +1,31 @@
-"""The local writer (the default): a deterministic two-host script built only from the findings.
+"""The local writer (the default): a deterministic script built only from the findings, in every format.
 
-No model, no network: the hosts take turns reading each finding, with an intro, transitions and an
-outro around them, and every segment cites its finding by its research number (the production stage
-adds the Sources list). It adds no facts of its own, so a script
-is exactly as good as the research; with no findings it says so instead of making things up.
+No model, no network: the cast takes turns reading each finding (a conversation's hosts in rotation, an
+interview's host asking and guest answering, a debate's sides in rounds, a narrator alone, presenters
+reading a brief), with an intro, transitions and an outro around them, and every segment cites its
+finding by its research number (the production stage adds the Sources list). It adds no facts of its own,
+so a script is exactly as good as the research; with no findings it says so instead of making things up.
+Its framing sentences are English templates: it writes English only, and validation refuses other
+languages for it (`languages`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
-from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
-from podspool.stages.script.format import turn_line
+from podspool.stages.base import (
+    EpisodeInput,
+    Finding,
+    ResearchOutput,
+    StageContext,
+    StageError,
+    Usage,
+    WriterOutput,
+)
+from podspool.stages.script import language
+from podspool.stages.script.format import SHAPES, Roles, parse_turns, roles, show_for, turn_line
 from podspool.stages.sources.passages import split_sentences
 from podspool.stages.words import words
 
@@ -42,6 +55,24 @@ REACTIONS = (
     "I like how concrete that makes it. Remember this one: {label}",
     "That reframes things quite a bit. Let's keep it in mind: {label}",
 )
+QUESTIONS = (
+    "Let's start with this: {label} What do the sources tell us?",
+    "Next question: {label} How does that work?",
+    "Let's turn to this: {label} What should listeners know?",
+    "Here's another one: {label} Walk us through it.",
+    "Now this: {label} What did the research find?",
+    "And one more: {label} What's the story there?",
+)
+REBUTTALS = (
+    "That is only half of it, and the rest of the evidence matters.",
+    "I'd weigh that differently, because the sources go on.",
+    "The same research points the other way as well.",
+    "Hold on, the record has more to say.",
+)
+ROUND_OPENERS = (
+    "Round {i}: {label} The first word goes to {name}.",
+    "On to round {i}: {label} {name}, you open.",
+)
 _PARAGRAPH = re.compile(r"paragraph (\d+)")
 _NOT_SPEAKABLE = re.compile(r"\[[^\]]*\]|[{}<>]")  # source-side citations and markup must not leak
 
@@ -49,10 +80,17 @@ _NOT_SPEAKABLE = re.compile(r"\[[^\]]*\]|[{}<>]")  # source-side citations and m
 class LocalWriter:
     name = "local"
     dry_run = False
+    languages = frozenset({"en"})  # the primary language subtags its templates are written in
 
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:
-        a, b = hosts[0], hosts[1]
+        show = show_for(episode.show, hosts)
+        if language.primary(show.language) not in self.languages:  # validation refuses this before any run
+            raise StageError(f"the local writer writes English only, not {language.name(show.language)} "
+                             f"({show.language}): set [production] provider = \"openai\" (a model that writes "
+                             "it), or language \"en\"", retryable=False)
+        cast = roles(show)
+        a, b = hosts[0], hosts[1 % len(hosts)]
         settings = ctx.settings.production
         budget = int(settings.max_words * 0.9)
         if any(f.startswith("length:") and "above" in f for f in feedback):
@@ -62,14 +100,28 @@ class LocalWriter:
         if not research.findings:
             lines += _no_findings(episode, a, b)
             return WriterOutput(script="\n".join(lines) + "\n", usage=[Usage(api="local", model="template")])
-        findings = _reading_order(_within_budget(research.findings, budget))
         # citations carry the research's own numbers: podspool writes the Sources list from research.json
         number = {id(f): n for n, f in enumerate(research.findings, 1)}
-        lines += _intro(episode, findings, a, b)
-        for i, finding in enumerate(findings, 1):
-            lines += _segment(i, finding, _label(finding, i), (a, b) if i % 2 else (b, a), number[id(finding)])
-        lines += _outro(episode, len(findings), a, b)
-        script = "\n".join(lines) + "\n"
+
+        def build(chosen: list[Finding]) -> str:
+            findings = _reading_order(chosen)
+            body = list(lines)
+            if len(hosts) == 2 and show.format == "conversation":
+                body += _intro(episode, findings, a, b)
+                for i, finding in enumerate(findings, 1):
+                    body += _segment(i, finding, _label(finding, i), (a, b) if i % 2 else (b, a), number[id(finding)])
+                body += _outro(episode, len(findings), a, b)
+            else:
+                body += _cast_script(episode, findings, number, cast)
+            return "\n".join(body) + "\n"
+
+        if episode.show.minutes is None:
+            script = build(_within_budget(research.findings, budget))
+        else:  # a target length (its range is min/max_words): as near its middle as the findings allow
+            def spoken(script: str) -> int:  # counted as the length gate counts
+                return language.spoken_words(" ".join(t.text for t in parse_turns(script)), show.language)
+
+            script = _near_target(research.findings, settings.min_words, settings.max_words, build, spoken)
         return WriterOutput(script=script, usage=[Usage(api="local", model="template",
                                                         output_tokens=len(words(script)))])
 
@@ -89,6 +141,24 @@ def _within_budget(findings: list[Finding], budget: int) -> list[Finding]:
         kept.append(f)
         used += n
     return kept
+
+
+def _near_target(ranked: list[Finding], low: int, high: int, build: Callable[[list[Finding]], str],
+                 spoken: Callable[[str], int]) -> str:
+    """The script of the best findings that brings its spoken words nearest (low + high) / 2 without
+    passing `high`: findings are taken best first, a finding too long to fit is passed over."""
+    goal = (low + high) // 2
+    chosen: list[Finding] = []
+    script = build(chosen[:1] or ranked[:1])
+    for f in ranked:
+        trial = build([*chosen, f])
+        n = spoken(trial)
+        if n > high:
+            continue
+        chosen, script = [*chosen, f], trial
+        if n >= goal:
+            break
+    return script
 
 
 def _reading_order(findings: list[Finding]) -> list[Finding]:
@@ -163,6 +233,108 @@ def _outro(episode: EpisodeInput, n_points: int, a: str, b: str) -> list[str]:
             "our sources.", "",
             f"**{a}:** Thanks for listening, and thanks to {b} for walking through it with me. Every point we "
             "made is listed with its source in the show notes. Until next time!", ""]
+
+
+def _and(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _halves(finding: Finding) -> tuple[str, str]:
+    sentences = split_sentences(_clean(finding.text)) or [_clean(finding.text)]
+    half = math.ceil(len(sentences) / 2)
+    return " ".join(sentences[:half]), " ".join(sentences[half:])
+
+
+def _cast_script(episode: EpisodeInput, findings: list[Finding], number: dict[int, int], cast: Roles) -> list[str]:
+    """Every format but a two-host conversation (kept word for word as it always was): intro, one
+    section per finding, outro, with the parts the cast plays in the format."""
+    shape = SHAPES[cast.format]
+    names = cast.speakers
+    n = len(names)
+    topic = _mid_sentence(_clean(episode.topic))
+    n_sources = len({f.source for f in findings})
+    noun = "source" if n_sources == 1 else "sources"
+    gathered = (f"We went through {_count(n_sources)} {noun} and pulled out the {_count(len(findings))} points "
+                "that matter most, so everything you hear comes from our notes.")
+    lines = [f"## {shape.intro}", ""]
+    say = lines.append
+
+    def turn(name: str, text: str) -> None:
+        say(turn_line(name, text))
+        say("")
+
+    debaters = [m for side in cast.sides for m in side]
+    lead = cast.moderator or (cast.hosts[0] if cast.hosts else names[0])
+    others = [m for m in names if m != lead]
+    if n == 1:
+        turn(lead, f"Welcome to the show. I'm {lead}, and today I'm talking about {topic}. I went through "
+             f"{_count(n_sources)} {noun} and pulled out the {_count(len(findings))} points that matter most, so "
+             "everything you hear comes from my notes.")
+    elif cast.sides:
+        a_side, b_side = cast.sides
+        turn(lead, f"Welcome to the debate. Today's question: {topic}. On one side, {_and(a_side)}; on the other, "
+             f"{_and(b_side)}." + (" I'll keep time." if cast.moderator else ""))
+        for name in debaters:
+            if name != lead:
+                turn(name, f"Thanks. I'm {name}, and I'll argue from the evidence, point by point.")
+        turn(others[0], gathered)
+    else:
+        company = (f"my guest{'s' if len(cast.guests) > 1 else ''} today {'are' if len(cast.guests) > 1 else 'is'} "
+                   f"{_and(cast.guests)}" if cast.guests else f"I'm here with {_and(others)}")
+        turn(lead, f"Welcome to the show. I'm {lead}, and {company}. Today we're talking about {topic}.")
+        turn(others[0], f"Thanks, {lead}. {gathered}")
+        for name in others[1:]:
+            turn(name, f"And I'm {name}. Glad to be part of this one.")
+    for i, finding in enumerate(findings, 1):
+        label = _label(finding, i)
+        cite = number[id(finding)]
+        first, second = _halves(finding)
+        say(f"## {shape.segment} {i}: {label.rstrip('.')}")
+        say("")
+        opener = OPENERS[0] if i == 1 else OPENERS[1 + (i - 2) % (len(OPENERS) - 1)]
+        if n == 1:
+            turn(lead, f"{opener.format(label=label)} {' '.join(p for p in (first, second) if p)} [{cite}]")
+        elif cast.guests:
+            host, guest = cast.hosts[(i - 1) % len(cast.hosts)], cast.guests[(i - 1) % len(cast.guests)]
+            turn(host, QUESTIONS[(i - 1) % len(QUESTIONS)].format(label=label))
+            turn(guest, f"{first} {REPLIES[(i - 1) % len(REPLIES)] + ' ' + second if second else ''}".strip()
+                 + f" [{cite}]")
+        elif cast.sides:
+            side, other = cast.sides[(i - 1) % 2], cast.sides[i % 2]
+            speaker, answer = side[(i - 1) // 2 % len(side)], other[(i - 1) // 2 % len(other)]
+            if cast.moderator:
+                turn(cast.moderator, ROUND_OPENERS[(i - 1) % len(ROUND_OPENERS)].format(i=i, label=label, name=speaker))
+            turn(speaker, f"{opener.format(label=label) if not cast.moderator else ''} {first} [{cite}]".strip())
+            turn(answer, f"{REBUTTALS[(i - 1) % len(REBUTTALS)]} {second} [{cite}]" if second else
+                 f"{REACTIONS[(i - 1) % len(REACTIONS)].format(label=label)} [{cite}]")
+        elif cast.format == "brief":
+            turn(names[(i - 1) % n], f"{label} {' '.join(p for p in (first, second) if p)} [{cite}]")
+        else:
+            first_name, second_name = names[(i - 1) % n], names[i % n]
+            turn(first_name, f"{opener.format(label=label)} {first} [{cite}]")
+            turn(second_name, f"{REPLIES[(i - 1) % len(REPLIES)]} {second}" if second else
+                 REACTIONS[(i - 1) % len(REACTIONS)].format(label=label))
+            if n > 2:
+                turn(names[(i + 1) % n], f"So the point to keep from part {_count(i)}: {label}")
+    say(f"## {shape.outro}")
+    say("")
+    points = "one point" if len(findings) == 1 else f"{_count(len(findings))} points"
+    if n == 1:
+        turn(lead, f"That brings us to the end of our look at {topic}: {points}, each one straight from our "
+             "sources. Every point is listed with its source in the show notes. Thanks for listening, and until "
+             "next time!")
+        return lines
+    if cast.sides:
+        for side in cast.sides:
+            turn(side[0], f"My closing word: the {points} we heard on {topic} come straight from the sources, "
+                 "and the listener can weigh them." if side is cast.sides[0] else
+                 "And mine: weigh the evidence on both sides, it is all listed in the show notes.")
+    else:
+        turn(others[0], f"That brings us to the end of our look at {topic}: {points}, each one straight from "
+             "our sources.")
+    turn(lead, f"Thanks for listening, and thanks to {_and(others)} for walking through it with me. Every point we "
+         "made is listed with its source in the show notes. Until next time!")
+    return lines
 
 
 def _no_findings(episode: EpisodeInput, a: str, b: str) -> list[str]:
