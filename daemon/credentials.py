@@ -28,6 +28,12 @@ _AUTH_PATTERNS = (
 # patterns' case-insensitive matching also takes a few non-ASCII letters for i and k.)
 _AUTH_WORDS = ("bearer", "xi-api-key")
 MIN_KEY_LEN = 4  # shorter "keys" would mask ordinary words in every log line
+# The remote executor's credentials, read like the API keys: `$VAR`, else `$CREDENTIALS_DIRECTORY/<var
+# lower-case>` (systemd's LoadCredential=). Neither is ever stored in Redis or in a config file.
+BROKER_KEY_ENV = "PODSPOOL_BROKER_KEY"  # signs task messages and results (HMAC); the same on every host
+BROKER_PASSWORD_ENV = "PODSPOOL_BROKER_PASSWORD"  # the Redis password, when broker_url carries none
+# A URL's user-info (`user:password@`) and query values (`?token=...`) are secrets as often as not.
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{1,15}://)(\S*@)?([^\s?#]*)(\?[^\s#]*)?")
 
 
 def load_secrets(environ: Mapping[str, str] | None = None,
@@ -51,6 +57,38 @@ def load_secrets(environ: Mapping[str, str] | None = None,
     return found
 
 
+def read_credential(var: str, environ: Mapping[str, str] | None = None,
+                    credentials_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """`$var`, else the file `$CREDENTIALS_DIRECTORY/<var lower-case>`, stripped; None when neither is set."""
+    env = os.environ if environ is None else environ
+    value = (env.get(var) or "").strip()
+    creds = credentials_dir if credentials_dir is not None else env.get("CREDENTIALS_DIRECTORY")
+    if not value and creds:
+        try:
+            value = (Path(creds) / var.lower()).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            value = ""
+    return value or None
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL's user-info (a user-info without one: all of it) and every
+    query value replaced by ***: `redis://:pw@host/0` -> `redis://:***@host/0`, `?token=t` -> `?token=***`."""
+    if "://" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        scheme, userinfo, rest, query = m.group(1), m.group(2) or "", m.group(3), m.group(4) or ""
+        if userinfo:
+            user, colon, _password = userinfo[:-1].partition(":")
+            userinfo = f"{user}:{MASK}@" if colon else f"{MASK}@"
+        if len(query) > 1:
+            query = "?" + "&".join(p.partition("=")[0] + "=" + MASK if p else p for p in query[1:].split("&"))
+        return scheme + userinfo + rest + query
+
+    return _URL.sub(one, text)
+
+
 def _keys(secrets: Mapping[str, str] | Iterable[str]) -> list[str]:
     values = secrets.values() if isinstance(secrets, Mapping) else secrets
     # longest first, so a key that contains another is replaced whole
@@ -58,13 +96,15 @@ def _keys(secrets: Mapping[str, str] | Iterable[str]) -> list[str]:
 
 
 def mask(text: str, secrets: Mapping[str, str] | Iterable[str]) -> str:
-    """`text` with every key, and any `Bearer <token>` / `xi-api-key: <token>`, replaced by ***."""
+    """`text` with every key, any `Bearer <token>` / `xi-api-key: <token>`, and URLs' passwords and query
+    values replaced by ***."""
     return _mask(text, _keys(secrets))
 
 
 def _mask(text: str, keys: list[str]) -> str:
     for key in keys:
         text = text.replace(key, MASK)
+    text = redact_urls(text)
     if text.isascii():
         low = text.lower()
         if not any(w in low for w in _AUTH_WORDS):

@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon.config import load_config
+from podspool.daemon.credentials import BROKER_KEY_ENV
 from podspool.daemon.executors.protocol import StageTask, TaskOutcome
 from podspool.daemon.executors.remote.executor import DramatiqExecutor
 from podspool.stages.base import STAGE_NAMES, EpisodeInput
+
+# The broker key every host of these tests shares (tasks and results are signed with it). The supervisors
+# the tests start (in-process, or `podspool run` through podspool_helpers.cli) inherit it from here.
+TEST_BROKER_KEY = "test-broker-key-0123456789abcdef"
+os.environ.setdefault(BROKER_KEY_ENV, TEST_BROKER_KEY)
 
 REMOTE_CONFIG = """
 [executor]
@@ -70,6 +76,7 @@ class WorkerGroup:
         for s in stages:
             args += ["--stage", s]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("PODSPOOL_")}
+        full_env[BROKER_KEY_ENV] = TEST_BROKER_KEY  # a host's own credential (a test may give another in env)
         self.log = workdir / "worker.log"
         self._log_fh = self.log.open("wb")
         self.proc = subprocess.Popen(args, cwd=workdir, env={**full_env, **(env or {})}, stdout=self._log_fh,

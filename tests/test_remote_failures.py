@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,21 @@ from fakeapi import FakeApi, Reply
 from loguru import logger
 from podspool.daemon.config import load_config
 from podspool.daemon.executors.protocol import StageTask, TaskOutcome
-from podspool.daemon.executors.remote import blobs
+from podspool.daemon.executors.remote import blobs, wire
 from podspool.daemon.executors.remote.executor import DramatiqExecutor
 from podspool.daemon.executors.remote.names import Names
 from podspool.stages.base import EpisodeInput
 from podspool_helpers import cli
 from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)
-from remote_harness import Drive, drive, make_executor, wait_for_workers, worker_groups, write_config
+from remote_harness import (
+    TEST_BROKER_KEY,
+    Drive,
+    drive,
+    make_executor,
+    wait_for_workers,
+    worker_groups,
+    write_config,
+)
 
 
 def _wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[TaskOutcome]:
@@ -218,9 +227,13 @@ def test_results_a_stopping_supervisor_took_and_did_not_use_go_back_to_the_broke
     ex = make_executor(config, state)
     client = redis.Redis.from_url(redis_url)
     try:
-        def result(eid: str) -> str:
-            return json.dumps({"v": 1, "token": f"t-{eid}", "episode_id": eid, "stage": "research",
-                               "worker": "w", "result": {"ok": True}, "files": []})
+        signer = wire.Signer(TEST_BROKER_KEY.encode())
+
+        def result(eid: str) -> str:  # a previous life's token: its first 12 hex digits are not ours
+            return json.dumps(signer.seal({"token": f"{'0' * 12}-{eid[3:6]}", "nonce": uuid.uuid4().hex,
+                                           "episode_id": eid, "stage": "research", "worker": "w",
+                                           "issued": time.time(), "result": {"ok": True}, "files": [],
+                                           "logs": []}))
 
         client.rpush(ex.results_key, result("ep_001_x"))  # a previous life's: stashed once polled
         deadline = time.monotonic() + 5
@@ -234,7 +247,7 @@ def test_results_a_stopping_supervisor_took_and_did_not_use_go_back_to_the_broke
             time.sleep(0.05)
         assert client.llen(ex.results_key) == 0
         ex.stop()
-        back = [json.loads(raw)["episode_id"] for raw in client.lrange(ex.results_key, 0, -1)]
+        back = [json.loads(json.loads(raw)["body"])["episode_id"] for raw in client.lrange(ex.results_key, 0, -1)]
         assert back == ["ep_001_x", "ep_002_x"]
     finally:
         client.close()

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import redis
 from podspool.daemon.executors.protocol import StageTask
+from podspool.daemon.executors.remote import wire
 from podspool.daemon.executors.remote.actors import GateLock
 from podspool.daemon.ratelimit.redis_backend import RedisBackend, RedisLimiter
 from podspool.stages.base import EpisodeInput
 from redis_fixture import RedisServer, redis_server, redis_url  # noqa: F401  (fixtures)
-from remote_harness import make_executor, write_config
+from remote_harness import TEST_BROKER_KEY, make_executor, write_config
 
 DOWN_S = 0.8  # longer than redis-py's own few quick retries
 
@@ -86,17 +87,19 @@ def test_a_result_whose_artifacts_the_broker_lost_sends_its_task_again_once(tmp_
         token = f"{ex.life}-7"  # the executor's token for task 7 (as test_remote_failures builds it)
         assert client.llen(queue) == 1
         # a result naming a chunk the restarted broker no longer has (no persistence)
-        doc = {"v": 1, "token": token, "episode_id": episode.episode_id, "stage": "production", "worker": "h/1",
-               "result": {"ok": True}, "logs": [],
+        [nonce] = ex._nonces[token]  # the send's nonce, as the worker reads it from the signed message
+        doc = {"token": token, "nonce": nonce, "episode_id": episode.episode_id, "stage": "production",
+               "worker": "h/1", "issued": time.time(), "result": {"ok": True}, "logs": [],
                "files": [["audio.wav", {"size": 3, "sha256": "0" * 64, "keys": [ex.names.blob(token, "a", 0)]}]]}
-        client.rpush(ex.results_key, json.dumps(doc))
+        envelope = json.dumps(wire.Signer(TEST_BROKER_KEY.encode()).seal(doc))
+        client.rpush(ex.results_key, envelope)
         deadline = time.monotonic() + 10
         outcomes = []
         while client.llen(queue) < 2 and time.monotonic() < deadline:
             outcomes += ex.poll()
             time.sleep(0.05)
         assert client.llen(queue) == 2 and not outcomes  # sent again under its token, not a failed attempt
-        client.rpush(ex.results_key, json.dumps(doc))  # lost a second time: now it is reported
+        client.rpush(ex.results_key, envelope)  # lost a second time: now it is reported
         while not outcomes and time.monotonic() < deadline:
             outcomes += ex.poll()
             time.sleep(0.05)

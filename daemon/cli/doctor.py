@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from podspool.daemon.cli import diskuse
 from podspool.daemon.config import Config
-from podspool.daemon.credentials import ENV_NAMES, load_secrets
+from podspool.daemon.credentials import ENV_NAMES, load_secrets, redact_urls
 
 HTTP_PROVIDERS = {"perplexity": "perplexity", "websearch": "websearch", "openai": "openai",
                   "elevenlabs": "elevenlabs", "openai_speech": "openai_speech"}
@@ -48,12 +48,9 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
             say(f"ok   key {env} for {api}: absent here (fine: each worker host reads its own keys)")
         else:
             check(api in secrets, f"key {env} for {api}", f"absent: set {env} or the credential {env.lower()}")
-        check(_answers(settings.base_url), f"{api} base_url {settings.base_url} answers", "no answer")
+        check(_answers(settings.base_url), f"{api} base_url {redact_urls(settings.base_url)} answers", "no answer")
     if cfg.executor.kind == "dramatiq":
-        from podspool.daemon.executors.remote.broker import answers
-
-        problem = answers(cfg.executor)
-        check(problem is None, f"broker {cfg.executor.broker_url} answers", str(problem))
+        _check_broker(cfg, check)
     if cfg.audio.provider == "espeak":
         try:
             import espeakng_loader
@@ -65,6 +62,28 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
     if cfg.audio.provider == "piper":
         _check_piper(cfg, check)
     return ok
+
+
+def _check_broker(cfg: Config, check: Callable[[bool, str, str], None]) -> None:
+    """The broker answers, this Redis user may run every command podspool uses, and the key is here."""
+    from podspool.daemon.executors.remote.broker import answers, missing_commands
+    from podspool.daemon.executors.remote.wire import KeyMissing, load_key
+
+    where = redact_urls(cfg.executor.broker_url)
+    problem = answers(cfg.executor)
+    check(problem is None, f"broker {where} answers", str(problem))
+    if problem is None:
+        try:
+            missing = missing_commands(cfg.executor)
+            check(not missing, f"broker {where} lets this user run the commands podspool uses",
+                  f"not permitted: {', '.join(missing)} (grant them in the Redis user's ACL)")
+        except Exception as exc:  # the broker went away between the two checks
+            check(False, f"broker {where} lets this user run the commands podspool uses", redact_urls(str(exc)))
+    try:
+        load_key()
+        check(True, "broker key (signs remote work) present", "")
+    except KeyMissing as exc:
+        check(False, "broker key (signs remote work)", str(exc))
 
 
 def _check_piper(cfg: Config, check: Callable[[bool, str, str], None]) -> None:

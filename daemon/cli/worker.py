@@ -38,11 +38,22 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
         from podspool.daemon.executors.remote.broker import answers
     except ImportError as exc:
         raise fail(exitcodes.USAGE, f"{exc.name} is missing: pip install 'podspool[dramatiq]'") from None
-    from podspool.daemon.executors.remote.names import STAGES_ENV, Names
+    from podspool.daemon.credentials import redact_urls
+    from podspool.daemon.executors.remote.actors import sweep_temp_folders
+    from podspool.daemon.executors.remote.names import PARENT_ENV, STAGES_ENV, Names
+    from podspool.daemon.executors.remote.wire import KeyMissing, load_key
 
+    try:
+        load_key()
+    except KeyMissing as exc:
+        raise fail(exitcodes.USAGE, str(exc)) from None
     problem = answers(cfg.executor)
     if problem:
-        raise fail(exitcodes.FAILURE, f"the broker {cfg.executor.broker_url} does not answer: {problem}")
+        raise fail(exitcodes.FAILURE, f"the broker {redact_urls(cfg.executor.broker_url)} does not answer: {problem}")
+    swept = sweep_temp_folders()  # task folders of worker processes killed before they could clean up
+    if swept:
+        typer.echo(f"podspool worker: removed {swept} task folder(s) left by workers that died", err=True)
+    os.environ[PARENT_ENV] = str(os.getpid())  # its worker processes exit when this one dies (even by -9)
     # the worker processes dramatiq starts read these while importing their broker module
     os.environ["PODSPOOL_CONFIG"] = str(Path(path).absolute()) if path else ""
     os.environ[STAGES_ENV] = ",".join(stages)

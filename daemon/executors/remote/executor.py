@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,15 @@ import redis
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.executors.local.guards import MemoryGuard
-from podspool.daemon.executors.protocol import HasFileno, StageTask, TaskOutcome, WindowUsage, WorkerView
-from podspool.daemon.executors.remote import blobs, payload
+from podspool.daemon.executors.protocol import StageTask, TaskOutcome, WorkerView
+from podspool.daemon.executors.remote import blobs, payload, wire
 from podspool.daemon.executors.remote import broker as remote_broker
 from podspool.daemon.executors.remote.broker import PLUMBING_RETRIES
 from podspool.daemon.executors.remote.heartbeat import read_workers
 from podspool.daemon.executors.remote.names import Names
 from podspool.daemon.executors.remote.results import Arrival, BrokerRestarted, ResultListener
-from podspool.daemon.ratelimit.redis_backend import RedisBackend
+from podspool.daemon.executors.remote.wire import STUCK_GRACE_S
+from podspool.daemon.ratelimit.redis_backend import RedisBackend, redis_clock
 from podspool.stages import fsio
 from podspool.stages.base import StageName, StageResult
 from podspool.stages.sources.resolve import SourceError
@@ -47,16 +48,21 @@ class DramatiqExecutor:
     """Sends each StageTask as a Dramatiq message; writes what comes back into the episode folder.
 
     `secrets` is accepted for the seam's sake and not used: a worker host reads its own keys, and no key
-    ever travels through the broker.
+    ever travels through the broker. `key` signs tasks and checks results (wire.py); by default it is
+    read like an API key (`PODSPOOL_BROKER_KEY` or its credential), and without one this raises KeyMissing.
     """
 
-    def __init__(self, cfg: Config, state_dir: Path, secrets: Mapping[str, str] | None = None) -> None:
+    def __init__(self, cfg: Config, state_dir: Path, secrets: Mapping[str, str] | None = None,
+                 key: bytes | None = None) -> None:
         self.cfg = cfg
+        self.signer = wire.Signer(key if key is not None else wire.load_key())
         self.names = Names(cfg.executor.namespace)
         self.spool_id = spool_id(Path(state_dir))
         self.results_key = self.names.results(self.spool_id)
         self.life = uuid.uuid4().hex[:12]  # this supervisor's life: a token from another one is not ours
         self._flight: dict[str, StageTask] = {}
+        self._nonces: dict[str, set[str]] = {}  # token in flight -> the nonces this life sent it under
+        self._due: dict[str, float] = {}  # token in flight -> when (monotonic) it is given up on
         self._ready: list[TaskOutcome] = []
         self._stash: dict[tuple[str, str], tuple[float, Arrival]] = {}
         self._client: Any = None
@@ -83,7 +89,8 @@ class DramatiqExecutor:
         settings = self.cfg.executor
         self._client = remote_broker.client(settings)
         self._broker = remote_broker.make_broker(settings)
-        self._listener = ResultListener(settings, self.results_key)
+        self._clock = redis_clock(self._client)
+        self._listener = ResultListener(settings, self.results_key, self.signer)
         self._listener.start()
 
     def reconfigure(self, cfg: Config) -> None:
@@ -151,11 +158,12 @@ class DramatiqExecutor:
                 self._arrive(item)
         if self._resend:
             self._send_again()
+        self._give_up_overdue()
         self._expire_stash()
         out, self._ready = self._ready, []
         return out
 
-    def handles(self) -> list[int | HasFileno]:
+    def handles(self) -> list[Any]:
         return [self._listener.wake_fd] if self._listener is not None else []
 
     def in_flight(self) -> list[StageTask]:
@@ -172,6 +180,8 @@ class DramatiqExecutor:
             except (redis.RedisError, OSError):
                 pass  # their results will be dropped anyway: no task of ours is in flight any more
         self._flight.clear()
+        self._nonces.clear()
+        self._due.clear()
         return tasks
 
     def stop(self) -> None:
@@ -198,11 +208,7 @@ class DramatiqExecutor:
             self._views_at = time.monotonic()
         return self._views
 
-    @property
-    def rate_usage(self) -> WindowUsage:
-        return self._window_usage
-
-    def _window_usage(self, api: str, window_s: float) -> tuple[int, float] | None:
+    def rate_usage(self, api: str, window_s: float) -> tuple[int, float] | None:
         """An API's window as the workers share it in Redis (for `status` and metrics.prom), read at most
         once a second per API; None while the broker is away; after `stop`, the last reading."""
         key = (api, window_s)
@@ -217,12 +223,20 @@ class DramatiqExecutor:
 
     # ---- inside ---------------------------------------------------------------------------------
 
+    def deadline_s(self, limit_s: float) -> float:
+        """How long a task may be in flight, while a worker serving its stage is alive: its time limit twice
+        (one turn waiting in the queue behind the tasks before it, one running) plus a stuck worker's grace
+        and the time a dead worker's messages take to come back. Past it the task fails, retryably."""
+        return 2 * (limit_s + STUCK_GRACE_S) + self.cfg.executor.heartbeat_timeout_s
+
     def _send(self, task: StageTask, token: str) -> None:
         settings = self.cfg.executor
         stage_settings = self.cfg.stage_settings()
         limit_s = float(getattr(stage_settings, task.stage).time_limit_s)
+        nonce, issued = uuid.uuid4().hex, self._clock()
         body = {
-            "v": payload.VERSION, "token": token, "results": self.results_key, "stage": task.stage,
+            "token": token, "nonce": nonce, "results": self.results_key, "stage": task.stage,
+            "issued": issued, "expires": issued + self.deadline_s(limit_s),
             "episode": payload.episode_to_json(task.episode),
             "settings": stage_settings.model_dump(mode="json"),
             "rates": {api: list(r) for api, r in self.cfg.rate_limits.parsed().items()},
@@ -233,9 +247,11 @@ class DramatiqExecutor:
         }
         # Dramatiq's time limit a little past the stage's own deadline, so the stage can say why it stopped.
         message: dramatiq.Message[Any] = dramatiq.Message(queue_name=self.names.queue(task.stage), actor_name=self.names.actor(task.stage),
-                                   args=(body,), kwargs={},
+                                   args=(self.signer.seal(body),), kwargs={},
                                    options={"time_limit": int((limit_s + 1.0) * 1000), "max_retries": PLUMBING_RETRIES})
         self._broker.enqueue(message)
+        self._nonces.setdefault(token, set()).add(nonce)
+        self._due[token] = time.monotonic() + self.deadline_s(limit_s)
 
     def _send_again(self) -> None:
         for token in sorted(self._resend):
@@ -247,12 +263,59 @@ class DramatiqExecutor:
                     return  # still down (or the sources went): keep the rest, try again next turn
             self._resend.discard(token)
 
+    def _give_up_overdue(self) -> None:
+        """Tasks past their deadline fail (retryably) while a worker for their stage is alive; with none
+        alive the clock stops, and they wait for one (a queue with no worker is not the episode's fault)."""
+        now = time.monotonic()
+        overdue = [t for t, due in self._due.items() if now > due]
+        if not overdue:
+            return
+        serving = {s for w in self.workers() for s in w.stage.split(",")}
+        for token in overdue:
+            task = self._flight.get(token)
+            if task is None:
+                self._due.pop(token, None)
+                continue
+            limit_s = float(getattr(self.cfg.stage_settings(), task.stage).time_limit_s)
+            if task.stage not in serving:
+                self._due[token] = now + self.cfg.executor.heartbeat_timeout_s
+                continue
+            self._drop_flight(token)
+            self._cancel(token)
+            self._ready.append(TaskOutcome(task.task_id, task.episode.episode_id, task.stage, StageResult(
+                ok=False, error=f"no result from any worker within {self.deadline_s(limit_s):.0f} s (a worker "
+                                "that refused the message logged why: a broker key that differs, another "
+                                "podspool version)")))
+
+    def _cancel(self, token: str) -> None:
+        try:
+            if self._client is not None:
+                self._client.set(self.names.cancelled(token), 1, ex=self.cfg.executor.artifact_ttl_s)
+        except (redis.RedisError, OSError):
+            pass  # a late result is dropped anyway: the token is no longer in flight
+
+    def _drop_flight(self, token: str) -> StageTask | None:
+        self._nonces.pop(token, None)
+        self._due.pop(token, None)
+        self._resend.discard(token)
+        return self._flight.pop(token, None)
+
     def _arrive(self, arrival: Arrival) -> None:
         doc = arrival.doc
-        task = self._flight.pop(doc["token"], None)
-        if task is None or task.episode.episode_id != doc["episode_id"] or task.stage != doc["stage"]:
+        token = doc["token"]
+        task = self._flight.get(token)
+        if (task is None or task.episode.episode_id != doc["episode_id"] or task.stage != doc["stage"]
+                or doc["nonce"] not in self._nonces.get(token, ())):
             self._not_ours(arrival)
             return
+        if arrival.bad is not None:  # signed by a worker, out of shape: this task fails, nothing else does
+            self._drop_flight(token)
+            logger.bind(batch=task.episode.batch_id, episode=task.episode.episode_id, stage=task.stage).error(
+                "refused the result of {} from {}: {}", token, doc.get("worker", "?"), arrival.bad)
+            self._ready.append(TaskOutcome(task.task_id, task.episode.episode_id, task.stage, StageResult(
+                ok=False, error=f"the worker's result was refused: {arrival.bad}"), worker=str(doc.get("worker", ""))))
+            return
+        self._drop_flight(token)
         if arrival.lost is not None and doc["token"] not in self._lost_once:
             # The broker restarted between the result and its chunks (or a blink outlasted the wait): the
             # work is done but its files are gone. That is the broker's loss, not a failed attempt of the
@@ -261,6 +324,8 @@ class DramatiqExecutor:
                            task.stage, task.episode.episode_id, arrival.lost)
             self._lost_once.add(doc["token"])
             self._flight[doc["token"]] = task
+            self._nonces[doc["token"]] = {doc["nonce"]}
+            self._due[doc["token"]] = time.monotonic() + self.cfg.executor.heartbeat_timeout_s  # until sent again
             self._resend.add(doc["token"])
             return
         self._lost_once.discard(doc["token"])
@@ -271,7 +336,8 @@ class DramatiqExecutor:
         """A late twin (redelivered, or sent again after a broker restart), or a previous life's result."""
         doc = arrival.doc
         from_before = not str(doc["token"]).startswith(self.life + "-")
-        if from_before and doc["result"].get("ok") and arrival.lost is None:
+        fresh = self._clock() - float(doc.get("issued", 0)) < self.cfg.executor.artifact_ttl_s
+        if from_before and fresh and arrival.bad is None and doc["result"].get("ok") and arrival.lost is None:
             if len(self._stash) < STASH_MAX:
                 self._stash[(doc["episode_id"], doc["stage"])] = (time.monotonic(), arrival)
             return
@@ -281,6 +347,8 @@ class DramatiqExecutor:
     def _apply(self, task: StageTask, arrival: Arrival) -> TaskOutcome:
         doc = arrival.doc
         result = payload.result_from_json(doc["result"])
+        if result.disk_errno is not None:  # the worker host's disk, not this host's: no pause of admission here
+            result = replace(result, disk_errno=None, error=f"on worker {doc.get('worker')}: {result.error}")
         bound = logger.bind(batch=task.episode.batch_id, episode=task.episode.episode_id, stage=task.stage)
         for level, text in doc.get("logs", []):
             bound.log(level, "[{}] {}", doc.get("worker", "?"), text)
@@ -304,15 +372,16 @@ class DramatiqExecutor:
         life: one the listener popped while stopping (its BLPOP outlasts stop()), and a previous life's
         waiting in the stash. Dropped, its stage would run and be paid for again (seen in CI). Their
         artifacts stay in Redis until used (_forget) or expired."""
-        docs = [a.doc for _at, a in self._stash.values() if a.lost is None]
+        docs = [a.raw for _at, a in self._stash.values() if a.lost is None]
         assert self._listener is not None
-        docs += [item.doc for item in self._listener.taken() if isinstance(item, Arrival) and item.lost is None]
+        docs += [item.raw for item in self._listener.taken()
+                 if isinstance(item, Arrival) and item.lost is None and item.bad is None]
         self._stash.clear()
         if not docs or self._client is None:
             return
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self.results_key, *(json.dumps(d) for d in reversed(docs)))
+                pipe.lpush(self.results_key, *reversed(docs))
                 pipe.expire(self.results_key, self.cfg.executor.artifact_ttl_s)
                 pipe.execute()
         except (redis.RedisError, OSError) as exc:

@@ -8,6 +8,8 @@ from podspool.stages.base import StageName
 
 # `podspool worker` tells the worker processes dramatiq starts which stages they serve through this
 STAGES_ENV = "PODSPOOL_WORKER_STAGES"
+# ... and which process is their parent: they exit when it dies (worker_entry.die_with_parent)
+PARENT_ENV = "PODSPOOL_WORKER_PARENT"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Names:
 
     def deliveries(self, token: str) -> str:
         return f"{self.namespace}:deliveries:{token}"
+
+    def answered(self, nonce: str) -> str:
+        """Set when a send of a task is answered: the same message again is a replay, not work."""
+        return f"{self.namespace}:answered:{nonce}"
 
     def cancelled(self, token: str) -> str:
         return f"{self.namespace}:cancelled:{token}"

@@ -24,7 +24,6 @@ from podspool.stages.base import EpisodeInput, StageResult, Usage
 from podspool.stages.show import Show
 from podspool.stages.sources.resolve import is_url, resolve_source, roots_from_settings
 
-VERSION = 1
 # The supervisor's own files: never shipped out, never accepted back.
 SUPERVISOR_FILES = frozenset({MANIFEST, "episode.log"})
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -46,7 +45,8 @@ def folder_files(folder: Path) -> list[Path]:
 
 def result_to_json(result: StageResult) -> dict[str, Any]:
     doc = asdict(result)
-    return json.loads(json.dumps(doc, default=str))  # details may hold anything; text is enough
+    # details may hold anything: text is enough, and a number JSON cannot hold (NaN, inf) is none
+    return json.loads(json.dumps(doc, default=str), parse_constant=lambda _c: None)
 
 
 def result_from_json(doc: dict[str, Any]) -> StageResult:
@@ -67,6 +67,17 @@ def episode_from_json(doc: dict[str, Any]) -> EpisodeInput:
     else:
         fields.pop("show", None)
     return EpisodeInput(**fields)
+
+
+def foreign_voice_paths(episode: EpisodeInput) -> str | None:
+    """Why a task cannot run on this host, when its cast names a piper voice by path: a path names a file
+    of the supervisor's host; on a worker host, voices are the host's own ([providers.piper] voices)."""
+    named = [f"{m.name}: {v!r}" for m in episode.show.cast for p, v in m.voices.items()
+             if p == "piper" and ("/" in v or "\\" in v or v.startswith((".", "~")))]
+    if not named:
+        return None
+    return ("a remote worker reads no voice files named by a message; name the voice (a piper voice "
+            f"wheel, or one of the worker host's [providers.piper] voices) instead of a path: {', '.join(named)}")
 
 
 # ---- the supervisor's side --------------------------------------------------------------------

@@ -18,20 +18,25 @@ from typing import Any
 import redis
 from loguru import logger
 from podspool.daemon.config import ExecutorSettings
-from podspool.daemon.executors.remote import blobs
+from podspool.daemon.executors.remote import blobs, wire
 from podspool.daemon.executors.remote import broker as remote_broker
 from podspool.daemon.ratelimit.redis_backend import outlast_outage
+from pydantic import ValidationError
 
 BLPOP_S = 1
 
 
 @dataclass
 class Arrival:
-    """A result with its artifacts fetched (`files`), or why they could not be (`lost`)."""
+    """A signed result with its artifacts fetched (`files`), or why they could not be (`lost`), or why the
+    result itself is refused (`bad`: signed, naming its task, but out of shape). `raw` is the envelope as
+    it came, to give back to the broker unused."""
 
     doc: dict[str, Any]
+    raw: bytes = b""
     files: list[tuple[str, bytes]] = field(default_factory=list)
     lost: str | None = None
+    bad: str | None = None
 
 
 @dataclass
@@ -40,8 +45,10 @@ class BrokerRestarted:
 
 
 class ResultListener:
-    def __init__(self, settings: ExecutorSettings, results_key: str) -> None:
+    def __init__(self, settings: ExecutorSettings, results_key: str, signer: wire.Signer) -> None:
         self.results_key = results_key
+        self.namespace = settings.namespace
+        self.signer = signer
         self.client = remote_broker.client(settings, socket_timeout=BLPOP_S + 5.0)
         self.arrivals: queue.SimpleQueue[Arrival | BrokerRestarted] = queue.SimpleQueue()
         self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -105,24 +112,46 @@ class ResultListener:
                 self._stop.wait(0.5)
                 continue
             if got:
-                arrival = self._fetch(got[1])
+                try:
+                    arrival = self._fetch(got[1])
+                except Exception as exc:  # one result, however strange, never ends the listener
+                    logger.opt(exception=exc).error("dropped a result the listener could not read: {}", exc)
+                    continue
                 if arrival is not None:
                     self.arrivals.put(arrival)
                     self.wake()
 
     def _fetch(self, raw: bytes) -> Arrival | None:
         try:
-            doc = json.loads(raw)
-            doc["token"], doc["episode_id"], doc["stage"], doc["result"]  # noqa: B018  (the fields we rely on)
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.error("dropped a malformed result from the broker: {}", exc)
+            body = self.signer.open(json.loads(raw), "a result")
+        except (ValueError, wire.WireError) as exc:  # unsigned: not even its task can be trusted
+            logger.error("dropped a result from the broker: {}", exc)
             return None
+        try:
+            wire.check_result(body, self.namespace)
+        except wire.WireError as exc:
+            who = {k: body.get(k) for k in ("token", "nonce", "episode_id", "stage", "worker")}
+            if not _names_its_task(who):
+                logger.error("dropped a result from the broker: {}", exc)
+                return None
+            return Arrival(who, raw, bad=str(exc))
         try:
             # A broker that blinks right after BLPOP still holds the chunks: wait for it (stopping stops
             # the wait). One that restarted lost them: BlobMissing, and the executor sends the task again.
-            return Arrival(doc, [(name, self._get(ref)) for name, ref in doc.get("files", [])])
+            return Arrival(body, raw, [(name, self._get(ref)) for name, ref in body["files"]])
         except (blobs.BlobMissing, redis.RedisError, OSError) as exc:
-            return Arrival(doc, lost=str(exc))
+            return Arrival(body, raw, lost=str(exc))
 
     def _get(self, ref: dict[str, Any]) -> bytes:
         return outlast_outage(lambda: blobs.get(self.client, ref), pause=self._stop.wait)
+
+
+def _names_its_task(who: dict[str, Any]) -> bool:
+    """Whether a refused result still says which task it answers (so that task, and only it, fails)."""
+    try:
+        wire.ResultDoc.model_validate({"v": wire.VERSION, "issued": 0.0, "result": {"ok": False}, "files": [],
+                                       **{k: v for k, v in who.items() if k != "worker"},
+                                       "worker": str(who.get("worker"))[:300]})
+        return True
+    except ValidationError:
+        return False
