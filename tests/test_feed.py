@@ -139,6 +139,10 @@ def test_a_revoiced_episode_keeps_its_guid_and_a_new_batch_is_a_new_season(spool
     manifest.update(session_id="ep_001_later", batch_id="later", episode_number=1,
                     finished_at="2099-01-01T00:00:00+00:00")
     (later / "manifest.json").write_text(json.dumps(manifest))
+    cast = s / "done" / EIDS[1] / "manifest.json"  # a show whose cast has roles: the feed names them
+    manifest = json.loads(cast.read_text())
+    manifest["show"]["cast"] = [{"name": "Alex", "role": "moderator"}, {"name": "Sam", "role": "guest"}]
+    cast.write_text(json.dumps(manifest))
     (s / "podspool.toml").write_text((s / "podspool.toml").read_text().replace("explicit = false",
                                                                              "explicit = true"))
     assert _feed(s) == 0
@@ -149,6 +153,8 @@ def test_a_revoiced_episode_keeps_its_guid_and_a_new_batch_is_a_new_season(spool
                for g, i in items.items()}
     assert seasons == {f"podspool:{EIDS[0]}": ("1", "1"), f"podspool:{EIDS[1]}": ("1", "2"),
                        "podspool:ep_001_later": ("2", "1")}
+    assert [(p.text, p.get("role")) for p in items[f"podspool:{EIDS[1]}"].findall("podcast:person", NS)] == \
+        [("Alex", "host"), ("Sam", "guest")]  # the Podcast Taxonomy has no moderator: who moderates hosts
     assert _xml(s).find("channel").findtext("itunes:explicit", namespaces=NS) == "true"
     assert {i.findtext("itunes:explicit", namespaces=NS) for i in items.values()} == {"true"}
 
