@@ -207,13 +207,16 @@ def test_a_configured_cover_is_published_under_a_name_of_its_own(spool: Path, tm
     Image.new("RGB", (1600, 1600), (20, 90, 160)).save(buf, format="JPEG")
     (s / "art").mkdir()
     (s / "art" / "cover.jpeg").write_bytes(buf.getvalue())
-    (s / "podspool.toml").write_text((s / "podspool.toml").read_text() + 'image = "art/cover.jpeg"\n')
+    config = (s / "podspool.toml").read_text().replace('category = "Science"', 'category = "Astronomy"')
+    (s / "podspool.toml").write_text(config + 'image = "art/cover.jpeg"\n')
     old = {p.name for p in (s / "feed").glob("cover-*")}
     assert _feed(s) == 0
     href = feedparser.parse((s / "feed" / "feed.xml").read_bytes()).feed.image.href
     served = s / "feed" / href[len(BASE) + 1:]
     assert served.suffix == ".jpg" and served.read_bytes() == buf.getvalue()
     assert {p.name for p in (s / "feed").glob("cover-*")} == {served.name} and served.name not in old
+    category = _xml(s).find("channel").find("itunes:category", NS)  # a subcategory alone names its parent
+    assert (category.get("text"), [c.get("text") for c in category]) == ("Science", ["Astronomy"])
 
 
 def test_feed_is_unchanged_by_a_rerun_and_refuses_a_bad_url(spool: Path) -> None:
