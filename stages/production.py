@@ -42,7 +42,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
         return earlier
     research, _ = artifacts.load_research(folder)
     settings = ctx.settings
-    hosts = list(settings.production.hosts)
+    hosts = episode.show.names  # the cast, in order: one to four speakers
     writer = registry.load(registry.WRITERS, settings.production.provider)
     dry_run = writer.dry_run
     if not research.findings and not dry_run:
@@ -66,7 +66,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
         usage.extend(out.usage)
         # One owner of the script's shape: whatever the writer's style, script.md is the normalised
         # body plus podspool's own Sources list, numbered as the research is.
-        draft = script_normalise.normalise(out.script, hosts, episode.title or episode.topic)
+        draft = script_normalise.normalise(out.script, episode.show, episode.title or episode.topic)
         script = script_format.with_sources(draft.body, research.findings)
         if script in drafts:
             # the model answered the feedback with the same script: another call would be paid for nothing
@@ -75,7 +75,8 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
             break
         drafts[script] = number
         with ctx.gate_lock:
-            report = quality.evaluate(script, research, settings, draft=draft, incomplete=out.incomplete)
+            report = quality.evaluate(script, research, settings, draft=draft, incomplete=out.incomplete,
+                                      show=episode.show)
         history.append({"draft": number, "score": round(report.score, 3), "reasons": report.reasons,
                         "dropped": draft.dropped[:20], "title_supplied": draft.title_supplied,
                         "speakers": {k: v for k, v in draft.speakers.items() if k != v}})

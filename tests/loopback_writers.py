@@ -19,34 +19,49 @@ from fakeapi import FakeApi, Reply, Request
 
 @dataclass
 class Prompt:
-    """What a model takes from podspool's prompt."""
+    """What a model takes from podspool's prompt: the cast as it lists it (`- Name: part`), the format and
+    the language it names."""
 
     topic: str
     title: str | None
-    hosts: tuple[str, str]
+    hosts: tuple[str, ...]
     findings: list[tuple[int, str]]
     min_words: int
     max_words: int
     rules: list[str]
     revising: bool = False
     feedback: str = ""
+    parts: tuple[str, ...] = ()  # each speaker's part as the prompt words it ("the guest expert", ...)
+    format: str = "conversation"
+    language: str = "en"
 
     @classmethod
     def read(cls, messages: list[dict[str, Any]]) -> Prompt:
         first = next(m["content"] for m in messages if m["role"] == "user")
         last = messages[-1]["content"]
-        hosts = re.search(r"Two hosts talk to each other: (.+?) and (.+?)\.\s*$", first, re.M)
+        two = re.search(r"Two hosts talk to each other: (.+?) and (.+?)\.\s*$", first, re.M)
+        cast_block = re.search(r"^The cast \(\d+ speaker\(s\)\):\n((?:- .+\n?)+)", first, re.M)
+        cast = re.findall(r"^- (.+?): (.+)$", cast_block.group(1), re.M) if cast_block else []
         words = re.search(r"Between (\d+) and (\d+) spoken words", first)
         rules = first.split("Rules:", 1)[1].split("Research", 1)[0]
         title = re.search(r'^Title: "(.+)"\.$', first, re.M)
-        assert hosts and words, "not a podspool prompt"
+        assert (two or cast) and words, "not a podspool prompt"
+        fmt = re.search(r"^Format: an? (?:news )?(\w+)", first, re.M)
+        lang = re.search(r"^Language: .*?\(([A-Za-z0-9-]+)\)", first, re.M)
         revising = "failed these quality checks" in last
         return cls(topic=re.search(r'about "(.+?)"', first).group(1),  # type: ignore[union-attr]
-                   title=title.group(1) if title else None, hosts=(hosts.group(1), hosts.group(2)),
+                   title=title.group(1) if title else None,
+                   hosts=tuple(n for n, _ in cast) if cast else (two.group(1), two.group(2)),  # type: ignore[union-attr]
+                   parts=tuple(p for _, p in cast) if cast else ("a host", "a host"),
+                   format=fmt.group(1) if fmt else "conversation", language=lang.group(1) if lang else "en",
                    findings=[(int(n), t) for n, t in re.findall(r"^\[(\d+)\] (.+)$", first, re.M)],
                    min_words=int(words.group(1)), max_words=int(words.group(2)),
                    rules=[r.strip()[2:] for r in rules.strip().splitlines() if r.strip().startswith("- ")],
                    revising=revising, feedback=last if revising else "")
+
+    def who(self, part: str) -> list[int]:
+        """The speakers whose part names `part` ("guest", "moderator", "side 1")."""
+        return [i for i, p in enumerate(self.parts) if part in p]
 
 
 @dataclass
@@ -68,8 +83,83 @@ def label_of(text: str) -> str:
     return " ".join(re.findall(r"[A-Za-z']+", text)[:4])
 
 
-def dialogue(p: Prompt) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The conversation as (section, [(speaker index 0/1, words with citations)]) — style-free content."""
+# a model that writes the language asked for: its own words around the findings' (which the tests give
+# in that language)
+PHRASES = {
+    "en": {"welcome": "Hello and welcome. Today we are talking about {topic}.",
+           "notes": "Thanks. We read {n} notes on it, and every point today comes from them.",
+           "point": "Point {i} is about {label}.", "good": "So that is point {i}, and it is a good one.",
+           "bye": "That is all for {topic}. Thank you for listening.", "later": "See you next time, and keep asking questions.",
+           "ask": "Tell us about point {i}, {label}.", "hello": "Hello, I am {name}, glad to be here.",
+           "agree": "I agree with point {i}, and the notes back it up."},
+    "de": {"welcome": "Hallo und willkommen. Heute sprechen wir über {topic}.",
+           "notes": "Danke. Wir haben {n} Notizen dazu gelesen, und alles heute stammt daraus.",
+           "point": "Punkt {i} handelt von {label}.", "good": "Das ist also Punkt {i}, und er ist gut.",
+           "bye": "Das war alles zu {topic}. Danke fürs Zuhören.", "later": "Bis zum nächsten Mal, und bleibt neugierig.",
+           "ask": "Erzähl uns von Punkt {i}, {label}.", "hello": "Hallo, ich bin {name}, schön, dabei zu sein.",
+           "agree": "Bei Punkt {i} stimme ich zu, und die Notizen belegen es."},
+    "es": {"welcome": "Hola y bienvenidos. Hoy hablamos de {topic}.",
+           "notes": "Gracias. Leímos {n} notas sobre el tema, y todo lo de hoy viene de ellas.",
+           "point": "El punto {i} trata de {label}.", "good": "Ese es el punto {i}, y es bueno.",
+           "bye": "Eso es todo sobre {topic}. Gracias por escuchar.", "later": "Hasta la próxima, y sigan preguntando.",
+           "ask": "Cuéntanos el punto {i}, {label}.", "hello": "Hola, soy {name}, me alegra estar aquí.",
+           "agree": "Estoy de acuerdo con el punto {i}, y las notas lo respaldan."},
+}
+
+
+def dialogue(p: Prompt) -> list[tuple[str, list[tuple[int, str]]]]:
+    """The script as (section, [(speaker index, words with citations)]): a two-host conversation, or the
+    format and cast the prompt names, in its language — style-free content."""
+    if len(p.hosts) != 2 or p.format != "conversation" or p.language != "en":
+        return cast_dialogue(p)
+    return _two_hosts(p)
+
+
+def cast_dialogue(p: Prompt) -> list[tuple[str, list[tuple[int, str]]]]:
+    """Every format with a cast of one to four, as the prompt gives each speaker's part."""
+    say = PHRASES.get(p.language.split("-")[0], PHRASES["en"])
+    n = len(p.hosts)
+    topic = p.topic
+    guests, moderators = p.who("guest"), p.who("moderator")
+    sides = [p.who("side 1"), p.who("side 2")]
+    interview = bool(guests) and n > 1
+    debate = bool(sides[0] and sides[1])
+    hosts = [i for i in range(n) if i not in guests] if interview else list(range(n))
+    opener = moderators[0] if moderators else hosts[0]
+    intro = [(opener, say["welcome"].format(topic=topic))]
+    intro += [(i, say["hello"].format(name=p.hosts[i])) for i in range(n) if i != opener]
+    if n > 1:
+        intro.append(((opener + 1) % n, say["notes"].format(n=len(p.findings))))
+    else:
+        intro.append((0, say["notes"].format(n=len(p.findings))))
+    parts: list[tuple[str, list[tuple[int, str]]]] = [("intro", intro)]
+    for i, (number, text) in enumerate(p.findings):
+        said = sentences(text)
+        half = max(1, (len(said) + 1) // 2)
+        first, second = " ".join(said[:half]), " ".join(said[half:])
+        label = label_of(text).lower()
+        if n == 1:
+            turns = [(0, f"{say['point'].format(i=i + 1, label=label)} {text} [{number}]")]
+        elif interview:
+            host, guest = hosts[i % len(hosts)], guests[i % len(guests)]
+            turns = [(host, say["ask"].format(i=i + 1, label=label)), (guest, f"{text} [{number}]")]
+        elif debate:
+            a, b = sides[i % 2], sides[1 - i % 2]
+            turns = [(a[i // 2 % len(a)], f"{say['point'].format(i=i + 1, label=label)} {first} [{number}]"),
+                     (b[i // 2 % len(b)], f"{second or say['agree'].format(i=i + 1)} [{number}]")]
+        else:
+            who, other = i % n, (i + 1) % n
+            turns = [(who, f"{say['point'].format(i=i + 1, label=label)} {first} [{number}]"),
+                     (other, f"{second} [{number}]" if second else say["good"].format(i=i + 1))]
+            if n > 2:
+                turns.append(((i + 2) % n, f"{say['agree'].format(i=i + 1)} [{number}]"))
+        parts.append((label_of(text), turns))
+    parts.append(("outro", [((opener + 1) % n, say["bye"].format(topic=topic)), (opener, say["later"])]))
+    return parts
+
+
+def _two_hosts(p: Prompt) -> list[tuple[str, list[tuple[int, str]]]]:
+    """The conversation of two hosts in English, as the loopback models have always written it."""
     a_topic = p.topic[0].lower() + p.topic[1:] if p.topic.split()[0] in ("The", "A", "An") else p.topic
     intro = [(0, f"Hello and welcome. Today we are talking about {a_topic}."),
              (1, f"Thanks. We read {len(p.findings)} notes on it, and every point today comes from them.")]

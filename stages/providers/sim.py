@@ -65,7 +65,7 @@ class SimProvider:
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:
         usage = self._call("sim", episode, ctx, "production")
-        a, b = hosts[0], hosts[1]
+        a, b = hosts[0], hosts[1 % len(hosts)]  # a cast of one: the narrator says both lines
         lines = [f"# {episode.title or episode.topic}", ""]
         for i, f in enumerate(research.findings, 1):
             lines += [f"**{a}:** Segment {i}: {f.text} [{i}]", "", f"**{b}:** Noted, from {f.source}.", ""]

@@ -1,13 +1,17 @@
 """Quality gates for an episode script: hard rules that must hold, and scored qualities that must reach the threshold.
 
 Hard gates (complete, speakers, length, grounded, residue) are what makes an episode broken: a cut or
-empty reply, a refusal, a silent host or a line nobody can voice, too few or too many words, a citation
+empty reply, a refusal, a silent speaker of the cast or a line nobody can voice, too few or too many words, a citation
 of research that does not exist, a placeholder read aloud. Any one of them refuses the script whatever
 its score. Soft gates (citations, coverage, repetition, readability, balance) each score 0..1, and the
 episode's score is the lowest of them: `[quality] threshold` is what every scored quality must reach.
 The lowest rather than the mean, because a mean lets one real weakness (a script that skips most of the
 research) hide behind four perfect scores. Every reason names what to fix, with the offending line
 where there is one, because it is the next draft's feedback.
+
+The show's format decides the balance gate (a solo episode has none; an interview's favours the guest)
+and adds the sides gate to a debate; its language decides how words are counted and which readability
+formula applies. A gate that cannot judge a language passes and says so in its `note`.
 """
 
 from __future__ import annotations
@@ -18,23 +22,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podspool.stages.base import ResearchOutput, Turn
+from podspool.stages.script import language
 from podspool.stages.script.format import (
     CITATION_RE,
+    DEBATE_SIDE_SHARE,
+    INTERVIEW_GUEST_SHARE,
+    INTERVIEW_HOST_SHARE,
+    TURN_RE,
     ParsedScript,
+    Roles,
+    as_show,
     cited_numbers,
     coverage_needed,
     parse,
+    roles,
     top_findings,
 )
 from podspool.stages.script.normalise import Draft, excerpt
 from podspool.stages.settings import StageSettings
-from podspool.stages.words import flesch_reading_ease, tokens, words
+from podspool.stages.show import Show
+from podspool.stages.words import tokens, words
 
-READABILITY_RANGE = (30.0, 100.0)  # Flesch: below 30 is academic prose, above 100 is baby talk
+READABILITY_RANGE = (30.0, 100.0)  # Flesch (and its adaptations): below 30 is academic prose, above 100 baby talk
 FINDING_OVERLAP = 0.5  # share of a finding's content words that must appear for it to count as covered
 CITED_OVERLAP = 0.25  # ... or this share, when the script also cites the finding (a paraphrase)
 REPEAT_MIN_WORDS = 8  # shorter lines ("Exactly.", "Right, go on.") may recur naturally
-BALANCE_MIN = 0.25  # the quieter host's share of the words for full marks
 WINDOW_WORDS = 200  # a script without segment headings is judged for citations in windows of this size
 MAX_LISTED = 3  # offending lines quoted per reason
 
@@ -49,7 +61,8 @@ RESIDUE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("language-model boilerplate", re.compile(r"\bas an ai\b|\blanguage model\b|\bI cannot (?:help|assist)\b", re.I)),
 ]
 HARD = ("complete", "speakers", "length", "grounded", "residue")
-SOFT = ("citations", "coverage", "repetition", "readability", "balance")
+SOFT = ("citations", "coverage", "repetition", "readability", "balance")  # balance: not for a solo episode
+DEBATE_ONLY = ("sides",)
 
 
 @dataclass
@@ -59,6 +72,7 @@ class Gate:
     passed: bool
     reason: str = ""  # what to fix, phrased as an instruction for the revision
     hard: bool = False
+    note: str = ""  # what the gate could not judge, and so did not hold against the script
 
 
 @dataclass
@@ -89,18 +103,22 @@ class QualityReport:
 
 
 def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, draft: Draft | None = None,
-             incomplete: str | None = None) -> QualityReport:
+             incomplete: str | None = None, show: Show | None = None) -> QualityReport:
     """Run every gate on `script` (pure and cheap, so every draft is judged the same way).
 
     `draft` is the normaliser's account of the model's reply (lines it could not understand);
-    `incomplete` is the writer's word that the reply was cut short.
+    `incomplete` is the writer's word that the reply was cut short;
+    `show` is the episode's format, cast and language (default: a conversation of `[production] hosts`
+    in English).
     """
-    hosts = settings.production.hosts
+    show = show or as_show(settings.production.hosts)
+    hosts = show.names
     threshold = settings.quality.threshold
     parsed = parse(script)  # once: every gate below reads the same parts
     turns = parsed.turns
     spoken_text = " ".join(t.text for t in turns)
-    n_words = len(words(spoken_text))
+    n_words = language.spoken_words(spoken_text, show.language)
+    parts = roles(show)
     hard = [
         complete_gate(turns, draft, incomplete),
         speakers_gate(turns, hosts, draft),
@@ -110,11 +128,14 @@ def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, 
     ]
     soft = [
         citation_gate(parsed, len(research.findings)),
-        coverage_gate(parsed, research),
+        coverage_gate(parsed, research, show.language),
         repetition_gate(turns),
-        readability_gate(spoken_text),
-        balance_gate(turns, hosts),
+        readability_gate(spoken_text, show.language),
     ]
+    if len(hosts) > 1:  # a solo episode has no balance to keep
+        soft.append(balance_gate(turns, parts))
+    if parts.sides:
+        soft.append(sides_gate(parsed, parts, len(research.findings)))
     for g in hard:
         g.hard = True
     for g in soft:
@@ -154,17 +175,25 @@ def speakers_gate(turns: list[Turn], hosts: list[str], draft: Draft | None) -> G
     said = Counter(t.host for t in turns)
     problems: list[str] = []
     missing = [h for h in hosts if not said.get(h)]
+    cast = _and(hosts)
     if missing:
-        problems.append(f"{' and '.join(missing)} never speak{'s' if len(missing) == 1 else ''}: both hosts "
-                        f"take turns, as `**{hosts[0]}:** text` and `**{hosts[1]}:** text` lines")
+        every = "both hosts take" if len(hosts) == 2 else f"every one of the cast ({cast}) takes"
+        forms = " and ".join(f"`**{h}:** text`" for h in hosts)
+        problems.append(f"{_and(missing)} never speak{'s' if len(missing) == 1 else ''}: {every} turns, as "
+                        f"{forms} lines")
     strangers = sorted(set(said) - set(hosts))
     if strangers:
-        problems.append(f"lines by unknown speakers {', '.join(strangers)} (the hosts are {' and '.join(hosts)})")
+        alone = f"{hosts[0]} speaks alone" if len(hosts) == 1 else f"the cast is {cast}"
+        problems.append(f"lines by unknown speakers {', '.join(strangers)} ({alone})")
     if draft and draft.problems:
         more = f" (and {len(draft.problems) - MAX_LISTED} more)" if len(draft.problems) > MAX_LISTED else ""
         problems.append("lines not understood, rewrite them as a host's turn or drop them: "
                         + "; ".join(draft.problems[:MAX_LISTED]) + more)
     return Gate("speakers", 1.0 - min(1.0, len(problems) / 2), not problems, "; ".join(problems))
+
+
+def _and(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def length_gate(n_words: int, min_words: int, max_words: int) -> Gate:
@@ -246,21 +275,25 @@ def citation_gate(parsed: ParsedScript, n_findings: int) -> Gate:
                 f"{', '.join(uncited[:MAX_LISTED])}: cite the finding each one discusses")
 
 
-def coverage_gate(parsed: ParsedScript, research: ResearchOutput) -> Gate:
+def coverage_gate(parsed: ParsedScript, research: ResearchOutput, tag: str = "en") -> Gate:
     ranked = [(n, research.findings[n - 1]) for n in top_findings(research.findings)]
     if not ranked:
         return Gate("coverage", 0.0, False, "the research has no findings to cover")
     script_tokens = set(tokens(CITATION_RE.sub(" ", parsed.body)))
     cited = parsed.cited
+    # a script in another language than its research shares few words with it: there a citation counts
+    translated = language.primary(tag) != "en"
     missed: list[int] = []
     for number, f in ranked:
         needed = set(tokens(f.text))
         share = len(needed & script_tokens) / len(needed) if needed else 1.0
-        if share < FINDING_OVERLAP and not (number in cited and share >= CITED_OVERLAP):
+        if share < FINDING_OVERLAP and not (number in cited and (translated or share >= CITED_OVERLAP)):
             missed.append(number)
     score = min(1.0, (len(ranked) - len(missed)) / coverage_needed(len(ranked)))
+    note = (f"a finding cited counts as discussed: the words of a {language.name(tag)} script are not compared "
+            "with the research's" if translated else "")
     if not missed:
-        return Gate("coverage", score, True)
+        return Gate("coverage", score, True, note=note)
     return Gate("coverage", score, False, f"{len(ranked) - len(missed)} of the top {len(ranked)} findings are "
                 f"discussed, {coverage_needed(len(ranked))} needed: also discuss findings "
                 f"{', '.join(map(str, sorted(missed)))}")
@@ -281,30 +314,77 @@ def repetition_gate(turns: list[Turn]) -> Gate:
                 "say each thing once")
 
 
-def readability_gate(spoken_text: str) -> Gate:
+def readability_gate(spoken_text: str, tag: str = "en") -> Gate:
     low, high = READABILITY_RANGE
-    if not words(spoken_text):
+    if not language.spoken_words(spoken_text, tag):
         return Gate("readability", 0.0, False, "no spoken text to read")
-    ease = flesch_reading_ease(spoken_text)
+    judged = language.reading_ease(spoken_text, tag)
+    if judged is None:
+        return Gate("readability", 1.0, True, note=f"not judged: no readability formula for "
+                    f"{language.name(tag)} ({tag}) here")
+    formula, ease = judged
     if low <= ease <= high:
         return Gate("readability", 1.0, True)
     distance = low - ease if ease < low else ease - high
     hint = "use shorter sentences and plainer words" if ease < low else "write fuller sentences"
     return Gate("readability", max(0.0, 1 - distance / 40), False,
-                f"Flesch reading ease {ease:.0f}, outside {low:.0f}-{high:.0f}: {hint}")
+                f"{formula} {ease:.0f}, outside {low:.0f}-{high:.0f}: {hint}")
 
 
-def balance_gate(turns: list[Turn], hosts: list[str]) -> Gate:
-    share = Counter[str]()
+def _shares(turns: list[Turn], names: tuple[str, ...]) -> tuple[Counter[str], int]:
+    said = Counter[str]()
     for t in turns:
-        share[t.host] += len(words(t.text))
-    total = sum(share[h] for h in hosts)
+        said[t.host] += len(t.text.split())  # words by spaces, in any language: the shares are what matter
+    return said, sum(said[n] for n in names)
+
+
+def balance_gate(turns: list[Turn], parts: Roles | list[str]) -> Gate:
+    """Everyone has a real part (conversation, brief); an interview's guests say most; a debate's sides
+    are even. A solo episode has no balance gate."""
+    r = parts if isinstance(parts, Roles) else roles(parts)
+    said, total = _shares(turns, r.speakers)
     if not total:
-        return Gate("balance", 0.0, False, "no host speaks")
-    quiet = min(hosts, key=lambda h: share[h])
-    part = share[quiet] / total
-    score = min(1.0, part / BALANCE_MIN)
+        return Gate("balance", 0.0, False, "nobody in the cast speaks")
+    if r.guests:
+        guest, host = sum(said[n] for n in r.guests) / total, sum(said[n] for n in r.hosts) / total
+        score = min(1.0, guest / INTERVIEW_GUEST_SHARE, host / INTERVIEW_HOST_SHARE)
+        if score >= 1.0:
+            return Gate("balance", 1.0, True)
+        if guest < INTERVIEW_GUEST_SHARE:
+            return Gate("balance", score, False, f"the guest side ({_and(r.guests)}) says only {guest:.0%} of the "
+                        "words: in an interview the guest answers at length, the host asks")
+        return Gate("balance", score, False, f"the host side ({_and(r.hosts)}) says only {host:.0%} of the words: "
+                    "let the host ask the questions and steer")
+    if r.sides:
+        side_share = [sum(said[n] for n in side) / total for side in r.sides]
+        score = min(1.0, *(s / DEBATE_SIDE_SHARE for s in side_share))
+        if score >= 1.0:
+            return Gate("balance", 1.0, True)
+        i = side_share.index(min(side_share))
+        return Gate("balance", score, False, f"the side of {_and(r.sides[i])} has only {side_share[i]:.0%} of "
+                    "the words: give both sides of the debate an even part")
+    quiet = min(r.speakers, key=lambda h: said[h])
+    part = said[quiet] / total
+    score = min(1.0, part / r.balance_min)
     if score >= 1.0:
         return Gate("balance", 1.0, True)
-    return Gate("balance", score, False, f"{quiet} says only {part:.0%} of the words: give both hosts a real "
+    every = "both hosts" if len(r.speakers) == 2 else "every speaker"
+    return Gate("balance", score, False, f"{quiet} says only {part:.0%} of the words: give {every} a real "
                 "part in the conversation")
+
+
+def sides_gate(parsed: ParsedScript, parts: Roles, n_findings: int) -> Gate:
+    """A debate's sides each make their case from the research: each cites findings in its own turns."""
+    cited: dict[str, set[int]] = {}
+    for sec in parsed.sections:
+        for line in sec.lines if not sec.is_sources else ():
+            if m := TURN_RE.match(line):
+                cited.setdefault(m["host"].strip(), set()).update(cited_numbers(m["text"]))
+    uncited = [side for side in parts.sides
+               if not any(1 <= n <= n_findings for name in side for n in cited.get(name, ()))]
+    if not uncited:
+        return Gate("sides", 1.0, True)
+    return Gate("sides", 1 - len(uncited) / len(parts.sides), False,
+                "; ".join(f"the side of {_and(side)} cites no finding" for side in uncited)
+                + ": each side of the debate argues from the findings, citing them")
+

@@ -21,7 +21,8 @@ import requests
 from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage, WriterOutput
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
-from podspool.stages.script.format import script_rules
+from podspool.stages.script import language
+from podspool.stages.script.format import cast_lines, script_rules, show_for
 from podspool.stages.settings import OpenAISettings
 
 API = "openai"
@@ -44,15 +45,28 @@ def research_block(research: ResearchOutput) -> str:
     return "\n".join(lines) or "(no findings)"
 
 
+# what each format asks of the model, in a sentence; the rules then give its headings and parts
+FORMAT_LINES = {
+    "conversation": "a conversation: the hosts talk the findings through with each other.",
+    "interview": "an interview: the host asks, the guest expert answers from the findings.",
+    "debate": "a debate: two sides argue the question, each from the findings it cites.",
+    "solo": "a solo episode: one narrator tells the findings, alone.",
+    "brief": "a news brief: short, factual stories, one per main finding, read in turn.",
+}
+
+
 def build_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[str], feedback: list[str],
                  min_words: int, max_words: int) -> str:
     """The first message; with `feedback` and no earlier reply at hand, the revision request is appended."""
+    show = show_for(episode.show, hosts)
+    lang = language.name(show.language)
     prompt = _template("script.md.tmpl").safe_substitute(
         topic=episode.topic,
         title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
         notes_line=f"\nFocus: {episode.notes}" if episode.notes else "",
-        host_a=hosts[0], host_b=hosts[1],
-        rules=script_rules(hosts, min_words, max_words, research.findings),
+        format_line=FORMAT_LINES[show.format], count=len(show.cast), cast=cast_lines(show),
+        language_line=f"{lang} ({show.language}): write the whole script in {lang}.",
+        rules=script_rules(show, min_words, max_words, research.findings),
         research=research_block(research),
     )
     if feedback:

@@ -12,6 +12,7 @@ from typing import Any
 from podspool.stages.base import EpisodeInput, Finding, Usage
 from podspool.stages.providers.http import MalformedResponse
 from podspool.stages.providers.perplexity.wire import API
+from podspool.stages.script import language
 from podspool.stages.settings import PerplexitySettings
 
 MAX_RESULTS = 20  # the Search API's ceiling per request
@@ -30,6 +31,9 @@ def search_request(episode: EpisodeInput, settings: PerplexitySettings, max_find
         body["search_recency_filter"] = settings.search_recency_filter
     if settings.search_domain_filter:
         body["search_domain_filter"] = list(settings.search_domain_filter)
+    lang = language.primary(episode.show.language)
+    if lang != "en":  # ISO 639-1 codes; an English episode keeps today's unfiltered search
+        body["search_language_filter"] = [lang]
     return body
 
 

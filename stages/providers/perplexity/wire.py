@@ -12,6 +12,7 @@ from typing import Any
 
 from podspool.stages.base import EpisodeInput, Finding, Usage
 from podspool.stages.providers.http import MalformedResponse
+from podspool.stages.script import language
 from podspool.stages.settings import PerplexitySettings
 
 API = "perplexity"
@@ -43,6 +44,11 @@ def question_of(episode: EpisodeInput) -> str:
         question += f"\nEpisode title: {episode.title}"
     if episode.notes:
         question += f"\nFocus: {episode.notes}"
+    tag = episode.show.language
+    if language.primary(tag) != "en":  # the episode is written in it: findings in it need no translating
+        name = language.name(tag)
+        question += (f"\nLanguage: the episode is in {name} ({tag}); prefer sources in {name}, and write each "
+                     f"finding in {name}.")
     return question
 
 
