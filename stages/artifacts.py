@@ -30,6 +30,7 @@ def save_research(folder: Path, out: ResearchOutput, cost_usd: float, extra: dic
         "citations": out.citations,
         "searched": out.searched,
         "answer": out.answer,
+        "sources": out.sources,
         "usage": [u.to_dict() for u in out.usage],
         "cost_usd": cost_usd,
         **(extra or {}),
@@ -47,5 +48,6 @@ def load_research(folder: Path) -> tuple[ResearchOutput, dict[str, Any]]:
         usage=[Usage.from_dict(u) for u in doc.get("usage", [])],
         grounded=bool(doc.get("grounded", False)),
         answer=doc.get("answer"),
+        sources=list(doc.get("sources", [])),
     )
     return out, doc

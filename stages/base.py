@@ -143,13 +143,19 @@ class ResearchOutput:
     usage: list[Usage] = field(default_factory=list)
     grounded: bool = True
     answer: str | None = None  # a provider's own prose answer, when it gives one
+    # what may be published about each cited source: name (a file name or URL, never a path), title, url,
+    # kind, pages (stages/sources/documents.py DocumentInfo.record)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ResearchProvider(Protocol):
     name: str
     dry_run: bool  # its output is made up (sim): nothing to ground, check or measure
 
-    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput: ...
+    def research(self, episode: EpisodeInput, ctx: StageContext, sources: Any = None) -> ResearchOutput:
+        """`sources`: the episode's own documents and fetched URLs (stages.sources.library.EpisodeSources),
+        read when the provider first asks; None means the provider reads them itself, uncached."""
+        ...
 
 
 @dataclass

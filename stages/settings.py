@@ -142,6 +142,8 @@ class ResearchSettings(Strict):
     sources_dir: str | None = None  # every file here is searched for every episode
     max_findings: int = Field(default=8, ge=1, le=50)
     time_limit_s: float = Field(default=900.0, gt=0)
+    # URL sources reaching loopback, private, link-local or metadata addresses are refused unless true
+    allow_private_urls: bool = False
 
 
 class ProductionSettings(Strict):

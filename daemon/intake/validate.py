@@ -137,8 +137,9 @@ def _episode_sources(data: dict[str, Any], manifest: BatchManifest | None) -> li
 def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) -> list[str]:
     """Why the batch cannot succeed with the configured research, named before anything is spent.
 
-    Local research finds only what the episode's own source files or `research.sources_dir` hold; an
-    episode with neither would run, pay, and fail at the quality gate for want of grounding.
+    Local research finds only what the episode's own sources (files and fetched URLs) or
+    `research.sources_dir` hold; an episode with neither would run, pay, and fail at the quality gate
+    for want of grounding.
     """
     if research.provider != "local":
         return []
@@ -148,13 +149,13 @@ def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) ->
             return [f"research.sources_dir {research.sources_dir} is not a folder, and local research "
                     "(research.provider = \"local\") has nothing else to search"]
         return []
-    bare = [ep.number for ep in manifest.all_episodes() if not any(not is_url(s) for s in ep.sources)]
+    bare = [ep.number for ep in manifest.all_episodes() if not ep.sources]
     if not bare:
         return []
     shown = ", ".join(map(str, bare[:20])) + (f" and {len(bare) - 20} more" if len(bare) > 20 else "")
-    return [f"episode(s) {shown}: no source files, and local research (research.provider = \"local\", the "
-            "offline default) has nothing else to search (URLs are not fetched offline); give each episode "
-            "'sources', set [research] sources_dir, or configure an online research provider"]
+    return [f"episode(s) {shown}: no source files or URLs, and local research (research.provider = \"local\", the "
+            "offline default) has nothing else to search; give each episode 'sources' (files or URLs), set "
+            "[research] sources_dir, or configure an online research provider"]
 
 
 def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = None,
@@ -178,7 +179,8 @@ def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = Non
     except RecursionError:
         raise ManifestProblem(["JSON nested too deeply"]) from None
     for number, sources in _episode_sources(data, manifest):
-        problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base)]
+        allow_private = research.allow_private_urls if research is not None else False
+        problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base, allow_private)]
     if manifest is not None and research is not None:
         problems += feasibility_problems(manifest, research)
     if problems or manifest is None:

@@ -52,7 +52,7 @@ class SimProvider:
                 raise StageError(f"sim: injected failure of {api}", cost_usd=sim.cost_per_call_usd, usage=[usage])
         return usage
 
-    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
+    def research(self, episode: EpisodeInput, ctx: StageContext, sources: object = None) -> ResearchOutput:
         usage = self._call("sim", episode, ctx, "research")
         findings = [
             Finding(text=f"Simulated finding {i} about {episode.topic}.", source=f"sim://{episode.episode_id}/{i}",

@@ -7,6 +7,8 @@ from typing import Any
 import requests
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
+from podspool.stages.sources.library import EpisodeSources
+from podspool.stages.sources.rank import query_of, rank, web_records, with_own
 
 API = "websearch"
 
@@ -43,10 +45,14 @@ class WebSearchResearch:
     def __init__(self) -> None:
         self.http = HttpClient(API)
 
-    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
+    def research(self, episode: EpisodeInput, ctx: StageContext,
+                 sources: EpisodeSources | None = None) -> ResearchOutput:
         settings = ctx.settings.providers.websearch
         key = require_key(ctx, API)
         max_findings = ctx.settings.research.max_findings
+        # the episode's own files and URLs are read (and fetched) before anything is paid for
+        loaded = (sources or EpisodeSources(episode, ctx)).load()
+        own = rank(query_of(episode), loaded.passages, [], max_findings)
         query = search_query(episode)
         body = {"query": query, "search_depth": settings.search_depth,
                 "max_results": settings.max_results, "include_answer": True}
@@ -55,11 +61,14 @@ class WebSearchResearch:
             doc = parse_json(response)
             return doc, findings_from(doc, max_findings)
 
-        doc, findings = self.http.call(ctx, settings, "/search", body=body, parse=parse, key=key,
+        doc, web = self.http.call(ctx, settings, "/search", body=body, parse=parse, key=key,
                                        headers={"Authorization": f"Bearer {key}"})
         # Tavily bills per search in credits (basic 1, advanced 2): the model is the depth
         usage = Usage(api=API, model=settings.search_depth)
         answer = doc.get("answer")
-        return ResearchOutput(provider=self.name, findings=findings, citations=[f.source for f in findings],
-                              searched=[query], usage=[usage], grounded=bool(findings),
-                              answer=answer if isinstance(answer, str) else None)
+        findings = with_own(own, web, max_findings)
+        cited = list(dict.fromkeys(f.source for f in findings))
+        return ResearchOutput(provider=self.name, findings=findings, citations=cited,
+                              searched=loaded.searched + [query], usage=[usage], grounded=bool(findings),
+                              answer=answer if isinstance(answer, str) else None,
+                              sources=loaded.records(cited) + web_records(web))

@@ -1,7 +1,8 @@
 """Source text -> passages (paragraphs) with a human location, for ranking and citation.
 
 Markdown and plain text split on blank lines and keep their line numbers; HTML is reduced to text
-with the stdlib parser (no third-party parser to trust with untrusted markup), block by block.
+with the stdlib parser, block by block (an EPUB chapter, or a page whose main text trafilatura could
+not find). documents.py turns each file format into these passages.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from pathlib import Path
 
 MIN_PASSAGE_WORDS = 6  # shorter blocks are headings, captions or navigation, not findings
 MAX_PASSAGE_WORDS = 160  # longer blocks are cut at sentence ends so one finding stays one idea
@@ -76,8 +76,8 @@ def _blocks_to_passages(blocks: list[tuple[str, int, int, str | None]], source: 
     return passages
 
 
-def text_passages(text: str, source: str, markdown: bool = True) -> list[Passage]:
-    """Paragraphs of markdown or plain text, with their paragraph number and line range."""
+def text_passages(text: str, source: str, markdown: bool = True, with_lines: bool = True) -> list[Passage]:
+    """Paragraphs of markdown or plain text, with their paragraph number and (for a file) line range."""
     blocks: list[tuple[str, int, int, str | None]] = []
     heading: str | None = None
     lines: list[str] = []
@@ -108,7 +108,7 @@ def text_passages(text: str, source: str, markdown: bool = True) -> list[Passage
             start = number
         lines.append(_clean_markdown(raw).strip() if markdown else raw.strip())
     flush(len(text.splitlines()))
-    return _blocks_to_passages(blocks, source, with_lines=True)
+    return _blocks_to_passages(blocks, source, with_lines=with_lines)
 
 
 class _HtmlBlocks(HTMLParser):
@@ -171,12 +171,3 @@ def html_passages(html: str, source: str) -> list[Passage]:
     parser.feed(html)
     parser.close()
     return _blocks_to_passages(parser.blocks, source, with_lines=False)
-
-
-def file_passages(path: Path, source: str) -> list[Passage]:
-    """Passages of one .md/.txt/.html/.htm file; undecodable bytes are replaced, not fatal."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    suffix = path.suffix.lower()
-    if suffix in (".html", ".htm"):
-        return html_passages(text, source)
-    return text_passages(text, source, markdown=suffix == ".md")

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-SOURCE_SUFFIXES = (".md", ".txt", ".html", ".htm")
+SOURCE_SUFFIXES = (".md", ".txt", ".html", ".htm", ".pdf", ".docx", ".epub")
+TEXT_SUFFIXES = (".md", ".txt", ".html", ".htm")
 MAX_SOURCE_BYTES = 8 * 1024 * 1024  # a source note is text; anything bigger is a mistake, not research
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # a PDF, DOCX or EPUB carries fonts and images besides its text
 
 
 class SourceError(ValueError):
@@ -23,7 +25,7 @@ class SourceError(ValueError):
 
 
 def is_url(spec: str) -> bool:
-    """True for an http(s) URL with a host (the offline provider lists it without fetching it)."""
+    """True for an http(s) URL with a host (fetched at research time, see fetch.py)."""
     try:
         parts = urlsplit(spec.strip())
     except ValueError:
@@ -41,8 +43,8 @@ def roots_from_settings(source_roots: Iterable[str], cwd: Path | None = None) ->
 def resolve_source(spec: str, roots: Sequence[Path], base: Path | None = None) -> Path:
     """The real path of source `spec`: relative to `base` (default roots[0]), symlinks resolved, inside a root.
 
-    Raises SourceError when the result escapes every root, is not a regular file, has a suffix other
-    than .md/.txt/.html/.htm, or is larger than MAX_SOURCE_BYTES.
+    Raises SourceError when the result escapes every root, is not a regular file, has a suffix not in
+    SOURCE_SUFFIXES, or is larger than its limit (MAX_SOURCE_BYTES for text, MAX_DOCUMENT_BYTES else).
     """
     if not roots:
         raise SourceError("no source roots configured")
@@ -70,24 +72,40 @@ def resolve_source(spec: str, roots: Sequence[Path], base: Path | None = None) -
         raise SourceError(f"source {spec!r}: cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"source {spec!r}: {real} is not a regular file")
-    if st.st_size > MAX_SOURCE_BYTES:
-        raise SourceError(f"source {spec!r}: {st.st_size} bytes, more than the {MAX_SOURCE_BYTES} allowed")
+    limit = MAX_SOURCE_BYTES if real.suffix.lower() in TEXT_SUFFIXES else MAX_DOCUMENT_BYTES
+    if st.st_size > limit:
+        raise SourceError(f"source {spec!r}: {real.name} is {st.st_size} bytes, more than the {limit} allowed")
     if not os.access(real, os.R_OK):
         raise SourceError(f"source {spec!r}: {real} is not readable")
     return real
 
 
-def check_sources(specs: Iterable[str], roots: Sequence[Path], base: Path | None = None) -> list[str]:
-    """One problem message per bad spec (URLs are fine); an empty list means all can be read."""
+def check_sources(specs: Iterable[str], roots: Sequence[Path], base: Path | None = None,
+                  allow_private_urls: bool = False) -> list[str]:
+    """One problem message per bad spec; an empty list means all can be read.
+
+    A PDF, DOCX or EPUB is opened and read up to its first passage, so a scanned, encrypted, damaged
+    or oversized document is refused with the manifest. A URL is checked as far as it can be without the network
+    (its scheme, an IP literal or localhost); its name is checked when it is fetched.
+    """
+    # imported here: documents.py and addresses.py raise this module's SourceError
+    from podspool.stages.sources.addresses import literal_problem
+    from podspool.stages.sources.documents import check_document
+
     problems: list[str] = []
     for spec in specs:
         if not isinstance(spec, str):
             problems.append(f"source {spec!r}: must be a string (a path or an http(s) URL)")
             continue
-        if is_url(spec):
+        if is_url(spec) or "://" in spec:
+            problem = literal_problem(spec, allow_private_urls)
+            if problem:
+                problems.append(problem)
             continue
         try:
-            resolve_source(spec, roots, base)
+            path = resolve_source(spec, roots, base)
+            if path.suffix.lower() not in TEXT_SUFFIXES:  # a short note may hold no passage, and is still fine
+                check_document(path, spec)
         except SourceError as exc:
             problems.append(str(exc))
     return problems

@@ -23,6 +23,8 @@ from podspool.stages.providers.perplexity.wire import (
     sonar_request,
     sonar_response,
 )
+from podspool.stages.sources.library import EpisodeSources
+from podspool.stages.sources.rank import query_of, rank, web_records, with_own
 
 
 class PerplexityResearch:
@@ -32,18 +34,24 @@ class PerplexityResearch:
     def __init__(self) -> None:
         self.http = HttpClient(API)
 
-    def research(self, episode: EpisodeInput, ctx: StageContext) -> ResearchOutput:
+    def research(self, episode: EpisodeInput, ctx: StageContext,
+                 sources: EpisodeSources | None = None) -> ResearchOutput:
         settings = ctx.settings.providers.perplexity
         key = require_key(ctx, API)
         max_findings = ctx.settings.research.max_findings
+        # the episode's own files and URLs are read (and fetched) before anything is paid for
+        loaded = (sources or EpisodeSources(episode, ctx)).load()
+        own = rank(query_of(episode), loaded.passages, [], max_findings)
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         if settings.api == "search":
             body = search.search_request(episode, settings, max_findings)
             found = self.http.call(ctx, settings, "/search", body=body, headers=headers, key=key,
                                    parse=lambda r: search.search_response(parse_json(r)))
-            kept = found.findings[:max_findings]
-            return ResearchOutput(provider=self.name, findings=kept, citations=[f.source for f in kept],
-                                  searched=[body["query"]], usage=[found.usage], grounded=bool(kept))
+            kept = with_own(own, found.findings, max_findings)
+            cited = list(dict.fromkeys(f.source for f in kept))
+            return ResearchOutput(provider=self.name, findings=kept, citations=cited,
+                                  searched=loaded.searched + [body["query"]], usage=[found.usage], grounded=bool(kept),
+                                  sources=loaded.records(cited) + web_records(found.findings))
         if settings.api == "agent":
             body = agent.agent_request(episode, settings, SYSTEM_PROMPT.format(n=max_findings))
             answer = self.http.call(ctx, settings, "/v1/responses", body=body, headers=headers, key=key,
@@ -52,7 +60,11 @@ class PerplexityResearch:
             body = sonar_request(episode, settings, max_findings)
             answer = self.http.call(ctx, settings, "/chat/completions", body=body, headers=headers, key=key,
                                     parse=lambda r: sonar_response(parse_json(r), settings))
-        findings = findings_from(answer, max_findings)
-        return ResearchOutput(provider=self.name, findings=findings, citations=answer.citations,
-                              searched=[question_of(episode)], usage=[answer.usage],
-                              grounded=bool(findings), answer=answer.answer)
+        web = findings_from(answer, max_findings)
+        findings = with_own(own, web, max_findings)
+        # appended: the answer's [n] markers count into its own citations, which keep their places
+        citations = list(dict.fromkeys(answer.citations + [f.source for f in findings if f in own]))
+        return ResearchOutput(provider=self.name, findings=findings, citations=citations,
+                              searched=loaded.searched + [question_of(episode)], usage=[answer.usage],
+                              grounded=bool(findings), answer=answer.answer,
+                              sources=loaded.records(citations) + web_records(web))
