@@ -159,6 +159,19 @@ def test_a_revoiced_episode_keeps_its_guid_and_a_new_batch_is_a_new_season(spool
     assert {i.findtext("itunes:explicit", namespaces=NS) for i in items.values()} == {"true"}
 
 
+def test_the_feed_speaks_the_language_of_its_show(spool: Path, tmp_path: Path) -> None:
+    s = copy_spool(spool, tmp_path / "s")
+    for eid in EIDS:  # a German batch, and no [publish] language: the episodes' own decides
+        path = s / "done" / eid / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["show"]["language"] = "de"
+        path.write_text(json.dumps(manifest))
+    (s / "podspool.toml").write_text((s / "podspool.toml").read_text().replace('language = "en-gb"\n', ""))
+    assert _feed(s) == 0
+    assert feedparser.parse((s / "feed" / "feed.xml").read_bytes()).feed.language == "de"
+    assert {i.find("podcast:transcript", NS).get("language") for i in _xml(s).iter("item")} == {"de"}
+
+
 def _image(path: Path, size: tuple[int, int], mode: str = "RGB", fmt: str = "PNG") -> Path:
     Image.new(mode, size, "white" if mode != "CMYK" else (0, 0, 0, 0)).save(path, format=fmt)
     return path
