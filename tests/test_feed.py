@@ -194,6 +194,12 @@ def test_check_names_every_problem_of_a_broken_show_at_once(spool: Path, tmp_pat
     r = cli("feed", "--spool", str(spool), "--config", str(bad))  # refused: the served feed stays as it was
     assert r.returncode == 2 and "not written" in r.stderr
     assert (spool / "feed" / "feed.xml").read_bytes() == before
+    s = copy_spool(spool, tmp_path / "s")  # told to: written, the 500 px image replaced by a plain cover
+    r = cli("feed", "--spool", str(s), "--config", str(bad), "--force")
+    assert r.returncode == 0 and "owner_email is not set" in r.stderr, r.stderr
+    href = feedparser.parse((s / "feed" / "feed.xml").read_bytes()).feed.image.href
+    with Image.open(s / "feed" / href[len(BASE) + 1:]) as im:
+        assert im.size == (1400, 1400)
     good = tmp_path / "good.toml"
     good.write_text(SHOW)
     r = cli("feed", "--spool", str(spool), "--config", str(good), "--check")

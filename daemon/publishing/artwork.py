@@ -100,7 +100,8 @@ def _named(data: bytes, extension: str, made: bool) -> Artwork:
 
 
 def resolve(image: str | None, title: str, config_dir: Path) -> tuple[Artwork, list[str]]:
-    """The cover to publish and what is wrong with the configured one (then nothing is published for it)."""
+    """The cover to publish and what is wrong with the configured one; a configured image that fails is
+    not published (a forced feed gets the plain cover instead)."""
     if not image or not image.strip():
         return _named(plain_cover(title), ".png", made=True), []
     image = image.strip()
@@ -113,12 +114,13 @@ def resolve(image: str | None, title: str, config_dir: Path) -> tuple[Artwork, l
         with path.open("rb") as f:
             data = f.read(MAX_IMAGE_BYTES + 1)
     except OSError as exc:
-        return Artwork(), [f"{what} cannot be read: {exc.strerror or exc}"]
-    if len(data) > MAX_IMAGE_BYTES:
-        return Artwork(), [f"{what} is larger than {MAX_IMAGE_BYTES // 2**20} MiB"]
-    problems = check(data, path.name, what)
+        problems = [f"{what} cannot be read: {exc.strerror or exc}"]
+    else:
+        too_big = len(data) > MAX_IMAGE_BYTES
+        problems = [f"{what} is larger than {MAX_IMAGE_BYTES // 2**20} MiB"] if too_big else \
+            check(data, path.name, what)
     if problems:
-        return Artwork(), problems
+        return _named(plain_cover(title), ".png", made=True), problems
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:

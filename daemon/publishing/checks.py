@@ -83,7 +83,7 @@ def _artwork(show: PublishSettings, config_dir: Path, report_problems: list[str]
         else:
             notes.append(f"the cover at {art.url} is served elsewhere and not checked here: it must be a square "
                          f"RGB JPEG or PNG of {artwork.MIN_PX}-{artwork.MAX_PX} px")
-    elif art.made:
+    elif art.made and not show.image:
         notes.append(f"no [publish] image: a plain cover is made from the title ({art.name})")
     return art
 
