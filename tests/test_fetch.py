@@ -19,6 +19,7 @@ from podspool.stages.registry import run_stage
 from podspool.stages.settings import ResearchSettings, StageSettings
 from podspool.stages.sources import addresses, fetch
 from podspool_helpers import cli
+from provider_helpers import make_ctx
 
 
 class Listener:
@@ -166,3 +167,26 @@ def test_wrong_content_type_and_oversized_bodies_are_refused(tmp_path: Path, mon
         web.queue(Reply(body=b"x" * 5000, content_type="text/plain"))
         ok, error, _ = _research(tmp_path, web.base_url + "/big.txt", allow_private_urls=True)
         assert not ok and "more than the 1000" in error, error
+
+
+@pytest.mark.parametrize("which", ["websearch", "perplexity"])
+def test_web_providers_ground_on_the_fetched_page_too(tmp_path: Path, which: str) -> None:
+    page = article_html("Salamander news", "The axolotl of the lake was seen again near the old pier.")
+    web_url = "https://web.example/lake"
+    replies = {"websearch": {"results": [{"title": "Lake", "url": web_url, "score": 0.5,
+                                          "content": "The lake holds salamanders all year round."}]},
+               "perplexity": {"choices": [{"message": {"content": "The lake holds salamanders all year round [1]."}}],
+                              "citations": [web_url], "usage": {"prompt_tokens": 10, "completion_tokens": 10}}}
+    with FakeApi(Reply(body=page.encode(), content_type="text/html")) as site, FakeApi(Reply(body=replies[which])) as api:
+        ctx = make_ctx(api, which, **({"api": "sonar"} if which == "perplexity" else {}))
+        ctx.settings.research.provider = which  # type: ignore[assignment]
+        ctx.settings.research.allow_private_urls = True
+        folder = tmp_path / "ep"
+        folder.mkdir()
+        result = run_stage("research", folder, _episode(site.base_url + "/news"), ctx)
+        site_url = site.base_url + "/news"
+    assert result.ok, result.error
+    out, doc = artifacts.load_research(folder)
+    assert out.findings[0].source == site_url and "axolotl" in out.findings[0].text  # the operator's own first
+    assert web_url in [f.source for f in out.findings]
+    assert {s["name"] for s in doc["sources"]} == {site_url, web_url}
