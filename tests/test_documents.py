@@ -171,3 +171,12 @@ def test_a_batch_of_every_format_and_a_url_is_done_each_citing_its_own_document(
             assert list(folder.glob("source-*.json")), "the fetched page is kept in the episode folder"
         published = json.dumps({k: research[k] for k in ("findings", "citations", "searched", "sources")})
         assert str(tmp_path) not in published and os.sep + "tmp" + os.sep not in published
+
+
+def test_a_page_saved_in_another_encoding_keeps_its_accents(tmp_path: Path) -> None:
+    page = article_html("Marée haute", "La marée du port de Saint-Malo dépasse souvent douze mètres à l'équinoxe, "
+                                       "et les pêcheurs règlent leurs sorties sur l'heure de la pleine mer.")
+    path = tmp_path / "maree.html"
+    path.write_bytes(page.replace("<head>", '<head><meta charset="windows-1252">').encode("cp1252"))
+    text = " ".join(p.text for p in open_document(path, "maree.html"))
+    assert "marée du port de Saint-Malo dépasse" in text and "\ufffd" not in text

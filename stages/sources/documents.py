@@ -89,7 +89,7 @@ def open_document(path: Path, name: str, kind: str | None = None, url: str | Non
             return _docx(path, name, url)
         if kind == "epub":
             return _epub(path, name, url)
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = decode(path.read_bytes())
         if kind == "html":
             return html_document(text, name, url)
         info = DocumentInfo(name=name, kind=kind, url=url)
@@ -101,6 +101,19 @@ def open_document(path: Path, name: str, kind: str | None = None, url: str | Non
     except Exception as exc:  # every parser has its own error types for a damaged file
         raise SourceError(f"source {name}: not a readable {kind.upper()} file, corrupt or truncated "
                           f"({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def decode(data: bytes) -> str:
+    """Text in UTF-8 (the usual case), else in the encoding charset-normalizer (requests' own) finds:
+    a saved page in Windows-1252 keeps its accents instead of turning them into replacement marks."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    return str(best) if best is not None else data.decode("utf-8", errors="replace")
 
 
 def check_document(path: Path, name: str, kind: str | None = None) -> DocumentInfo:
