@@ -217,8 +217,9 @@ def _yes_no(flag: bool) -> str:
 
 
 class _Namespaces:
-    """feedgen extension for what feedgen's own podcast extension cannot write: itunes:explicit as
-    true/false, itunes:type, the podcast namespace (Podcasting 2.0). Channel level."""
+    """feedgen extension writing the itunes and podcast (Podcasting 2.0) elements of the channel. feedgen's
+    own podcast extension is not used: it writes itunes:explicit only as yes/no/clean, not Apple's
+    true/false, and knows nothing of the podcast namespace."""
 
     def __init__(self) -> None:
         self.channel: Channel | None = None
@@ -272,6 +273,7 @@ class _NamespacesEntry:
         self.entry: Entry | None = None
         self.explicit = False
         self.base = ""
+        self.summary = ""  # the notes as plain text, as <description> has them
 
     def extend_ns(self) -> dict[str, str]:
         return {"itunes": ITUNES_NS, "podcast": PODCAST_NS}
@@ -287,7 +289,7 @@ class _NamespacesEntry:
         for tag, text in ((it + "duration", str(int(round(e.seconds)))), (it + "episodeType", "full"),
                           (it + "episode", str(e.number)), (it + "season", str(e.season)),
                           (it + "explicit", _yes_no(self.explicit)),
-                          (it + "summary", notes.clipped(notes.plain(e.notes))),
+                          (it + "summary", self.summary),
                           (pc + "season", str(e.season)), (pc + "episode", str(e.number))):
             etree.SubElement(item, tag).text = text
         for name, role in e.cast:
@@ -328,11 +330,13 @@ def render(items: list[Entry], channel: Channel) -> bytes:
         fe = fg.add_entry()
         fe.guid(f"podspool:{e.episode_id}", permalink=False)  # batch and number: the same when re-voiced
         fe.title(e.title)
-        fe.description(notes.clipped(notes.plain(e.notes)))
+        plain = notes.clipped(notes.plain(e.notes))
+        fe.description(plain)
         fe.content(notes.html(e.notes), type="CDATA")
         fe.published(e.published)
         fe.enclosure(url + artifacts.EPISODE_MP3, str(e.bytes), MIME[artifacts.EPISODE_MP3])
-        fe.podspool.entry, fe.podspool.explicit, fe.podspool.base = e, channel.explicit, base
+        fe.podspool.entry, fe.podspool.explicit, fe.podspool.base, fe.podspool.summary = \
+            e, channel.explicit, base, plain
     return bytes(fg.rss_str(pretty=True))
 
 
