@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from lxml import html as lxml_html
 from markdown_it import MarkdownIt
 from mutagen.id3 import ID3
+from podspool.daemon.publishing import notes
 from podspool.stages.base import Finding, Turn
 from podspool.stages.publish import shownotes
 from podspool_helpers import cli, episodes_in, write_manifest
@@ -86,3 +88,11 @@ def test_sources_by_title_and_url_or_file_name() -> None:
     assert "<li><code>drake.pdf</code></li>" in html
     assert "<li>Tides (<code>tides.md</code>)</li>" in html
     assert "<li>Seen at x.md</li>" in html  # an item naming no research: its text, the path cut to a name
+
+
+def test_notes_reach_the_feed_as_html_without_their_raw_markup() -> None:
+    text = "# Title\n\nA <script>alert(1)</script> **bold** [link](https://example.org).\n\n## Sources\n\n1. `a.md`\n"
+    page = lxml_html.fragment_fromstring(notes.html(text), create_parent="div")  # an independent HTML reader
+    assert not page.xpath("//script|//h1") and page.xpath("//strong/text()") == ["bold"]
+    assert page.xpath("//a/@href") == ["https://example.org"] and "<script>" in page.text_content()
+    assert notes.plain(text) == "A <script>alert(1)</script> bold link (https://example.org).\n\nSources\n1. a.md"
