@@ -128,12 +128,17 @@ allow_private_urls = true   # the test's web server listens on 127.0.0.1
 provider = "sim"
 [audio]
 provider = "sim"
-mp3 = false
+mp3 = true
+sample_rate = 8000  # the mp3 only carries the tags checked here: the lowest rate encodes fastest
 [providers.sim]
 latency_ms = 5
 [limits]
 retry_backoff_s = 0.05
 inbox_settle_s = 0.1
+[concurrency]  # few workers to start: each boots an interpreter
+research = 2
+production = 1
+audio = 1
 """
 
 
@@ -171,6 +176,12 @@ def test_a_batch_of_every_format_and_a_url_is_done_each_citing_its_own_document(
             assert list(folder.glob("source-*.json")), "the fetched page is kept in the episode folder"
         published = json.dumps({k: research[k] for k in ("findings", "citations", "searched", "sources")})
         assert str(tmp_path) not in published and os.sep + "tmp" + os.sep not in published
+        # what a listener sees names the source by its file name or URL, and no path of the machine
+        notes = (folder / "shownotes.md").read_text()
+        assert name in notes and str(root) not in notes, notes
+        for file in ("shownotes.md", "transcript.vtt", "episode.mp3"):  # ID3 text may be UTF-8 or UTF-16
+            data = (folder / file).read_bytes()
+            assert all(str(root).encode(enc) not in data for enc in ("utf-8", "utf-16-le", "utf-16-be")), file
 
 
 def test_a_page_saved_in_another_encoding_keeps_its_accents(tmp_path: Path) -> None:
