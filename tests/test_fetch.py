@@ -25,8 +25,8 @@ from provider_helpers import make_ctx
 class Listener:
     """A socket listening on `host` that counts every connection made to it (and answers none)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_server((host, 0))
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sock = socket.create_server((host, port))
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
@@ -190,3 +190,31 @@ def test_web_providers_ground_on_the_fetched_page_too(tmp_path: Path, which: str
     assert out.findings[0].source == site_url and "axolotl" in out.findings[0].text  # the operator's own first
     assert web_url in [f.source for f in out.findings]
     assert {s["name"] for s in doc["sources"]} == {site_url, web_url}
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that answers a public address to the check and a private one afterwards (DNS rebinding)
+    is fetched from the address checked: it is never asked again."""
+    real_class, real_lookup = addresses.address_class, socket.getaddrinfo
+    monkeypatch.setattr(addresses, "address_class", lambda ip: None if str(ip) == "127.0.0.1" else real_class(ip))
+    asked: list[str] = []
+
+    def lookup(host: object, port: object, *args: object, **kwargs: object) -> object:
+        if host == "rebind.test":
+            asked.append(host)
+            address = "127.0.0.1" if len(asked) == 1 else "127.0.0.2"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real_lookup(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    page = article_html("Salamander news", "The axolotl of the lake was seen again near the old pier.")
+    with FakeApi(Reply(body=page.encode(), content_type="text/html")) as web:
+        port = web.base_url.rsplit(":", 1)[1]
+        inner = Listener("127.0.0.2", int(port))  # where a second lookup would lead, on the same port
+        try:
+            ok, error, _ = _research(tmp_path, f"http://rebind.test:{port}/news")
+            hosts = [r.headers.get("host") for r in web.requests]
+        finally:
+            inner.close()
+    assert ok, error
+    assert asked == ["rebind.test"] and hosts == [f"rebind.test:{port}"] and inner.connections == 0
