@@ -92,14 +92,14 @@ def run(spool: SpoolOpt = None, config: ConfigOpt = None,
     sup_ref.append(sup)
     from podspool.daemon.observers.build import build_hooks
 
-    sup.hooks += build_hooks(sp, cfg, secrets)  # runtime view, metrics, timeline, webhook alerts
+    sup.observers.hooks += build_hooks(sp, cfg, secrets)  # runtime view, metrics, timeline, webhook alerts
     try:
         code = sup.run()
     except Exception as exc:  # catastrophic: log it, exit non-zero so systemd restarts us
         from loguru import logger
 
         logger.opt(exception=exc).critical("podspool crashed: {}", exc)
-        sup.emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
+        sup.observers.emit("on_crash", exc)  # guarded: an observer cannot turn a crash into a hang or a second crash
         raise typer.Exit(exitcodes.FAILURE) from None
     _exit_now(code)
 
@@ -265,7 +265,7 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
           spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
     """Move failed episodes back to the stage they failed in; --budget sets a batch's new budget."""
     from podspool.daemon.core import control
-    from podspool.daemon.core.supervisor import Supervisor
+    from podspool.daemon.core import retry as retrying
     from podspool.daemon.observers.logs import setup
     from podspool.daemon.spool import SpoolLocked
 
@@ -289,13 +289,9 @@ def retry(episodes: Annotated[list[str] | None, typer.Argument(help="episode ids
         typer.echo("sent to the running daemon")
         return
     setup(sp.logs, level="INFO", stderr=False)
-    sup = Supervisor(sp, cfg)
-    sup.recover()
-    moved = sup.apply_request(body)
-    sup._write_sessions(force=True)
-    for eid in moved:
-        ep = sup.episodes.get(eid)
-        typer.echo(f"{eid}: back in {ep.location if ep else '?'}")
+    moved = retrying.offline(body, sp, cfg.limits.checkpoint_every)
+    for eid, where in moved:
+        typer.echo(f"{eid}: back in {where}")
     if budget is not None:
         typer.echo(f"{batch}: budget ${budget:.2f}")
     if not moved and budget is None:
