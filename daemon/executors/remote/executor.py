@@ -14,7 +14,7 @@ import redis
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.executors.local.guards import MemoryGuard
-from podspool.daemon.executors.protocol import StageTask, TaskOutcome, WorkerView
+from podspool.daemon.executors.protocol import HasFileno, StageTask, TaskOutcome, WindowUsage, WorkerView
 from podspool.daemon.executors.remote import blobs, payload, wire
 from podspool.daemon.executors.remote import broker as remote_broker
 from podspool.daemon.executors.remote.broker import PLUMBING_RETRIES
@@ -163,7 +163,7 @@ class DramatiqExecutor:
         out, self._ready = self._ready, []
         return out
 
-    def handles(self) -> list[Any]:
+    def handles(self) -> list[int | HasFileno]:
         return [self._listener.wake_fd] if self._listener is not None else []
 
     def in_flight(self) -> list[StageTask]:
@@ -208,7 +208,11 @@ class DramatiqExecutor:
             self._views_at = time.monotonic()
         return self._views
 
-    def rate_usage(self, api: str, window_s: float) -> tuple[int, float] | None:
+    @property
+    def rate_usage(self) -> WindowUsage:
+        return self._window_usage
+
+    def _window_usage(self, api: str, window_s: float) -> tuple[int, float] | None:
         """An API's window as the workers share it in Redis (for `status` and metrics.prom), read at most
         once a second per API; None while the broker is away; after `stop`, the last reading."""
         key = (api, window_s)
