@@ -182,6 +182,11 @@ def test_a_batch_of_every_format_and_a_url_is_done_each_citing_its_own_document(
         for file in ("shownotes.md", "transcript.vtt", "episode.mp3"):  # ID3 text may be UTF-8 or UTF-16
             data = (folder / file).read_bytes()
             assert all(str(root).encode(enc) not in data for enc in ("utf-8", "utf-16-le", "utf-16-be")), file
+    # --force: the feed's own settings (owner, artwork) are not what this test is about
+    feed = cli("feed", "--spool", str(spool), "--base-url", "https://pod.example/", "--force", cwd=root)
+    assert feed.returncode == 0, feed.stderr[-2000:]
+    xml = (spool / "feed" / "feed.xml").read_text()
+    assert "report.pdf" in xml and url in xml and str(root) not in xml
 
 
 def test_a_page_saved_in_another_encoding_keeps_its_accents(tmp_path: Path) -> None:
