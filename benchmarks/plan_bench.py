@@ -6,7 +6,7 @@ the batch from its own record: duration from the summary's start to end (the fir
 the last one done; daemon start-up is shown apart as wall time), calls from the usage every stage wrote
 into research.json, quality.json and audio.json, cost from the summary's cost breakdown.
 
-    python benchmarks/plan_bench.py [--quick] [--json]
+    python benchmarks/plan_bench.py [--quick | --long] [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Scenario:
     concurrency: tuple[int, int, int] | None = None  # explicit; None: the batch strategy's preset
     sessions: int = 10
     cost_per_call_usd: float = 0.01
+    minutes: float | None = None  # the episodes' target length (a long one is written in segments)
 
 
 FULL = [
@@ -45,6 +46,12 @@ FULL = [
     Scenario("rate limit 60/minute", 12, 10, rate="60/minute", concurrency=(5, 3, 2)),
     Scenario("session cap 2", 16, 100, concurrency=(5, 5, 5), sessions=2),
     Scenario("125 episodes, 30 ms", 125, 30, concurrency=(5, 3, 2)),
+]
+LONG = [  # long episodes: an outline and a writer call per segment, so production bounds the batch
+    Scenario("5 minutes, 100 ms", 10, 100, concurrency=(3, 2, 2), minutes=5),
+    Scenario("30 minutes, 100 ms", 10, 100, concurrency=(3, 2, 2), minutes=30),
+    Scenario("60 minutes, 100 ms", 10, 100, concurrency=(3, 2, 2), minutes=60),
+    Scenario("60 minutes, rate limit 5/second", 6, 20, rate="5/second", concurrency=(3, 3, 2), minutes=60),
 ]
 QUICK = [
     Scenario("quick: research bound", 14, 150, concurrency=(1, 2, 2)),
@@ -93,7 +100,10 @@ def compare(s: Scenario, workdir: Path) -> dict[str, Any]:
     cfg = workdir / "podspool.toml"
     cfg.write_text(config_text(s))
     manifest = workdir / "batch.json"
-    manifest.write_text(json.dumps({"batch_id": "bench", "topics": [f"Topic {i}" for i in range(s.episodes)]}))
+    doc: dict[str, Any] = {"batch_id": "bench", "topics": [f"Topic {i}" for i in range(s.episodes)]}
+    if s.minutes is not None:
+        doc["minutes"] = s.minutes
+    manifest.write_text(json.dumps(doc))
     plan = json.loads(podspool("plan", str(manifest), "--config", str(cfg), "--json").stdout)["batches"][0]
     podspool("submit", str(manifest), "--spool", str(spool), "--config", str(cfg))
     t0 = time.monotonic()
@@ -118,12 +128,13 @@ def compare(s: Scenario, workdir: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="two small scenarios (what the test runs)")
+    ap.add_argument("--long", action="store_true", help="long episodes only (5, 30 and 60 minutes)")
     ap.add_argument("--json", action="store_true", help="one JSON object per scenario")
     args = ap.parse_args()
     if not args.json:
         print(f"{'scenario':<30} {'eps':>4} {'predicted':>9} {'measured':>9} {'error':>7} {'wall':>6}  "
               f"calls  cost   bound by")
-    for s in QUICK if args.quick else FULL:
+    for s in QUICK if args.quick else LONG if args.long else FULL + LONG:
         with tempfile.TemporaryDirectory() as tmp:
             r = compare(s, Path(tmp))
         if args.json:

@@ -9,6 +9,7 @@ do, and the bad ones fail in the ways a writer must survive.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -335,3 +336,204 @@ def chat_handler(model: Model, *, usage: bool = True, model_name: str = "llama3.
 
 def chat_server(model: Model, **kw: Any) -> FakeApi:
     return FakeApi(chat_handler(model, **kw))
+
+
+# ---- long episodes: a model that keeps to the word budget it is given, in text or as JSON ------------
+
+_WORDS = ("river stone garden window letter market winter candle harbor forest bridge meadow signal pocket "
+          "ladder basket engine mirror lantern valley island rocket blanket orchard tunnel kettle pebble feather "
+          "canyon thunder marble copper willow saddle anchor cabin violin ribbon | walks builds finds keeps holds "
+          "moves lifts drops turns shows opens shapes warms guides carries")
+_NOUNS, _VERBS = (tuple(part.split()) for part in _WORDS.split("|"))
+_FILLER_FRAMES = ("So the {a} {v} the {b}, and that is why the {c} matters here.",
+                  "Picture a {a} by the {b}: it {v} the {c} a little more each year.",
+                  "What stays with me is how the {a} {v} a {b} near the {c}.",
+                  "In other words, a {a} {v} the {b} before the {c} does.")
+
+
+def spoken_count(text: str) -> int:
+    """Words as the gates count them: citations are not spoken."""
+    return len(re.findall(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?", re.sub(r"\[[\d,\s-]+\]", "", text)))
+
+
+def filler(seed: str) -> Callable[[], str]:
+    """Sentences that say something new each time (a model that follows its budget does not repeat)."""
+    import random
+    rng = random.Random(seed)
+
+    def next_sentence() -> str:
+        a, b, c = rng.sample(_NOUNS, 3)
+        v = rng.choice(_VERBS)
+        return rng.choice(_FILLER_FRAMES).format(a=a, b=b, c=c, v=v)
+
+    return next_sentence
+
+
+def budget_turns(quotes: list[tuple[int, str]], budget: int, seed: str, first: int = 0) -> list[tuple[int, str]]:
+    """(speaker 0/1, text) turns of exactly `budget` spoken words: the findings' sentences with their
+    citations first, then new sentences of its own, about 45 words a turn, speakers alternating."""
+    pieces = [f"{s} [{n}]" for n, text in quotes for s in sentences(text)]
+    more = filler(seed)
+    turns: list[tuple[int, str]] = []
+    current: list[str] = []
+    total = 0
+    while total < budget:
+        piece = pieces.pop(0) if pieces else more()
+        n = spoken_count(piece)
+        if total + n > budget:  # cut the last sentence to the word
+            kept = piece.split()[: budget - total]
+            while spoken_count(" ".join(kept)) > budget - total:
+                kept.pop()
+            piece = " ".join(kept).rstrip(",;:") + "."
+            n = spoken_count(piece)
+            if n == 0:
+                break
+        current.append(piece)
+        total += n
+        if spoken_count(" ".join(current)) >= 45 or total >= budget:
+            turns.append(((first + len(turns)) % 2, " ".join(current)))
+            current = []
+    return turns
+
+
+@dataclass
+class SegmentAsk:
+    """What a model takes from podspool's prompt for one segment of a long episode."""
+
+    number: int
+    count: int
+    label: str
+    words: int
+    hosts: tuple[str, str]
+    findings: list[tuple[int, str]]
+    opens: bool
+    closes: bool
+    revising: bool
+    feedback: str
+
+    @classmethod
+    def read(cls, messages: list[dict[str, Any]]) -> SegmentAsk | None:
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        part = re.search(r"Write part (\d+) of (\d+) ", first)
+        if not part:
+            return None
+        hosts = re.search(r"Two hosts talk to each other: (.+?) and (.+?)\.\s*$", first, re.M)
+        label = re.search(r'Write segment \d+: "(.+)"\. About (\d+) spoken words', first)
+        assert hosts and label, "not a podspool segment prompt"
+        own = first.split("Findings for this segment", 1)[1]
+        last = messages[-1]["content"]
+        return cls(number=int(part.group(1)), count=int(part.group(2)), label=label.group(1),
+                   words=int(label.group(2)), hosts=(hosts.group(1), hosts.group(2)),
+                   findings=[(int(n), t) for n, t in re.findall(r"^\[(\d+)\] (.+)$", own, re.M)],
+                   opens="This segment opens the show" in first, closes="This segment closes the show" in first,
+                   revising="failed these quality checks" in last, feedback=last)
+
+
+def outline_reply(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The plan the prompt offers, as the JSON it asks for (a model that agrees with the plan)."""
+    first = next(m["content"] for m in messages if m["role"] == "user")
+    if not first.startswith("Plan one podcast episode"):
+        return None
+    plan = first.split("A plan to start from", 1)[1]
+    segments = [{"label": label, "findings": [int(x) for x in re.findall(r"\d+", cites)], "words": int(words)}
+                for label, cites, words in re.findall(
+                    r"^\d+\. (.+?)(?: \((?:opens|closes) the show\))?: findings ([\d, ]+|none); about (\d+) words$",
+                    plan, re.M)]
+    return {"segments": segments}
+
+
+SegmentModel = Callable[[SegmentAsk], list[tuple[str, list[tuple[int, str]]]]]
+
+
+def keeps_budget(ask: SegmentAsk) -> list[tuple[str, list[tuple[int, str]]]]:
+    """A segment of exactly its budget: intro when it opens the show, outro when it closes it."""
+    a, b = ask.hosts
+    intro = [(0, f"Hello and welcome to the show. I'm {a}, and I'm here with {b}."),
+             (1, f"Thanks, {a}. We have {ask.count} parts for you today, all from our notes.")] if ask.opens else []
+    outro = [(1, "That brings us to the end. Thank you for listening."),
+             (0, "See you next time, and keep asking questions.")] if ask.closes else []
+    framing = sum(spoken_count(t) for _, t in intro + outro)
+    body = budget_turns(ask.findings, ask.words - framing, f"{ask.label}/{ask.number}/{ask.revising}")
+    parts = [("intro", intro)] if intro else []
+    parts.append(("turns", body))
+    if outro:
+        parts.append(("outro", outro))
+    return parts
+
+
+def segment_markdown(ask: SegmentAsk, parts: list[tuple[str, list[tuple[int, str]]]]) -> str:
+    heads = {"intro": "## Intro", "turns": f"## Segment {ask.number}: {ask.label}", "outro": "## Outro"}
+    lines: list[str] = []
+    for name, turns in parts:
+        lines += [heads[name], ""]
+        for who, text in turns:
+            lines += [f"**{ask.hosts[who]}:** {text}", ""]
+    return "\n".join(lines)
+
+
+STRUCTURED_FIELDS = ("response_format", "json_schema", "guided_json", "format")
+
+
+def long_form_handler(segment_model: SegmentModel = keeps_budget, *, accepts: tuple[str, ...] = ("response_format",),
+                      refuses_others: bool = False, whole: Model | None = None) -> Callable[[Request], Reply]:
+    """An OpenAI-compatible server for long episodes. It answers the outline with the plan offered,
+    each segment with `segment_model`, and a whole-script prompt with `whole` (default: `budgeted`).
+    A JSON schema sent in a form it `accepts` shapes the reply as that JSON; a form it does not take
+    is ignored (the reply is text), or refused with HTTP 400 when `refuses_others`."""
+
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        sent = [f for f in STRUCTURED_FIELDS if f in body]
+        if sent and sent[0] not in accepts and refuses_others:
+            return Reply(status=400, body={"error": {"message": f"Unrecognized request argument: {sent[0]}",
+                                                     "type": "invalid_request_error"}})
+        schema_form = sent[0] if sent and sent[0] in accepts else None
+        messages = body["messages"]
+        content: str
+        plan = outline_reply(messages)
+        ask = SegmentAsk.read(messages) if plan is None else None
+        if plan is not None:
+            content = json.dumps(plan) if schema_form else "Here is the plan:\n" + json.dumps(plan)
+        elif ask is not None:
+            parts = segment_model(ask)
+            if schema_form:
+                content = json.dumps({name: [{"speaker": ask.hosts[w], "text": t} for w, t in turns]
+                                      for name, turns in parts})
+            else:
+                content = segment_markdown(ask, parts)
+        else:
+            content = ((whole or budgeted)(Prompt.read(messages))).content or ""
+        doc = {"id": "chatcmpl-long", "object": "chat.completion", "model": "llama3.1",
+               "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+               "usage": {"prompt_tokens": sum(len(m["content"] or "") for m in messages) // 4,
+                         "completion_tokens": len(content) // 4}}
+        return Reply(body=doc)
+
+    return answer
+
+
+def budgeted(p: Prompt) -> Answer:
+    """A whole script of the middle of the word range it is asked for, in the prompt's own forms."""
+    target = (p.min_words + p.max_words) // 2
+    a, b = p.hosts
+    intro = [(0, f"Hello and welcome. I'm {a}, and I'm here with {b}. Today we are talking about {p.topic}.")]
+    outro = [(1, "That is all for today. Thank you for listening.")]
+    framing = sum(spoken_count(t) for _, t in intro + outro)
+    body = budget_turns(p.findings, target - framing, p.topic)
+    per = max(1, len(body) // max(1, min(len(p.findings), 6)))
+    lines = [f"# {p.title or p.topic}", "", "## Intro", ""] + [f"**{p.hosts[w]}:** {t}\n" for w, t in intro]
+    for i in range(0, len(body), per):
+        lines += [f"## Segment {i // per + 1}: Part {i // per + 1}", ""]
+        lines += [f"**{p.hosts[w]}:** {t}\n" for w, t in body[i:i + per]]
+    lines += ["## Outro", ""] + [f"**{p.hosts[w]}:** {t}\n" for w, t in outro]
+    return Answer("\n".join(lines))
+
+
+def asked(fake: FakeApi) -> list[str]:
+    """What each request to the server asked for: "outline", "segment N" or "script", in order."""
+    out = []
+    for r in fake.requests:
+        messages = r.json()["messages"]
+        ask = SegmentAsk.read(messages)
+        out.append("outline" if outline_reply(messages) is not None else f"segment {ask.number}" if ask else "script")
+    return out

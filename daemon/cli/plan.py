@@ -10,6 +10,7 @@ timing model is `daemon/cli/plan_model.py`.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from podspool.daemon.ratelimit.window import Rate
 from podspool.stages.base import STAGE_NAMES, StageName, Usage
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
+from podspool.stages.script import segments
+from podspool.stages.show import merge
 
 OFFLINE = ("local", "espeak", "piper")  # providers that call no API: no calls to count, nothing to pay
 CHARS_PER_WORD = 6  # a spoken word and its space, for per-character prices
@@ -50,17 +53,32 @@ def _latency(cfg: Config, stage: StageName, provider: str) -> float:
     return cfg.plan.latency_s.get(name, TYPICAL_LATENCY_S.get(name, 1.0))
 
 
-def stage_work(cfg: Config, stage: StageName) -> StageWork:
-    """One episode's work at `stage` with the configured provider."""
+def writer_calls(target: int | None, revisions: float) -> tuple[int, int]:
+    """(segments, writer calls) of one episode: one call for a script within one call's reach, else the
+    outline and one call per segment; each expected revision re-asks one call (a segment, when segmented)."""
+    if not segments.segmented(target):
+        return 0, 1 + round(revisions)
+    assert target is not None
+    k = segments.segment_count(target)
+    return k, k + 1 + round(revisions)
+
+
+def stage_work(cfg: Config, stage: StageName, minutes: float | None = None) -> StageWork:
+    """One episode's work at `stage` with the configured provider, for a show of `minutes` (None: no target)."""
     provider = str(getattr(cfg, stage).provider)
     latency = _latency(cfg, stage, provider)
-    words = cfg.plan.script_words
+    target = segments.target_words(minutes, cfg.audio.words_per_minute)
+    words = target or cfg.plan.script_words
     if provider == "sim":
-        # the sim makes one call per stage (its writer is never revised) at cost_per_call_usd
-        usage = [Usage(api="sim", model="sim", cost_usd=cfg.providers.sim.cost_per_call_usd)]
-        return StageWork(stage, provider, "sim", 1, latency, usage)
+        # the sim makes one call per stage at cost_per_call_usd (its writer is never revised), except
+        # that a long episode's script is an outline and a call per segment, as with a model writer
+        calls = writer_calls(target, 0)[1] if stage == "production" else 1
+        usage = [Usage(api="sim", model="sim", cost_usd=cfg.providers.sim.cost_per_call_usd) for _ in range(calls)]
+        note = f"sim: {calls} writer calls per episode (an outline and {calls - 1} segments)" if calls > 1 else None
+        return StageWork(stage, provider, "sim", calls, latency, usage, note=note)
     if provider in OFFLINE:
-        return StageWork(stage, provider, provider, 1, latency)
+        # offline work grows with the script: speech time per word, the writer's per finding
+        return StageWork(stage, provider, provider, 1, latency * words / cfg.plan.script_words)
     if stage == "research":
         pplx = cfg.providers.perplexity
         if provider == "perplexity":
@@ -70,12 +88,25 @@ def stage_work(cfg: Config, stage: StageName) -> StageWork:
         usage = [Usage(api=provider, model=model, input_tokens=200, output_tokens=900)]
         return StageWork(stage, provider, provider, 1, latency, usage, note=f"{provider}: tokens estimated")
     if stage == "production":
-        calls = 1 + round(cfg.plan.revisions)
-        tokens_out = int(words * TOKENS_PER_WORD)
-        usage = [Usage(api="openai", model=cfg.providers.openai.model, input_tokens=2500,
-                       output_tokens=tokens_out) for _ in range(calls)]
-        note = f"openai: {calls} draft(s) per episode of about {words} words ([plan] revisions, script_words)"
-        return StageWork(stage, provider, "openai", calls, latency, usage, note=note)
+        k, calls = writer_calls(target, cfg.plan.revisions)
+        writer_model = cfg.providers.openai.model
+        if not k:
+            tokens_out = int(words * TOKENS_PER_WORD)
+            usage = [Usage(api="openai", model=writer_model, input_tokens=2500, output_tokens=tokens_out)
+                     for _ in range(calls)]
+            note = f"openai: {calls} draft(s) per episode of about {words} words ([plan] revisions, script_words)"
+            return StageWork(stage, provider, "openai", calls, latency, usage, note=note)
+        # a segment call reads the prompt, the outline and the summary so far, and writes its budget
+        per_segment = int(words / k * TOKENS_PER_WORD)
+        outline = Usage(api="openai", model=writer_model, input_tokens=2500, output_tokens=40 * k)
+        usage = [outline, *(Usage(api="openai", model=writer_model, input_tokens=1800 + 60 * k,
+                                  output_tokens=per_segment) for _ in range(calls - 1))]
+        note = (f"openai: {calls} calls per episode of about {words} words (an outline, {k} segments"
+                f"{', and expected revisions' if calls > k + 1 else ''})")
+        # a model's time goes with what it writes: a segment call writes a k-th of the script, and the
+        # typical latency is for a script of [plan] script_words
+        return StageWork(stage, provider, "openai", calls, latency * max(0.2, words / k / cfg.plan.script_words),
+                         usage, note=note)
     turns = max(1, round(words / cfg.plan.words_per_turn))
     chars = words * CHARS_PER_WORD
     if provider == "openai":  # one request per turn, a voice per host
@@ -116,7 +147,9 @@ def loads(cfg: Config, strategy: str, works: list[StageWork], factor: float = 1.
                                                 cfg.concurrency_explicit),
                       calls=w.calls, latency_s=w.latency_s, api=w.api if w.api in limited else None,
                       save_s=getattr(cfg.plan.save_s, w.stage) * factor,
-                      warmup_s=getattr(cfg.plan.warmup_s, w.stage) * factor)
+                      # the audio stage's first task imports the publishing libraries only when it publishes
+                      warmup_s=0.0 if w.stage == "audio" and not cfg.audio.mp3 else
+                      getattr(cfg.plan.warmup_s, w.stage) * factor)
             for w in works]
 
 
@@ -129,18 +162,46 @@ def _bound_by(ranked: list[Bound], episodes: int, duration: float) -> str:
     return ranked[0].what
 
 
+def episode_minutes(manifest: BatchManifest, cfg: Config) -> list[float | None]:
+    """Each episode's target length: its own, else the batch's, else `[production] minutes`."""
+    defaults = cfg.production.show_defaults()
+    out: list[float | None] = []
+    for ep in manifest.all_episodes():
+        m = merge(defaults, manifest.show_of(ep)).minutes
+        out.append(None if m is None else float(m))
+    return out
+
+
+def mean_work(groups: list[tuple[int, list[StageWork]]]) -> list[StageWork]:
+    """One episode's work per stage, averaged over episodes of different lengths (the timing model runs
+    one load per stage); calls and costs are summed per group, never from this."""
+    n = sum(count for count, _ in groups)
+    out = []
+    for i, stage in enumerate(STAGE_NAMES):
+        ws = [(count, works[i]) for count, works in groups]
+        first = ws[0][1]
+        calls = sum(c * w.calls for c, w in ws) / n
+        busy = sum(c * w.calls * w.latency_s for c, w in ws) / n
+        whole = max(1, round(calls))
+        out.append(StageWork(stage, first.provider, first.api, whole, busy / whole, [], first.note))
+    return out
+
+
 def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None) -> dict[str, Any]:
     """The plan of one batch, in the contract's shape (plus `bounds` and `notes`)."""
     n = len(manifest.all_episodes())
     strategy = manifest.effective_strategy()
-    works = [stage_work(cfg, s) for s in STAGE_NAMES]
+    lengths = Counter(episode_minutes(manifest, cfg))
+    groups = [(count, [stage_work(cfg, s, minutes) for s in STAGE_NAMES]) for minutes, count in lengths.items()]
+    works = groups[0][1] if len(groups) == 1 else mean_work(groups)
     settings = cfg.stage_settings()
     calls: dict[str, int] = {}
     cost = {"research": 0.0, "production": 0.0, "audio": 0.0}
-    for w in works:
-        if w.provider not in OFFLINE:
-            calls[w.api] = calls.get(w.api, 0) + w.calls * n
-        cost[w.stage] = round(cost_of(w.usage, settings) * n, 6)
+    for count, group in groups:
+        for w in group:
+            if w.provider not in OFFLINE:
+                calls[w.api] = calls.get(w.api, 0) + w.calls * count
+            cost[w.stage] = round(cost[w.stage] + cost_of(w.usage, settings) * count, 6)
     cost["total"] = round(cost["research"] + cost["production"] + cost["audio"], 6)
     factor = load_factor(cfg)
     stage_loads = loads(cfg, strategy, works, factor)
@@ -149,7 +210,7 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
     supervisor_s, handoff_s = cfg.plan.supervisor_s * factor, cfg.plan.handoff_s * factor
     duration = simulate(stage_loads, limited, cap, episodes=n, supervisor_s=supervisor_s, handoff_s=handoff_s)
     ranked = bounds(stage_loads, limited, cap, supervisor_s, n, handoff_s)
-    notes = [w.note for w in works if w.note]
+    notes = list(dict.fromkeys(w.note for _, group in groups for w in group if w.note))
     budget = manifest.budget_usd
     if budget is not None and cost["total"] > budget:
         per_episode = cost["total"] / n

@@ -22,6 +22,7 @@ from podspool.stages.base import (
     Usage,
     WriterOutput,
 )
+from podspool.stages.script.segments import Outline, SegmentRequest
 
 
 class SimProvider:
@@ -69,6 +70,20 @@ class SimProvider:
         lines = [f"# {episode.title or episode.topic}", ""]
         for i, f in enumerate(research.findings, 1):
             lines += [f"**{a}:** Segment {i}: {f.text} [{i}]", "", f"**{b}:** Noted, from {f.source}.", ""]
+        return WriterOutput(script="\n".join(lines), usage=[usage])
+
+    def outline(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str], planned: Outline,
+                ctx: StageContext) -> tuple[Outline, list[Usage]]:
+        """A long episode's outline costs a call, as a model writer's does: the plan's calls stay true."""
+        return planned, [self._call("sim", episode, ctx, "production")]
+
+    def write_segment(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
+                      request: SegmentRequest, ctx: StageContext) -> WriterOutput:
+        usage = self._call("sim", episode, ctx, "production")
+        lines = [request.segment.heading, ""]
+        for i in request.segment.findings:
+            f = research.findings[i - 1]
+            lines += [f"**{hosts[0]}:** {f.text} [{i}]", "", f"**{hosts[-1]}:** Noted, from {f.source}.", ""]
         return WriterOutput(script="\n".join(lines), usage=[usage])
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:

@@ -41,7 +41,7 @@ from podspool.stages.script.format import (
 from podspool.stages.script.normalise import Draft, excerpt
 from podspool.stages.settings import StageSettings
 from podspool.stages.show import Show
-from podspool.stages.words import tokens, words
+from podspool.stages.words import sentences, tokens, words
 
 READABILITY_RANGE = (30.0, 100.0)  # Flesch (and its adaptations): below 30 is academic prose, above 100 baby talk
 FINDING_OVERLAP = 0.5  # share of a finding's content words that must appear for it to count as covered
@@ -103,11 +103,12 @@ class QualityReport:
 
 
 def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, draft: Draft | None = None,
-             incomplete: str | None = None, show: Show | None = None) -> QualityReport:
+             incomplete: str | None = None, long_form: bool = False, show: Show | None = None) -> QualityReport:
     """Run every gate on `script` (pure and cheap, so every draft is judged the same way).
 
     `draft` is the normaliser's account of the model's reply (lines it could not understand);
-    `incomplete` is the writer's word that the reply was cut short;
+    `incomplete` is the writer's word that the reply was cut short. `long_form` (a show with a target
+    length) also judges what the segments say against each other: repeats across them, continuity.
     `show` is the episode's format, cast and language (default: a conversation of `[production] hosts`
     in English).
     """
@@ -136,6 +137,9 @@ def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, 
         soft.append(balance_gate(turns, parts))
     if parts.sides:
         soft.append(sides_gate(parsed, parts, len(research.findings)))
+    if long_form:
+        soft[2] = worse(soft[2], cross_repetition_gate(parsed))
+        hard.append(continuity_gate(parsed, repeats=True))  # a re-introduction or a fact told twice is a flaw
     for g in hard:
         g.hard = True
     for g in soft:
@@ -388,3 +392,121 @@ def sides_gate(parsed: ParsedScript, parts: Roles, n_findings: int) -> Gate:
                 "; ".join(f"the side of {_and(side)} cites no finding" for side in uncited)
                 + ": each side of the debate argues from the findings, citing them")
 
+
+# ---- long-form gates: what the segments of a long episode say against each other ------------------
+
+SHINGLE = 4  # content words in a row that make a repeated statement, not a shared phrase
+REPEATED_SHARE = 0.7  # a sentence whose runs of SHINGLE content words mostly appeared earlier repeats it
+REPEAT_MIN_TOKENS = 5
+GREETING = re.compile(r"\b(?:welcome (?:back )?to (?:the|our|this) (?:show|podcast|episode)|welcome,? everyone|"
+                      r"I'?m \w+,? and I'?m (?:here )?with|I'?m your host|today (?:we'?re|we are) (?:talking|looking) "
+                      r"(?:about|at)|hello and welcome)\b", re.I)
+FAREWELL = re.compile(r"\b(?:thanks? (?:you )?for listening|see you next time|until next time|that'?s all for "
+                      r"(?:today|this episode|now)|that brings us to the end|goodbye,? everyone)\b", re.I)
+
+
+def worse(a: Gate, b: Gate) -> Gate:
+    """One gate's verdict from two checks of the same quality: the lower score, both reasons."""
+    low = a if a.score <= b.score else b
+    reason = "; ".join(r for r in (a.reason, b.reason) if r)
+    return Gate(a.name, low.score, a.passed and b.passed, reason, a.hard)
+
+
+def segment_sentences(parsed: ParsedScript) -> list[tuple[str, str]]:
+    """(section heading, spoken sentence) in script order, Sources aside."""
+    out = []
+    for sec in parsed.sections:
+        if sec.is_sources:
+            continue
+        for line in sec.lines:
+            m = TURN_RE.match(line)
+            if m:
+                out += [(sec.heading, s) for s in sentences(CITATION_RE.sub("", m["text"]))]
+    return out
+
+
+def repeats_across(parsed: ParsedScript) -> list[tuple[str, str, str]]:
+    """(section, sentence, section it repeats) for each sentence that says again what another section said."""
+    first_seen: dict[tuple[str, ...], str] = {}
+    found: list[tuple[str, str, str]] = []
+    for heading, sentence in segment_sentences(parsed):
+        toks = _fact_tokens(sentence)
+        runs = [tuple(toks[i:i + SHINGLE]) for i in range(len(toks) - SHINGLE + 1)]
+        if len(toks) >= REPEAT_MIN_TOKENS and runs:
+            earlier = [first_seen[r] for r in runs if r in first_seen and first_seen[r] != heading]
+            if len(earlier) >= REPEATED_SHARE * len(runs):
+                found.append((heading, sentence, Counter(earlier).most_common(1)[0][0]))
+        for r in runs:
+            first_seen.setdefault(r, heading)
+    return found
+
+
+def _fact_tokens(sentence: str) -> list[str]:
+    """Content words with numbers kept: "spread to 4 places" and "spread to 6 places" are two facts."""
+    out: list[str] = []
+    for w in words(sentence):
+        out += [w] if w.isdigit() else tokens(w)
+    return out
+
+
+def cross_repetition_gate(parsed: ParsedScript) -> Gate:
+    found = repeats_across(parsed)
+    n = max(1, len(segment_sentences(parsed)))
+    if not found:
+        return Gate("repetition", 1.0, True)
+    quoted = "; ".join(f"{excerpt(s, 60)} in {h!r} repeats {e!r}" for h, s, e in found[:MAX_LISTED])
+    return Gate("repetition", max(0.0, 1 - 4 * len(found) / n), False,
+                f"{len(found)} sentence(s) say again what another segment said: {quoted}: say each fact once")
+
+
+def continuity_problems(parsed: ParsedScript, opens: bool = True, closes: bool = True) -> list[tuple[str, str]]:
+    """(section, line) of a greeting after the intro, or a farewell before the outro. `opens`/`closes`:
+    whether `parsed` begins/ends the show (a segment of a long episode may do neither)."""
+    secs = [s for s in parsed.sections if s.heading and not s.is_sources]
+    out = []
+    for i, sec in enumerate(secs):
+        opening, closing = opens and i == 0, closes and i == len(secs) - 1
+        for line in sec.lines:
+            m = TURN_RE.match(line)
+            if not m:
+                continue
+            if not opening and GREETING.search(m["text"]):
+                out.append((sec.heading, f"introduces the show again: {excerpt(line, 60)}"))
+            elif not closing and FAREWELL.search(m["text"]):
+                out.append((sec.heading, f"says goodbye before the end: {excerpt(line, 60)}"))
+    return out
+
+
+def continuity_gate(parsed: ParsedScript, opens: bool = True, closes: bool = True, repeats: bool = False) -> Gate:
+    """The show opens once and closes once; with `repeats`, no segment tells again a fact another told."""
+    found = continuity_problems(parsed, opens, closes)
+    if repeats:
+        found += [(h, f"tells again what {e!r} told: {excerpt(s, 60)}") for h, s, e in repeats_across(parsed)]
+    if not found:
+        return Gate("continuity", 1.0, True)
+    listed = "; ".join(f"{h!r} {p}" for h, p in found[:MAX_LISTED])
+    return Gate("continuity", max(0.0, 1 - 0.5 * len(found)), False,
+                f"{listed}: the show opens once, in the intro, and closes once, in the outro, and tells each "
+                "fact once")
+
+
+def evaluate_segment(part: str, budget: int, tolerance: float, n_findings: int, hosts: list[str], *,
+                     opens: bool, closes: bool, draft: Draft | None = None,
+                     incomplete: str | None = None) -> list[Gate]:
+    """The gates one segment of a long episode must pass on its own: whole, both hosts, its budget,
+    grounded, no residue, and no greeting or farewell out of place. Every failure is this segment's
+    feedback, so each names the segment's own lines."""
+    parsed = parse(part)
+    turns = parsed.turns
+    n_words = len(words(" ".join(t.text for t in turns)))
+    low, high = round(budget * (1 - tolerance)), round(budget * (1 + tolerance))
+    length = length_gate(n_words, low, high)
+    if not length.passed:
+        length.reason = (f"{n_words} spoken words; this segment's budget is {budget} words ({low}-{high}): "
+                         f"write about {budget} words")
+    gates = [complete_gate(turns, draft, incomplete), speakers_gate(turns, hosts, draft), length,
+             grounded_gate(parsed, n_findings), residue_gate(parsed.body), continuity_gate(parsed, opens, closes)]
+    for g in gates:
+        g.hard = True
+        g.passed = g.passed and g.score >= 1.0
+    return gates

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage
+from podspool.stages.script import segments
 from podspool.stages.sources import documents
 from podspool.stages.sources.documents import DocumentInfo
 from podspool.stages.sources.library import EpisodeSources
@@ -45,7 +46,12 @@ class LocalResearch:
                     continue
                 infos.append(doc.info)
                 searched.append(label)
-        findings = rank(query_of(episode), own, shared, settings.max_findings)
+        target = segments.target_words(episode.show.minutes, ctx.settings.audio.words_per_minute)
+        if target is None:
+            findings = rank(query_of(episode), own, shared, settings.max_findings)
+        else:  # a target length: as many of the best passages as the episode has words to fill
+            findings = segments.enough_findings(rank(query_of(episode), own, shared, segments.MAX_FINDINGS),
+                                                target, settings.max_findings)
         citations = list(dict.fromkeys(f.source for f in findings))
         chars = sum(len(p.text) for p in own + shared)
         logger.debug("local research {}: {} passages, {} findings", episode.episode_id,

@@ -12,7 +12,8 @@ as the assistant's turn, so the feedback can point at its lines.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Collection
 from importlib import resources
 from string import Template
 from typing import Any
@@ -22,7 +23,8 @@ from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage, WriterOutput
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 from podspool.stages.script import language
-from podspool.stages.script.format import cast_lines, script_rules, show_for
+from podspool.stages.script.format import INTRO_HEADING, OUTRO_HEADING, cast_lines, script_rules, show_for
+from podspool.stages.script.segments import Outline, SegmentRequest, outline_from_reply
 from podspool.stages.settings import OpenAISettings
 
 API = "openai"
@@ -37,9 +39,11 @@ def _template(name: str) -> Template:
     return Template(resources.files("podspool.stages.providers").joinpath("prompts", name).read_text(encoding="utf-8"))
 
 
-def research_block(research: ResearchOutput) -> str:
+def research_block(research: ResearchOutput, only: Collection[int] | None = None) -> str:
     lines = []
     for i, f in enumerate(research.findings, 1):
+        if only is not None and i not in only:
+            continue
         title = f" ({f.title})" if f.title else ""
         lines.append(f"[{i}] {' '.join(f.text.split())}\n    source: {f.source}{title}")
     return "\n".join(lines) or "(no findings)"
@@ -86,6 +90,8 @@ class OpenAIWriter:
         self.http = HttpClient(API)
         self._token_param: dict[tuple[str, str | None], str] = {}  # learnt from a 400, per server and model
         self._last_reply: dict[str, str] = {}  # episode_id -> its last reply, for the revision's context
+        self._form: dict[tuple[str, str | None], str] = {}  # the structured form a server takes, once known
+        self._trying: dict[tuple[str, str | None], int] = {}  # else the index of the form to try next
 
     def write(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
               feedback: list[str], ctx: StageContext) -> WriterOutput:
@@ -115,6 +121,75 @@ class OpenAIWriter:
         # keeps this text for the operator when a draft is refused
         return WriterOutput(script=text, usage=[usage], incomplete=incomplete)
 
+    def outline(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str], planned: Outline,
+                ctx: StageContext) -> tuple[Outline, list[Usage]]:
+        """One call: the model's plan of the segments, checked against podspool's (segments.outline_from_reply)."""
+        prompt = outline_prompt(episode, research, hosts, planned, ctx.settings.audio.words_per_minute)
+        text, doc, _, usage = self._ask(ctx, [{"role": "user", "content": prompt}], OUTLINE_SCHEMA, "outline")
+        outline = outline_from_reply(doc, planned, len(research.findings))
+        for note in outline.notes:
+            logger.info("openai outline {}: {}", episode.episode_id, note)
+        return outline, [usage]
+
+    def write_segment(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
+                      request: SegmentRequest, ctx: StageContext) -> WriterOutput:
+        """One segment (with the intro when first, the outro when last), as turns where the server can
+        constrain its reply to them; a revision sends its last draft back with the reasons it failed."""
+        server = (ctx.settings.providers.openai.base_url, ctx.settings.providers.openai.model)
+        structured = self._form.get(server) != TEXT
+        messages = [{"role": "user", "content": segment_prompt(episode, research, hosts, request, structured)}]
+        if request.feedback:
+            if request.previous:
+                messages.append({"role": "assistant", "content": request.previous})
+            messages.append({"role": "user", "content": revision_prompt(request.feedback).replace(
+                "the whole script again from its first line", f"segment {request.segment.number} again")})
+        schema = turns_schema(hosts, request.first, request.last)
+        text, doc, incomplete, usage = self._ask(ctx, messages, schema, "segment")
+        script = turns_markdown(doc, request) if doc is not None else None
+        return WriterOutput(script=script if script is not None else text, usage=[usage], incomplete=incomplete)
+
+    def _ask(self, ctx: StageContext, messages: list[dict[str, str]], schema: dict[str, Any],
+             name: str) -> tuple[str, Any, str | None, Usage]:
+        """One chat completion asking for `schema` in the form this server takes (found out once, then
+        remembered); the reply's text, its JSON object when it is one, why it is incomplete, usage."""
+        settings = ctx.settings.providers.openai
+        key = ctx.secrets.get(API) or None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        server = (settings.base_url, settings.model)
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
+        prompt_chars = sum(len(m["content"]) for m in messages)
+
+        def parse(response: requests.Response) -> Reply:
+            doc = parse_json(response)
+            text, incomplete = _content(doc, settings)
+            return text, incomplete, _usage(doc, settings.model, prompt_chars, len(text))
+
+        while True:
+            known = self._form.get(server)
+            trying = self._trying.get(server, 0)
+            form = known or (STRUCTURED_FORMS[trying] if trying < len(STRUCTURED_FORMS) else TEXT)
+            body: dict[str, Any] = {"model": settings.model, "messages": messages,
+                                    "temperature": settings.temperature, **structured_fields(form, schema, name)}
+            try:
+                text, incomplete, usage = self._call(ctx, settings, body, parse, headers, key)
+            except StageError as exc:
+                if known or form == TEXT or not _refuses_form(str(exc)):
+                    raise
+                logger.warning("openai: {} refused structured output as {!r}; trying the next form",
+                               settings.base_url, form)
+                self._trying[server] = trying + 1
+                continue
+            doc = json_reply(text)
+            if not known:
+                if form == TEXT:
+                    self._form[server] = TEXT
+                    logger.info("openai: {} takes no JSON schema in any known form: asking for text", settings.base_url)
+                elif doc is not None and not incomplete and text.strip().startswith("{"):
+                    self._form[server] = form  # nothing but the JSON: constrained, not merely asked for
+                else:  # ignored, it seems: this reply is read as text, and the next call tries the next form
+                    self._trying[server] = trying + 1
+            return text, doc, incomplete, usage
+
     def _call(self, ctx: StageContext, settings: OpenAISettings, body: dict[str, Any],
               parse: Callable[[requests.Response], Reply], headers: dict[str, str], key: str | None) -> Reply:
         """One chat completion; a 400 that names the token parameter sent is retried once with the other."""
@@ -133,6 +208,13 @@ class OpenAIWriter:
                                "providers.openai.token_param to skip this)", param, other)
                 param = self._token_param[server] = other
         raise AssertionError("unreachable")
+
+
+def _refuses_form(message: str) -> bool:
+    """A 400/422 that is not about the context or the token cap: the server does not take the field sent."""
+    text = message.lower()
+    return ("http 400" in text or "http 422" in text) and not any(
+        w in text for w in ("context length", "too large", "maximum context", "must be less", "max_tokens"))
 
 
 def _names_param(message: str, param: str) -> bool:
@@ -178,3 +260,136 @@ def _usage(doc: dict[str, Any], model: str | None, prompt_chars: int, reply_char
     # llama.cpp and some proxies send no usage: estimate, so a priced model is not counted free
     return Usage(api=API, model=name, input_tokens=prompt_chars // CHARS_PER_TOKEN,
                  output_tokens=reply_chars // CHARS_PER_TOKEN)
+
+
+# ---- long episodes: an outline, then one call per segment, as structured data where the server can ----
+
+# How each server family constrains a reply to a JSON schema, in the order they are tried: OpenAI's
+# `response_format` (also accepted by recent llama.cpp servers, vLLM and Ollama >= 0.5 on /v1), the
+# llama.cpp server's own `json_schema` field, vLLM's `guided_json` extra parameter, Ollama's `format`.
+# A server that refuses a form (HTTP 400/422) is asked again at once with the next; one that ignores it
+# (a reply that is not the JSON asked for) is still answered as text, and the next call tries the next
+# form. What works is remembered per server and model; after the last form, the writer asks for text.
+STRUCTURED_FORMS = ("response_format", "json_schema", "guided_json", "format")
+TEXT = "text"
+
+
+def structured_fields(form: str, schema: dict[str, Any], name: str) -> dict[str, Any]:
+    if form == "response_format":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": True,
+                                                                            "schema": schema}}}
+    if form in ("json_schema", "guided_json", "format"):
+        return {form: schema}
+    return {}
+
+
+def turns_schema(hosts: list[str], intro: bool, outro: bool) -> dict[str, Any]:
+    turn = {"type": "object", "additionalProperties": False, "required": ["speaker", "text"],
+            "properties": {"speaker": {"type": "string", "enum": list(hosts)}, "text": {"type": "string"}}}
+    turns = {"type": "array", "items": turn, "minItems": 2}
+    keys = [*(["intro"] if intro else []), "turns", *(["outro"] if outro else [])]
+    return {"type": "object", "additionalProperties": False, "required": keys, "properties": dict.fromkeys(keys, turns)}
+
+
+OUTLINE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["segments"],
+    "properties": {"segments": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "additionalProperties": False, "required": ["label", "findings", "words"],
+        "properties": {"label": {"type": "string"}, "findings": {"type": "array", "items": {"type": "integer"}},
+                       "words": {"type": "integer"}}}}},
+}
+
+
+def json_reply(text: str) -> Any:
+    """The JSON object in a reply (a code fence around it allowed), or None."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        doc = json.loads(body[start:end + 1])
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def turns_markdown(doc: dict[str, Any], request: SegmentRequest) -> str | None:
+    """Structured turns as the script's markdown, or None when `doc` is not the turns asked for."""
+    out: list[str] = []
+    for key, heading in (("intro", f"## {INTRO_HEADING}"), ("turns", request.segment.heading),
+                         ("outro", f"## {OUTRO_HEADING}")):
+        items = doc.get(key)
+        if not isinstance(items, list):
+            if key == "turns":
+                return None
+            continue
+        out += [heading, ""]
+        for t in items:
+            if isinstance(t, dict) and isinstance(t.get("speaker"), str) and isinstance(t.get("text"), str):
+                out += [f"**{t['speaker'].strip()}:** {' '.join(t['text'].split())}", ""]
+    return "\n".join(out)
+
+
+def _cast_line(hosts: list[str]) -> str:
+    if len(hosts) != 2:  # a cast of one, three or four: the full prompt's cast_lines names their parts
+        return "The cast: " + ", ".join(hosts) + "."
+    return f"Two hosts talk to each other: {hosts[0]} and {hosts[1]}."
+
+
+def outline_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[str], planned: Outline,
+                   words_per_minute: int) -> str:
+    return _template("outline.md.tmpl").safe_substitute(
+        topic=episode.topic, title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
+        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(hosts),
+        minutes=f"{planned.target / words_per_minute:.0f}", target=planned.target, count=len(planned.segments),
+        research=research_block(research), plan=planned.text())
+
+
+def segment_rules(hosts: list[str], request: SegmentRequest, n_findings: int, structured: bool) -> str:
+    own = ", ".join(f"[{n}]" for n in request.segment.findings)
+    names = " or ".join(f'"{h}"' for h in hosts)
+    forms = " or ".join(f"`**{h}:** text`" for h in hosts)
+    rules = [
+        (f"Reply with only a JSON object of the form given by the schema: each turn is "
+         f'{{"speaker": {names}, "text": "what they say"}}.' if structured else
+         f"Every spoken line has exactly the form {forms}: one turn per line, a blank line between turns."),
+        ("The speakers take turns, and each says a fair share. " if len(hosts) > 1 else "")
+        + f"About {request.segment.words} spoken words in all, counting every turn: no fewer, no more.",
+        f"Take facts only from the findings below and cite each with its number right after it, such as {own}; "
+        f"use only numbers 1 to {n_findings}, never invent one.",
+        "Say nothing the other segments already say; build on it instead.",
+        "No stage directions or sound cues, no placeholders, and no square brackets except citations.",
+        "Plain spoken English: short sentences and everyday words, as two people talk.",
+    ]
+    return "\n".join(f"- {r}" for r in rules)
+
+
+def segment_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[str], request: SegmentRequest,
+                   structured: bool) -> str:
+    seg = request.segment
+    if request.first and request.last:
+        frame = " Open the show and close it."
+    elif request.first:
+        frame = (f" This segment opens the show: first an intro (`## {INTRO_HEADING}`) where {hosts[0]} welcomes "
+                 f"the listeners and says what the episode covers, then `{seg.heading}`."
+                 if not structured else " This segment opens the show: the intro turns welcome the listeners "
+                 "and say what the episode covers. Do not say goodbye.")
+    elif request.last:
+        frame = (f" This segment closes the show: after `{seg.heading}`, an outro (`## {OUTRO_HEADING}`) where the "
+                 "hosts sum up and say goodbye." if not structured else
+                 " This segment closes the show: the outro turns sum up and say goodbye. Do not welcome anyone.")
+    else:
+        frame = (" The episode goes on before and after this segment: do not welcome the listeners, introduce "
+                 "yourselves or say goodbye.")
+    if not structured and not request.first:
+        frame += f" Start with the heading line `{seg.heading}`."
+    return _template("segment.md.tmpl").safe_substitute(
+        number=seg.number, count=len(request.outline.segments), topic=episode.topic,
+        title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
+        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(hosts),
+        outline=request.outline.text(), summary=request.summary, label=seg.label, words=seg.words, frame=frame,
+        rules=segment_rules(hosts, request, len(research.findings), structured),
+        research=research_block(research, set(seg.findings)))
