@@ -25,7 +25,7 @@ _SPACES = re.compile(r"\s+")
 @dataclass
 class Passage:
     text: str
-    source: str  # the path as the episode named it, so citations read like the manifest
+    source: str  # the publishable name: a file name (never a path of the machine) or the URL
     location: str  # "paragraph 3, lines 10-14"
     heading: str | None = None
 
