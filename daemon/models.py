@@ -219,6 +219,17 @@ class PhaseTiming(BaseModel):
     started_mono: float | None = Field(default=None, exclude=True)
 
 
+class ReviewRecord(BaseModel):
+    """A producer's part in an episode (review/): what waits, what was decided, and their notes."""
+
+    state: Literal["waiting", "approved", "rejected"] = "waiting"
+    script_sha256: str | None = None  # of script.md as it went into review (then as approved)
+    edited: bool = False  # approved as a person edited it
+    predicted_audio_usd: float | None = None  # its speech at the configured provider's price
+    notes: list[str] = Field(default_factory=list)  # each rejection's note, the writer's feedback
+    at: str | None = None  # when it was last decided
+
+
 class EpisodeManifest(BaseModel):
     """manifest.json in an episode folder. Written only by the supervisor."""
 
@@ -237,6 +248,8 @@ class EpisodeManifest(BaseModel):
     phases: Phases = Field(default_factory=Phases)
     attempts: int = 0
     retry_rounds: int = 0  # times `podspool retry` brought it back from failed/
+    redo_rounds: int = 0  # times `podspool redo` ran it again; its earlier files are in versions/<n>/
+    review: ReviewRecord | None = None
     not_before: float | None = None  # unix time before which a retry may not start
     quality: float | None = None
     quality_scores: dict[str, float] = Field(default_factory=dict)

@@ -29,13 +29,14 @@ class Location(StrEnum):
     RESEARCH = "research"
     PRODUCTION = "production"
     AUDIO = "audio"
+    REVIEW = "review"  # a script waiting for a person's approval: nothing runs here
     DONE = "done"
     FAILED = "failed"
 
 
 QUEUES = (Location.RESEARCH, Location.PRODUCTION, Location.AUDIO)  # the stages' folders, in order
 FINAL = (Location.DONE, Location.FAILED)
-LOCATIONS = QUEUES + FINAL
+LOCATIONS = (*QUEUES, Location.REVIEW, *FINAL)
 DIR_MODE = 0o750
 MANIFEST = "manifest.json"
 

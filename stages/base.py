@@ -53,6 +53,7 @@ class EpisodeInput:
     sources: tuple[str, ...] = ()
     attempt: int = 1  # episode-level attempt of this phase, from 1
     show: Show = field(default_factory=Show)  # length, format, cast, language: every field decided
+    feedback: tuple[str, ...] = ()  # a producer's notes on a rejected script, for the writer's next draft
 
 
 @dataclass

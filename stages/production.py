@@ -61,7 +61,7 @@ def run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
                                  target, dry_run)
     usage: list[Usage] = []
     history: list[dict[str, Any]] = []
-    feedback: list[str] = []
+    feedback: list[str] = [f"a producer rejected the last script: {note}" for note in episode.feedback]
     drafts: dict[str, int] = {}  # script -> the draft that first produced it
     stopped = ""
     for number in range(settings.quality.max_revisions + 1):

@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 from podspool.daemon.cli import exitcodes
 from podspool.daemon.cli import publish as cli_publish
+from podspool.daemon.cli import review as cli_review
 from podspool.daemon.cli import worker as cli_remote
 from podspool.daemon.cli.common import ConfigOpt, SpoolOpt, config_or_exit, fail
 from podspool.daemon.config import Config, ConfigError, config_path, load_config, spool_root
@@ -316,6 +317,9 @@ def doctor(spool: SpoolOpt = None, config: ConfigOpt = None) -> None:
 # commands of their own concern, in their own modules
 app.command()(cli_publish.feed)
 app.command()(cli_publish.archive)
+app.command()(cli_review.approve)
+app.command()(cli_review.reject)
+app.command()(cli_review.redo)
 app.command()(cli_remote.worker)
 
 

@@ -75,9 +75,14 @@ class Tally:
             self.last_finished = max(end, self.last_finished or end)
 
     def unfinish(self, location: str, m: EpisodeManifest) -> None:
-        """`podspool retry` took a failed episode back."""
+        """`podspool retry` or `redo` took a finished episode back."""
         if location == Location.FAILED:
             self.failed -= 1
+        elif location == Location.DONE:
+            self.completed -= 1
+            if m.quality is not None:
+                self.quality_sum -= m.quality
+                self.quality_n -= 1
         if m.revisions > 0:
             self.revised -= 1
 
@@ -95,18 +100,20 @@ class Tally:
 
 def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, EpisodeManifest]],
            running: set[str] | None = None, checkpoints: list[str] | None = None,
-           now: float | None = None, counts: tuple[int, int] | None = None) -> dict[str, Any]:
+           now: float | None = None, counts: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """session.json for one batch: its static `meta`, its `tally`, and rows for the episodes given.
 
-    `status` gives every episode; the daemon gives only those in flight, with `counts` = (in progress,
-    waiting) from its indexes, so writing a session costs the same for 10 episodes or 10,000."""
+    `status` gives every episode; the daemon gives only those admitted or in review, with `counts` = (in
+    progress, waiting, in review) from its indexes, so a session costs the same for 10 episodes or 10,000."""
     now = time.time() if now is None else now
     running = running or set()
     budget = meta.get("budget_usd")
-    in_progress = waiting = 0
+    in_progress = waiting = review = 0
     rows = []
     for loc, m in sorted(unfinished, key=lambda e: e[1].episode_number):
-        if loc not in FINAL:
+        if loc == Location.REVIEW:
+            review += 1
+        elif loc not in FINAL:
             if m.session_id in running or m.status == State.IN_PROGRESS:
                 in_progress += 1
             else:
@@ -116,7 +123,7 @@ def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, E
                      "attempts": m.attempts, "quality": m.quality, "costs": m.costs.model_dump(),
                      "running": m.session_id in running})
     if counts is not None:
-        in_progress, waiting = counts
+        in_progress, waiting, review = counts
     costs = {k: round(v, 6) for k, v in tally.costs.items()}
     completed, failed, total = tally.completed, tally.failed, tally.total
     over_budget = budget is not None and costs["total"] >= budget
@@ -136,11 +143,12 @@ def derive(meta: dict[str, Any], tally: Tally, unfinished: Iterable[tuple[str, E
         "total": total,
         "episodes_numbers": sorted(tally.numbers),
         "progress": {"completed": completed, "in_progress": in_progress, "failed": failed,
-                     "waiting": waiting, "held": held, "total": total},
-        "completed": completed, "in_progress": in_progress, "failed": failed, "held": held,
+                     "waiting": waiting, "held": held, "review": review, "total": total},
+        "completed": completed, "in_progress": in_progress, "failed": failed, "held": held, "review": review,
         "costs": costs,
         "over_budget": over_budget,
-        "state": "complete" if finished else ("held" if over_budget and in_progress == 0 else "running"),
+        "state": "complete" if finished else ("held" if over_budget and in_progress == 0 else
+                                              "review" if review and in_progress + waiting == 0 else "running"),
         "episodes_per_hour": round(per_hour, 3),
         "eta_seconds": None if eta_s is None else round(eta_s, 1),
         "end_time": iso(end) if finished else None,

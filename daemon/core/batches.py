@@ -154,11 +154,12 @@ class BatchBook:
         book = self.episodes
         b = self.by_id[bid]
         flying = [book.by_id[e] for e in book.admitted_of(bid)]
+        review = [book.by_id[e] for e in book.in_review.get(bid, ())]
         unfinished = len(book.by_batch.get(bid, ()))
         in_progress = book.admitted_count(bid)
-        return derive(b.meta, b.tally, [(ep.location, ep.manifest) for ep in flying],
+        return derive(b.meta, b.tally, [(ep.location, ep.manifest) for ep in flying + review],
                       {ep.episode_id for ep in flying if ep.running}, b.checkpoints,
-                      counts=(in_progress, unfinished - in_progress))
+                      counts=(in_progress, unfinished - in_progress - len(review), len(review)))
 
     def write_session(self, bid: str, session: dict[str, Any]) -> None:
         folder = self.spool.batch_dir(bid)

@@ -33,6 +33,7 @@ def render_text(s: dict[str, Any]) -> str:
         f"  Completed:   {p['completed']:4d}",
         f"  In progress: {p['in_progress']:4d}",
         f"  Waiting:     {p['waiting']:4d}" + (f"  (held by budget: {p['held']})" if p.get("held") else ""),
+        *([f"  In review:   {p['review']:4d}  (podspool approve / reject)"] if p.get("review") else []),
         f"  Failed:      {p['failed']:4d}",
         "",
         "PERFORMANCE",

@@ -132,7 +132,8 @@ class Dispatcher:
         self.task_seq += 1
         episode = EpisodeInput(episode_id=m.session_id, batch_id=m.batch_id, number=m.episode_number,
                                topic=m.topic, title=m.title, notes=m.notes, sources=tuple(m.sources),
-                               attempt=m.attempts, show=resolve(cfg.production.show_defaults(), m.show,
+                               attempt=m.attempts, feedback=tuple(m.review.notes) if m.review else (),
+                               show=resolve(cfg.production.show_defaults(), m.show,
                                                                 hosts=cfg.production.hosts))
         task = StageTask(self.task_seq, stage, episode, str(self.spool.folder(stage, m.session_id)))
         self.episodes.started(ep)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from podspool.daemon.models import EpisodeManifest, State
+from podspool.daemon.spool import Location
 from podspool.stages.base import STAGE_NAMES, StageName
 
 
@@ -87,6 +88,7 @@ class EpisodeBook:
         self.waiting_by_stage: dict[str, int] = dict.fromkeys(STAGE_NAMES, 0)
         self.by_batch: dict[str, set[str]] = {}  # batch -> its unfinished episodes
         self.admitted_by_batch: dict[str, set[str]] = {}  # batch -> its admitted episodes
+        self.in_review: dict[str, set[str]] = {}  # batch -> its episodes waiting in review/ (not admitted)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -106,11 +108,13 @@ class EpisodeBook:
         self._sync_slot(ep)
         if ep.location in STAGE_NAMES and not ep.running:
             self._enqueue(ep)
+        self._sync_review(ep)
 
     def remove(self, ep: Episode) -> None:
         """A finished episode leaves."""
         self.by_id.pop(ep.episode_id, None)
         self._set_slot(ep, False)
+        self._sync_review(ep, gone=True)
         ids = self.by_batch.get(ep.batch_id)
         if ids is not None:
             ids.discard(ep.episode_id)
@@ -152,6 +156,7 @@ class EpisodeBook:
         self._sync_slot(ep)
         if ep.location in STAGE_NAMES and not ep.running:
             self._enqueue(ep)
+        self._sync_review(ep)
 
     def running(self, stage: str, batch_id: str) -> int:
         return self.running_by.get((stage, batch_id), 0)
@@ -204,6 +209,15 @@ class EpisodeBook:
 
     def waiting_batches(self) -> set[str]:
         return {bid for (_, bid), q in self._queues.items() if q.first or q.retries}
+
+    def _sync_review(self, ep: Episode, gone: bool = False) -> None:
+        ids = self.in_review.get(ep.batch_id)
+        if ep.location == Location.REVIEW and not gone:
+            self.in_review.setdefault(ep.batch_id, set()).add(ep.episode_id)
+        elif ids is not None and ep.episode_id in ids:
+            ids.discard(ep.episode_id)
+            if not ids:
+                del self.in_review[ep.batch_id]
 
     def _sync_slot(self, ep: Episode) -> None:
         self._set_slot(ep, ep.loaded and ep.location in STAGE_NAMES and ep.manifest.status == State.IN_PROGRESS)

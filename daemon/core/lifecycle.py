@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from podspool.daemon.core.disk import DISK_ERRNOS
-from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, State
-from podspool.daemon.spool import Location
+from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, ReviewRecord, State
+from podspool.daemon.spool import FINAL, Location
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
 # Where an episode goes when a stage is done: the next stage, and "done" after the last one.
 NEXT: dict[StageName, Location] = {s: Location(STAGE_NAMES[i + 1]) if i + 1 < len(STAGE_NAMES) else Location.DONE
                                    for i, s in enumerate(STAGE_NAMES)}
 
-Outcome = Literal["advanced", "done", "retry", "failed", "disk"]
+Outcome = Literal["advanced", "review", "done", "retry", "failed", "disk"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Transition:
 
     @property
     def moves(self) -> bool:
-        return self.outcome in ("advanced", "done", "failed")
+        return self.outcome in ("advanced", "review", "done", "failed")
 
 
 def begin(m: EpisodeManifest, stage: StageName, now_iso: str, now_mono: float) -> bool:
@@ -51,8 +51,9 @@ def begin(m: EpisodeManifest, stage: StageName, now_iso: str, now_mono: float) -
 
 
 def conclude(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_retries: int, now_iso: str,
-           now_mono: float, now_unix: float, retry_delay_s: float) -> Transition:
-    """Apply a stage's result to the manifest and decide the episode's next location."""
+           now_mono: float, now_unix: float, retry_delay_s: float, review: ReviewRecord | None = None) -> Transition:
+    """Apply a stage's result to the manifest and decide the episode's next location. `review`: a script
+    that waits for a person after production (its show asks for review) goes to review/, not admitted."""
     m.costs.add(stage, result.cost_usd)  # failed attempts cost money too
     timing = m.timings.setdefault(stage, PhaseTiming())
     if result.ok:
@@ -67,6 +68,10 @@ def conclude(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_r
         if result.details:
             m.details[stage] = result.details
         target = NEXT[stage]
+        if stage == "production" and review is not None:
+            m.review = review
+            m.status = State.PENDING  # nothing runs in review/: it holds no place under the cap
+            return Transition("review", Location.REVIEW)
         if target == Location.DONE:
             m.status = State.DONE
             m.finished_at = now_iso
@@ -90,6 +95,45 @@ def conclude(m: EpisodeManifest, stage: StageName, result: StageResult, *, max_r
     return Transition("retry", Location(stage), retry_in=retry_delay_s)
 
 
+def approve(m: EpisodeManifest, now_iso: str, script_sha256: str, edited: bool) -> Location:
+    """A reviewed script goes on to audio."""
+    r = m.review or ReviewRecord()
+    m.review = r.model_copy(update={"state": "approved", "script_sha256": script_sha256, "edited": edited,
+                                    "at": now_iso})
+    return Location.AUDIO
+
+
+def reject(m: EpisodeManifest, note: str, fail: bool, now_iso: str) -> Location:
+    """A reviewed script goes back to production with the note as the writer's feedback, or to failed/."""
+    r = m.review or ReviewRecord()
+    m.review = r.model_copy(update={"state": "rejected", "notes": [*r.notes, note] if note else r.notes,
+                                    "at": now_iso})
+    if fail:
+        m.errors.append(EpisodeError(phase="production", attempt=m.attempts, at=now_iso,
+                                     error=f"rejected in review: {note or 'no note'}"[:4000]))
+        m.status = State.FAILED
+        m.finished_at = now_iso
+        return Location.FAILED
+    m.phases.set("production", State.PENDING)
+    m.status = State.PENDING
+    return Location.PRODUCTION
+
+
+def redo(m: EpisodeManifest, stage: StageName) -> None:
+    """`podspool redo --from stage`: that stage and those after it run again; what came before is kept."""
+    for s in STAGE_NAMES[STAGE_NAMES.index(stage):]:
+        m.phases.set(s, State.PENDING)
+    m.status = State.PENDING
+    m.attempts = 0
+    m.redo_rounds += 1
+    m.not_before = None
+    m.finished_at = None
+    if stage != "audio":
+        m.review = None  # a new script: reviewed anew when its show asks for review
+    elif m.review is not None:
+        m.review = m.review.model_copy(update={"state": "approved"})
+
+
 def reopen(m: EpisodeManifest) -> StageName:
     """`podspool retry`: a failed episode goes back to the stage it failed in, with fresh attempts."""
     stage = m.current_stage() or STAGE_NAMES[-1]
@@ -110,12 +154,26 @@ def recovered(m: EpisodeManifest, location: str, now_iso: str) -> tuple[list[Loc
     """
     path: list[Location] = []
     changed = False
+    if location in FINAL and m.status == State.PENDING:  # a redo wrote its manifest, then the crash came
+        location = Location(m.current_stage() or STAGE_NAMES[-1])
+        path.append(location)
+    if location == Location.REVIEW:  # approve or reject wrote the manifest, then the crash came
+        decided = {"approved": Location.AUDIO, "rejected": Location.PRODUCTION}.get(m.review.state if m.review else "")
+        if m.status == State.FAILED:
+            decided = Location.FAILED
+        if decided is None:
+            return path, changed
+        location = decided
+        path.append(location)
     while location in STAGE_NAMES:
         stage: StageName = location
         if m.status == State.FAILED:
             path.append(Location.FAILED)
             break
         if m.phases.get(stage) == State.DONE:
+            if stage == "production" and m.review is not None and m.review.state == "waiting":
+                path.append(Location.REVIEW)  # the move into review a crash interrupted
+                break
             location = NEXT[stage]
             if location == Location.DONE and m.status != State.DONE:
                 m.status = State.DONE

@@ -10,6 +10,7 @@ it is counted twice.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import time
 from collections import Counter
@@ -23,14 +24,16 @@ from podspool.daemon.core.batches import CHECKPOINTS, BatchBook
 from podspool.daemon.core.commit import CommitGroup, GroupFailed, SparePool
 from podspool.daemon.core.disk import DiskPause
 from podspool.daemon.core.episodes import Episode, EpisodeBook
+from podspool.daemon.core.review import predicted_speech_usd
 from podspool.daemon.core.scheduling import retry_delay
 from podspool.daemon.executors.protocol import Executor, TaskOutcome
-from podspool.daemon.models import EpisodeManifest, utcnow
+from podspool.daemon.models import EpisodeManifest, ReviewRecord, utcnow
 from podspool.daemon.observers.hooks import Observers
 from podspool.daemon.observers.logs import episode_finished
 from podspool.daemon.spool import MANIFEST, Spool, manifest_bytes
-from podspool.stages import fsio
+from podspool.stages import artifacts, fsio
 from podspool.stages.base import StageResult
+from podspool.stages.show import resolve
 
 # a result applied to a copy of its manifest, waiting for the group commit
 Planned = tuple[TaskOutcome, Episode, EpisodeManifest, lifecycle.Transition]
@@ -142,7 +145,8 @@ class Recorder:
             limits = self.config().limits
             delay = retry_delay(m.attempts, limits.retry_backoff_s, limits.retry_backoff_max_s)
             t = lifecycle.conclude(m, out.stage, out.result, max_retries=limits.max_retries, now_iso=utcnow(),
-                                   now_mono=self.clock(), now_unix=self.wall(), retry_delay_s=delay)
+                                   now_mono=self.clock(), now_unix=self.wall(), retry_delay_s=delay,
+                                   review=self._review_of(out, m))
             group.adopt(out.files, ep.episode_id)  # renamed before the manifest that says they exist
             try:
                 write_manifest(group, self.spool, out.stage, m)
@@ -159,6 +163,23 @@ class Recorder:
                            f"move {ep.episode_id} {out.stage}->{t.target}", ep.episode_id)
             planned.append((out, ep, m, t))
         return planned
+
+    def _review_of(self, out: TaskOutcome, m: EpisodeManifest) -> ReviewRecord | None:
+        """A written script whose show asks for review waits for a person: its hash and speech price."""
+        cfg = self.config()
+        if out.stage != "production" or not out.result.ok:
+            return None
+        if not resolve(cfg.production.show_defaults(), m.show, hosts=cfg.production.hosts).review:
+            return None
+        final = str(self.spool.folder(out.stage, out.episode_id) / artifacts.SCRIPT_MD)
+        path = next((tmp for tmp, f in out.files if f == final), final)  # a local worker's, at its temp name
+        try:
+            data = fsio.read_whole(path)
+        except OSError:
+            data = b""
+        notes = m.review.notes if m.review is not None else []
+        return ReviewRecord(script_sha256=hashlib.sha256(data).hexdigest(), notes=list(notes),
+                            predicted_audio_usd=predicted_speech_usd(data.decode("utf-8", "replace"), cfg))
 
     def save(self, planned: list[Planned], group: CommitGroup) -> list[Planned]:
         """The tick's group commit (commit.py), its renames settled by the next tick's sync.
@@ -252,7 +273,14 @@ class Recorder:
     def _report(self, out: TaskOutcome, ep: Episode, m: EpisodeManifest, t: lifecycle.Transition) -> None:
         stage, result = out.stage, out.result
         log = logger.bind(batch=m.batch_id, episode=m.session_id, stage=stage)
-        if t.outcome in ("advanced", "done"):
+        if t.outcome == "review":
+            r = m.review
+            log.info("{} done in {}s (attempt {}, ${:.4f}{}) -> review: waiting for approval (speech about ${:.2f})",
+                     stage, m.timings[stage].seconds, m.attempts, result.cost_usd, made(result.details),
+                     r.predicted_audio_usd or 0.0 if r else 0.0)
+            if not result.reused:
+                self.observers.emit("on_phase_done", m, stage, result.usage)
+        elif t.outcome in ("advanced", "done"):
             secs = m.timings[stage].seconds
             log.info("{} done in {}s{}{} (attempt {}, ${:.4f}{}){}", stage, secs, " (reused)" if result.reused else "",
                      f" on {out.worker}" if out.worker else "", m.attempts, result.cost_usd, made(result.details),

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
-from podspool.daemon.core import lifecycle
+from podspool.daemon.core import lifecycle, versions
 from podspool.daemon.core.batches import BatchBook, summary_name
 from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.intake import staging
-from podspool.daemon.models import EpisodeManifest, episode_id, utcnow
+from podspool.daemon.models import EpisodeManifest, State, episode_id, utcnow
 from podspool.daemon.spool import FINAL, Spool
 
 EPISODE_PREFIX = "ep_"
@@ -71,6 +71,8 @@ def _place(spool: Spool, book: EpisodeBook, batches: BatchBook, m: EpisodeManife
     eid = m.session_id
     if m.batch_id not in batches:
         batches.placeholder(m.batch_id)
+    if location in FINAL and m.status == State.PENDING:  # a redo a crash interrupted: finish its versioning
+        versions.finish_redo(spool.folder(location, eid), m)
     path, changed = lifecycle.recovered(m, location, utcnow())
     if changed or path:
         if location in lifecycle.NEXT and path == [] and changed:

@@ -44,7 +44,8 @@ def counts_line(v: LoopView) -> str:
     c = locations(v)
     busy = sum(1 for _ in v.executor.in_flight())
     return (f"done {c.get('done', 0)}, failed {c.get('failed', 0)}, research {c.get('research', 0)}, "
-            f"production {c.get('production', 0)}, audio {c.get('audio', 0)}, busy workers {busy}")
+            f"production {c.get('production', 0)}, audio {c.get('audio', 0)}, review {c.get('review', 0)}, "
+            f"busy workers {busy}")
 
 
 def snapshot(v: LoopView, cfg: Config, stopping: bool) -> dict[str, Any]:

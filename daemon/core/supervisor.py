@@ -20,7 +20,7 @@ from types import FrameType
 
 from loguru import logger
 from podspool.daemon.config import Config
-from podspool.daemon.core import control, recovery, retry
+from podspool.daemon.core import control, recovery, retry, review
 from podspool.daemon.core.batches import BatchBook
 from podspool.daemon.core.disk import DiskPause
 from podspool.daemon.core.dispatcher import Dispatcher
@@ -299,6 +299,11 @@ class Supervisor:
         archive = body.get("archive")
         if isinstance(archive, dict):  # `podspool archive` while this daemon runs
             return self.upkeep.archive(archive.get("batch"), archive.get("older_than_days"))
+        if isinstance(body.get("review"), dict):  # approve, reject, redo
+            moved = review.apply(body, self.spool, self.cfg, self.episodes, self.batches)
+            for bid in list(self.batches.by_id):  # a rejection to failed/ may complete its batch
+                self._after_change(bid)
+            return [eid for eid, _ in moved]
         return retry.apply(body, self.spool, self.episodes, self.batches)
 
     # ---- saving -----------------------------------------------------------------------------

@@ -20,12 +20,12 @@ from podspool.daemon.core.batch_views import parse_time
 from podspool.daemon.models import EpisodeManifest
 from podspool.daemon.observers.hooks import Hook
 from podspool.daemon.observers.usage_tally import UsageTally
+from podspool.daemon.spool import LOCATIONS
 from podspool.stages import fsio
 from podspool.stages.base import STAGE_NAMES, StageName, Usage
 
 METRICS_FILE = "metrics.prom"
 WRITE_EVERY_S = 5.0
-LOCATIONS = ("research", "production", "audio", "done", "failed")
 BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 RATE_LIMITED = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
 PREV = {"production": "research", "audio": "production"}

@@ -26,7 +26,7 @@ from typing import Any
 from loguru import logger
 from podspool.daemon.core.batch_views import parse_time
 from podspool.daemon.models import BatchManifest, episode_id
-from podspool.daemon.spool import DIR_MODE, FINAL, MANIFEST, QUEUES, Spool, read_manifest
+from podspool.daemon.spool import DIR_MODE, FINAL, LOCATIONS, MANIFEST, Spool, read_manifest
 from podspool.stages import fsio
 from pydantic import ValidationError
 
@@ -98,7 +98,7 @@ def _episode_ids(batch_folder: Path, bid: str) -> list[str]:
 
 def _where(root: Path, bid: str, eid: str) -> tuple[str, Path] | None:
     """(location, folder) of an episode of `bid`: a stage folder, done/failed, or the archive."""
-    for loc in (*QUEUES, *FINAL):
+    for loc in LOCATIONS:
         if (root / loc / eid).is_dir():
             return loc, root / loc / eid
     folder = archived_episode_dir(root, bid, eid)
@@ -119,7 +119,7 @@ def unfinished(root: Path, bid: str) -> list[str]:
     out = []
     for eid in eids:
         found = _where(root, bid, eid)
-        if found is not None and found[0] in QUEUES:
+        if found is not None and found[0] not in (*FINAL, ARCHIVE):
             out.append(f"{eid} is still in {found[0]}/")
     return out
 

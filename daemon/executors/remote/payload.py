@@ -62,6 +62,7 @@ def episode_to_json(episode: EpisodeInput) -> dict[str, Any]:
 def episode_from_json(doc: dict[str, Any]) -> EpisodeInput:
     fields = {k: v for k, v in doc.items() if k in EpisodeInput.__dataclass_fields__}
     fields["sources"] = tuple(fields.get("sources", ()))
+    fields["feedback"] = tuple(str(n) for n in fields.get("feedback", ()) or ())
     if isinstance(fields.get("show"), dict):
         fields["show"] = Show.from_json(fields["show"])
     else:
