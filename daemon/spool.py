@@ -5,6 +5,7 @@ The folder an episode sits in is its state. Only the supervisor calls the writin
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -78,6 +79,13 @@ class Spool:
         for d in (self.root, self.inbox, *(self.root / q for q in LOCATIONS), self.rejected, self.batches,
                   self.logs, self.state, self.staging, self.requests):
             d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # Files move between these folders by rename, which cannot cross file systems (EXDEV): a state/ or a
+        # queue mounted elsewhere would fail every move, forever, so it is refused at start.
+        device = self.root.stat().st_dev
+        for d in (self.state, self.inbox, *(self.root / q for q in LOCATIONS), self.rejected, self.batches):
+            if d.stat().st_dev != device:
+                raise OSError(errno.EXDEV, f"{d.name}/ is on another file system than the spool (files move "
+                                           "between them by rename, which cannot cross file systems)", str(d))
 
     def where(self, location: str) -> Path:
         return _child(self.root, location)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems, describe_errors
+from podspool.daemon.intake.limits import MAX_PROBLEMS, capped, described, sources_problem
+from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems
 from podspool.stages.settings import ResearchSettings
 from podspool.stages.sources.resolve import check_sources, is_url, resolve_source, roots_from_settings
 from pydantic import ValidationError
@@ -174,17 +175,24 @@ def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = Non
         manifest = BatchManifest.model_validate(data)
     except ValidationError as exc:
         # field problems, then the batch-level ones pydantic skipped because a field failed
-        problems += describe_errors(exc, batch_level=False)
+        problems += described(exc)  # the first MAX_PROBLEMS: 700,000 would hold the main loop for seconds
         problems += batch_level_problems(data.get("starting_episode"), data.get("topics"), data.get("episodes"))
     except RecursionError:
         raise ManifestProblem(["JSON nested too deeply"]) from None
-    for number, sources in _episode_sources(data, manifest):
+    if len(problems) > MAX_PROBLEMS:  # enough to name: checking each episode further costs seconds
+        raise ManifestProblem(capped(problems))
+    cited = _episode_sources(data, manifest)
+    too_many = sources_problem(sum(len(s) for _number, s in cited))
+    if too_many:  # refused unread: each check stats a file or resolves a name
+        problems.append(too_many)
+        cited = []
+    for number, sources in cited:
         allow_private = research.allow_private_urls if research is not None else False
         problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base, allow_private)]
     if manifest is not None and research is not None:
         problems += feasibility_problems(manifest, research)
     if problems or manifest is None:
-        raise ManifestProblem(problems or ["the manifest is not valid"])
+        raise ManifestProblem(capped(problems) or ["the manifest is not valid"])
     return manifest
 
 

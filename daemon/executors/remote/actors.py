@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import redis
 from dramatiq.middleware import Interrupt
 from loguru import logger
 from podspool.daemon.config import ExecutorSettings
+from podspool.daemon.core.lifecycle import DISK_ERRNOS
 from podspool.daemon.credentials import redact_urls
 from podspool.daemon.executors.remote import blobs, payload, wire
 from podspool.daemon.executors.remote.names import Names
@@ -33,7 +33,6 @@ from podspool.stages.settings import StageSettings
 MAX_LOG_LINES = 500  # per task: enough for an episode.log, not enough to flood the broker
 GATE_LEASE_S = 120  # a host that dies inside the quality gates frees them after this
 TEMP_PREFIX = "podspool-task-"  # + the worker's pid: sweep_temp_folders tells a dead worker's from a live one's
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 POST_FOR_S = 600.0  # how long a finished task keeps trying to post its result to an absent broker
 
 

@@ -1,0 +1,116 @@
+"""Intake cannot stop the daemon: a name too long for rejected/, an 8 MB manifest of 700,000 mistakes,
+a manifest citing more sources than any batch needs. Each fails its own file, with its reason, quickly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from podspool.daemon.intake.limits import MAX_PROBLEMS, MAX_SOURCES
+from podspool_helpers import cli, episodes_in, make_spool, wait_for, write_manifest
+
+WATCHDOG_SEC = 30  # systemd/podspool.service
+
+
+def test_a_name_too_long_for_rejected_fails_that_file_and_admission_goes_on(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    long_name = "x" * 235 + ".json"  # 240 characters: its error file's temp name passes NAME_MAX (255)
+    (spool / "inbox" / long_name).write_text('{"topics": []}')
+    write_manifest(spool / "inbox" / "good.json", {"batch_id": "good", "topics": ["Tides"]})
+    run = cli("run", "--once", "--spool", str(spool), timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (spool / "inbox" / long_name).exists()
+    [error] = list((spool / "rejected").glob("*.error.txt"))
+    text = error.read_text()
+    assert "too long" in text and long_name in text and "at least one episode" in text, text
+    assert episodes_in(spool, "done") == ["ep_001_good"]
+    log = (spool / "logs" / "podspool.log").read_text()
+    assert "admission paused" not in log, log[-3000:]
+
+
+def test_too_many_sources_are_refused_unread(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "many.json", {"batch_id": "many", "episodes": [
+        {"number": i, "topic": "Tides", "sources": [f"missing-{i}-{j}.md" for j in range(50)]}
+        for i in range(1, MAX_SOURCES // 50 + 2)]})
+    out = cli("validate", str(manifest))
+    assert out.returncode == 2
+    assert f"at most {MAX_SOURCES} per manifest" in out.stderr + out.stdout
+    assert "missing-1-0.md" not in out.stderr + out.stdout  # none was looked at
+
+
+def _hostile_manifest(path: Path) -> int:
+    """An 8 MB manifest with about 700,000 problems (seven per episode, 99,999 episodes)."""
+    eps = [{"number": "x", "topic": 5, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5} for _ in range(99999)]
+    path.write_text(json.dumps({"batch_id": "hostile", "episodes": eps}))
+    return path.stat().st_size
+
+
+def test_a_hostile_manifest_holds_the_main_loop_less_than_a_watchdog_period(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    sock.bind(address)
+    sock.settimeout(0.2)
+    env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_SEC * 10**6)}
+    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file: a pipe nobody reads would fill
+    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
+                            stdout=subprocess.DEVNULL, stderr=err, env=env)
+    pings: list[float] = []
+    try:
+        def ready() -> bool:
+            try:
+                return "READY=1" in sock.recv(65536).decode()
+            except TimeoutError:
+                return False
+
+        wait_for(ready, 30, proc, "READY=1")
+        size = _hostile_manifest(tmp_path / "hostile.json")
+        os.rename(tmp_path / "hostile.json", spool / "inbox" / "hostile.json")  # renamed in whole
+        dropped = time.monotonic()
+        deadline = dropped + 60
+        while time.monotonic() < deadline:
+            try:
+                if "WATCHDOG=1" in sock.recv(65536).decode():
+                    pings.append(time.monotonic())
+            except TimeoutError:
+                pass
+            if list((spool / "rejected").glob("*.error.txt")) and pings and pings[-1] > dropped + 2:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        sock.close()
+        err.close()
+    gaps = [b - a for a, b in zip([dropped, *pings], pings, strict=False)]
+    gap = max(gaps)
+    print(f"hostile manifest of {size / 1e6:.1f} MB: longest gap between watchdog pings {gap:.1f} s")
+    assert gap < WATCHDOG_SEC, f"the main loop was held {gap:.1f} s"
+    [error] = list((spool / "rejected").glob("*.error.txt"))
+    text = error.read_text()
+    assert len(text) < 64 * 1024 and text.count("\n- ") == MAX_PROBLEMS + 1, len(text)
+    assert "more field problems" in text or "more problems" in text
+    log = (spool / "logs" / "podspool.log").read_text()
+    assert max(len(line) for line in log.splitlines()) < 128 * 1024
+
+
+def test_a_state_folder_on_another_file_system_is_refused_at_start(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    elsewhere = Path(tempfile.mkdtemp(prefix="podspool-state-", dir=shm))
+    try:
+        spool = make_spool(tmp_path / "spool")
+        (spool / "state").symlink_to(elsewhere)
+        run = cli("run", "--once", "--spool", str(spool), timeout=60)
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+    assert run.returncode == 1
+    assert "state/ is on another file system than the spool" in run.stderr, run.stderr[-2000:]
