@@ -154,7 +154,9 @@ def run_segmented(folder: Path, episode: EpisodeInput, ctx: StageContext, writer
     kept = segments.kept_drafts(folder, outline, research, hosts)
     parts: dict[int, str] = {n: str(d["text"]) for n, d in kept.items()}
     passed = set(kept)
-    feedback: dict[int, list[str]] = {}
+    # a person's note on the last script (review): every segment hears it on its first ask
+    notes = [f"a producer rejected the last script: {note}" for note in getattr(episode, "feedback", ())]
+    feedback: dict[int, list[str]] = {n: list(notes) for n in numbers if notes}
     history: list[dict[str, Any]] = []
     asked = 0
     report: quality.QualityReport | None = None

@@ -520,11 +520,18 @@ def budgeted(p: Prompt) -> Answer:
     outro = [(1, "That is all for today. Thank you for listening.")]
     framing = sum(spoken_count(t) for _, t in intro + outro)
     body = budget_turns(p.findings, target - framing, p.topic)
-    per = max(1, len(body) // max(1, min(len(p.findings), 6)))
+    # a segment opens where a turn first cites a finding (at most six), so every segment cites one
+    parts: list[list[tuple[int, str]]] = []
+    cited: set[str] = set()
+    for who, text in body:
+        new = set(re.findall(r"\[(\d+)\]", text)) - cited
+        if (new or not parts) and len(parts) < 6:
+            parts.append([])
+        cited |= new
+        parts[-1].append((who, text))
     lines = [f"# {p.title or p.topic}", "", "## Intro", ""] + [f"**{p.hosts[w]}:** {t}\n" for w, t in intro]
-    for i in range(0, len(body), per):
-        lines += [f"## Segment {i // per + 1}: Part {i // per + 1}", ""]
-        lines += [f"**{p.hosts[w]}:** {t}\n" for w, t in body[i:i + per]]
+    for i, part in enumerate(parts, 1):
+        lines += [f"## Segment {i}: Part {i}", ""] + [f"**{p.hosts[w]}:** {t}\n" for w, t in part]
     lines += ["## Outro", ""] + [f"**{p.hosts[w]}:** {t}\n" for w, t in outro]
     return Answer("\n".join(lines))
 

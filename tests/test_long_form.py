@@ -31,9 +31,8 @@ TRADES = ("weavers", "potters", "smiths", "fishers", "millers", "carters", "brew
 CHANGES = ("water wheels", "printed ledgers", "night shifts", "shared kilns", "paid holidays", "new looms",
            "guild schools", "canal boats", "steam pumps", "glass lamps")
 
-THIRD = ("Site {i} is still known for its {trade}.", "Today a museum of the {place} tells the story of site {i}.",
-         "Letters from site {i} describe the {trade} as proud of the work.",
-         "By the census after that, site {i} counted more {trade} than the {place}.")
+THIRD = ("Site {i} is still known for its {trade}.", "A museum tells the story of site {i} today.",
+         "Letters from site {i} call its {trade} proud.", "Site {i} later counted {k} {trade}.")
 
 
 def findings(n: int, seed: int = 7) -> list[Finding]:
@@ -46,7 +45,7 @@ def findings(n: int, seed: int = 7) -> list[Finding]:
         out.append(Finding(
             text=(f"At the {place} in {year}, the {trade} of site {i} took up {change}. "
                   f"Within {rng.randrange(2, 30)} years, {rng.randrange(20, 90)} families there had {rng.choice(CHANGES)} too. "
-                  + THIRD[i % len(THIRD)].format(i=i, trade=rng.choice(TRADES), place=rng.choice(PLACES))),
+                  + THIRD[i % len(THIRD)].format(i=i, trade=rng.choice(TRADES), k=rng.randrange(100, 900))),
             source=f"notes/site_{i}.md", location=f"paragraph {i}", score=round(1 / i, 4), title=None))
     return out
 
@@ -277,3 +276,26 @@ def test_plan_matches_dry_runs_of_long_episodes() -> None:
     for r in rows:
         assert r["done"] == r["episodes"] and r["calls_predicted"] == r["calls_measured"], r
         assert abs(r["error_pct"]) <= 15, r
+
+
+# ---- offline: the long-form example -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [1, 2])
+def test_the_long_example_reaches_twenty_minutes_offline_with_every_gate_passing(tmp_path: Path, number: int) -> None:
+    """Local research and the local writer on examples/long_batch.json: no model, no network."""
+    doc = json.loads((REPO / "examples" / "long_batch.json").read_text())
+    ep = next(e for e in doc["episodes"] if e["number"] == number)
+    settings = StageSettings()
+    settings.research.source_roots = [str(REPO / "examples")]
+    episode = EpisodeInput(episode_id=f"ep_{number:03d}_long", batch_id="long", number=number, topic=ep["topic"],
+                           title=ep.get("title"), sources=tuple(ep["sources"]), show=Show(minutes=doc["minutes"]))
+    ctx = StageContext(settings=settings)
+    for stage in ("research", "production"):
+        result = run_stage(stage, tmp_path, episode, ctx)
+        assert result.ok, result.error
+    target = doc["minutes"] * WPM
+    assert abs(spoken_words(tmp_path) - target) <= 0.10 * target
+    q = fsio.read_json(tmp_path / artifacts.QUALITY_JSON)
+    gates = {g["name"]: g for g in q["gates"]}
+    assert gates["repetition"]["passed"] and gates["continuity"]["passed"] and q["passed"], q["reasons"]
