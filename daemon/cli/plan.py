@@ -16,7 +16,7 @@ from typing import Any
 
 from podspool.daemon.cli.plan_model import Bound, StageLoad, bounds, simulate
 from podspool.daemon.config import TYPICAL_LATENCY_S, Config
-from podspool.daemon.core.scheduling import batch_stage_cap
+from podspool.daemon.core.lifecycle import batch_stage_cap
 from podspool.daemon.models import BatchManifest, EpisodeManifest
 from podspool.daemon.ratelimit.window import Rate
 from podspool.stages.base import STAGE_NAMES, StageName, Usage

@@ -17,7 +17,6 @@ from podspool.daemon.core.commit import CommitGroup
 from podspool.daemon.core.disk import DiskPause
 from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.core.recorder import write_manifest
-from podspool.daemon.core.scheduling import batch_stage_cap
 from podspool.daemon.executors.protocol import Executor, StageTask
 from podspool.daemon.models import State, utcnow
 from podspool.daemon.spool import Spool
@@ -67,7 +66,7 @@ class Dispatcher:
                     self._log_held(bid)
                     continue
                 size = self.executor.size(stage)
-                limit = batch_stage_cap(b.meta.get("strategy"), stage, size, cfg.concurrency_explicit)
+                limit = lifecycle.batch_stage_cap(b.meta.get("strategy"), stage, size, cfg.concurrency_explicit)
                 # Below the pool's size a strategy's cap counts the batch's running tasks; at the pool's
                 # size the free slots already bound it (and a worker past its call may overlap the next).
                 capped = limit < size

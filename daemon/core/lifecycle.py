@@ -1,4 +1,5 @@
-"""The episode lifecycle as pure functions: a stage starts, a result comes back, recovery finds a folder.
+"""The episode lifecycle as pure functions: a stage starts, a result comes back, recovery finds a folder;
+and the scheduling rules (a strategy's cap per stage, the retry backoff).
 
 Each function changes a manifest and says where the episode goes next; none touches the spool, the
 clock or a process, so every rule here is testable on plain values (tests/test_lifecycle.py).
@@ -6,11 +7,19 @@ clock or a process, so every rule here is testable on plain values (tests/test_l
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Literal
 
 from podspool.daemon.core.disk import DISK_ERRNOS
-from podspool.daemon.models import EpisodeError, EpisodeManifest, PhaseTiming, ReviewRecord, State
+from podspool.daemon.models import (
+    STRATEGY_PRESETS,
+    EpisodeError,
+    EpisodeManifest,
+    PhaseTiming,
+    ReviewRecord,
+    State,
+)
 from podspool.daemon.spool import FINAL, Location
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
 
@@ -186,3 +195,23 @@ def recovered(m: EpisodeManifest, location: str, now_iso: str) -> tuple[list[Loc
             changed = True
         break
     return path, changed
+
+
+# ---- scheduling rules: the order itself is kept by the ready heaps of episodes.py ------------------
+
+
+def batch_stage_cap(strategy: str | None, stage: StageName, pool_size: int, explicit: bool) -> int:
+    """How many workers of a stage one batch may use at once."""
+    if explicit or strategy not in STRATEGY_PRESETS:
+        return pool_size
+    return min(pool_size, STRATEGY_PRESETS[strategy][stage])
+
+
+_RNG = random.Random()  # one, seeded once: a Random() per call read the OS's entropy every time
+
+
+def retry_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter on the upper half: base * 2^(attempt-1), capped."""
+    rng = rng or _RNG
+    ceiling = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    return ceiling / 2 + rng.random() * ceiling / 2

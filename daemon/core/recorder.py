@@ -25,7 +25,6 @@ from podspool.daemon.core.commit import CommitGroup, GroupFailed, SparePool
 from podspool.daemon.core.disk import DiskPause
 from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.core.review import predicted_speech_usd
-from podspool.daemon.core.scheduling import retry_delay
 from podspool.daemon.executors.protocol import Executor, TaskOutcome
 from podspool.daemon.models import EpisodeManifest, ReviewRecord, utcnow
 from podspool.daemon.observers.hooks import Observers
@@ -143,7 +142,7 @@ class Recorder:
                     ok=False, error="its files were lost before they could be saved", cost_usd=out.result.cost_usd))
             m = ep.manifest.fork()
             limits = self.config().limits
-            delay = retry_delay(m.attempts, limits.retry_backoff_s, limits.retry_backoff_max_s)
+            delay = lifecycle.retry_delay(m.attempts, limits.retry_backoff_s, limits.retry_backoff_max_s)
             t = lifecycle.conclude(m, out.stage, out.result, max_retries=limits.max_retries, now_iso=utcnow(),
                                    now_mono=self.clock(), now_unix=self.wall(), retry_delay_s=delay,
                                    review=self._review_of(out, m))
