@@ -16,7 +16,7 @@ def _m(n: int = 1, bid: str = "b") -> EpisodeManifest:
     return EpisodeManifest(episode_number=n, session_id=f"ep_{n:03d}_{bid}", batch_id=bid, topic=f"t{n}")
 
 
-def _settle(m: EpisodeManifest, stage: str, result: StageResult, max_retries: int = 2) -> lifecycle.Transition:
+def _conclude(m: EpisodeManifest, stage: str, result: StageResult, max_retries: int = 2) -> lifecycle.Transition:
     return lifecycle.conclude(m, stage, result, max_retries=max_retries, now_iso=NOW, now_mono=10.0,  # type: ignore[arg-type]
                             now_unix=1000.0, retry_delay_s=4.0)
 
@@ -25,7 +25,7 @@ def test_a_success_advances_through_every_stage_to_done() -> None:
     m = _m()
     for stage, target in (("research", "production"), ("production", "audio"), ("audio", "done")):
         assert lifecycle.begin(m, stage, NOW, 9.0) is (stage == "research")  # one session slot, taken once
-        t = _settle(m, stage, StageResult(ok=True, cost_usd=0.01))
+        t = _conclude(m, stage, StageResult(ok=True, cost_usd=0.01))
         assert t.target == target and t.moves
     assert m.status == "done" and m.attempts == 1 and m.costs.total == 0.03 and m.finished_at == NOW
     assert m.timings["audio"].seconds == 1.0
@@ -34,14 +34,14 @@ def test_a_success_advances_through_every_stage_to_done() -> None:
 def test_a_fork_changes_through_every_rule_without_touching_the_original() -> None:
     m = _m()
     lifecycle.begin(m, "research", NOW, 9.0)
-    _settle(m, "research", StageResult(ok=False, error="boom", cost_usd=0.01))
+    _conclude(m, "research", StageResult(ok=False, error="boom", cost_usd=0.01))
     m.details["research"] = {"findings": 3}
     before = m.model_dump_json()
     f = m.fork()
     lifecycle.begin(f, "research", NOW, 11.0)
-    _settle(f, "research", StageResult(ok=True, cost_usd=0.02, details={"findings": 5}))
+    _conclude(f, "research", StageResult(ok=True, cost_usd=0.02, details={"findings": 5}))
     lifecycle.begin(f, "production", NOW, 12.0)
-    _settle(f, "production", StageResult(ok=False, error="again", quality=0.5, quality_scores={"x": 0.5}))
+    _conclude(f, "production", StageResult(ok=False, error="again", quality=0.5, quality_scores={"x": 0.5}))
     assert m.model_dump_json() == before  # phases, costs, timings, errors, details: all its own
     assert f.costs.total == 0.03 and len(f.errors) == 2 and f.details["research"] == {"findings": 5}
     assert f.model_dump() == EpisodeManifest.model_validate_json(f.model_dump_json()).model_dump()
@@ -52,7 +52,7 @@ def test_failures_retry_with_backoff_then_fail_for_good_after_max_retries() -> N
     outcomes = []
     for _ in range(3):
         lifecycle.begin(m, "production", NOW, 9.0)
-        outcomes.append(_settle(m, "production", StageResult(ok=False, error="boom", cost_usd=0.002)))
+        outcomes.append(_conclude(m, "production", StageResult(ok=False, error="boom", cost_usd=0.002)))
     assert [o.outcome for o in outcomes] == ["retry", "retry", "failed"]
     assert outcomes[0].retry_in == 4.0 and m.attempts == 3 and len(m.errors) == 3
     assert m.status == "failed" and outcomes[-1].target == "failed"
@@ -62,14 +62,14 @@ def test_failures_retry_with_backoff_then_fail_for_good_after_max_retries() -> N
 def test_a_refusal_that_cannot_improve_fails_at_once() -> None:
     m = _m()
     lifecycle.begin(m, "production", NOW, 9.0)
-    t = _settle(m, "production", StageResult(ok=False, error="quality", retryable=False))
+    t = _conclude(m, "production", StageResult(ok=False, error="quality", retryable=False))
     assert t.outcome == "failed" and m.attempts == 1
 
 
 def test_a_full_disk_does_not_count_the_attempt() -> None:
     m = _m()
     lifecycle.begin(m, "audio", NOW, 9.0)
-    t = _settle(m, "audio", StageResult(ok=False, error="No space", disk_errno=errno.ENOSPC))
+    t = _conclude(m, "audio", StageResult(ok=False, error="No space", disk_errno=errno.ENOSPC))
     assert t.outcome == "disk" and t.target == "audio" and not t.moves
     assert m.errors == [] and m.phases.audio == "pending"
     lifecycle.begin(m, "audio", NOW, 9.0)

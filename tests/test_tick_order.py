@@ -1,4 +1,4 @@
-"""The main loop's order on a real spool (results.py, Recorder.save): one syncfs a busy tick settles the
+"""The main loop's order on a real spool (core/recorder.py, Recorder.save): one syncfs a busy tick settles the
 last tick's renames, a result is reported only once its move is durable, and what a result made ready is
 handed out as soon as its folder has moved, before that sync.
 
@@ -77,7 +77,7 @@ def _run(root: Path, episodes: int, monkeypatch: pytest.MonkeyPatch, syncfs_work
     manifest = {"batch_id": "b", "topics": [f"Topic {i}" for i in range(episodes)]}
     (root / "inbox" / "b.json").write_text(json.dumps(manifest))
     old = os.stat(root / "inbox" / "b.json").st_mtime - 60
-    os.utime(root / "inbox" / "b.json", (old, old))  # settled: --once takes it at once
+    os.utime(root / "inbox" / "b.json", (old, old))  # quiet: --once takes it at once
     events: list[tuple[str, ...]] = []
     real_syncfs = commit.syncfs
 

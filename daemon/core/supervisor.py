@@ -246,7 +246,7 @@ class Supervisor:
             return
         paths = self.spool.inbox_candidates() if force else self.inbox.due()
         if force and self.once:
-            paths = self.inbox.settle(paths)
+            paths = self.inbox.wait_quiet(paths)
         if paths:
             self._learn_granted_roots()
         for path in sorted(paths):

@@ -2,7 +2,7 @@
 
 The event handler only puts a path on a queue. It reacts to close-after-write and moved-in, never to
 created (a created file may still be empty), and the rescan catches whatever inotify dropped: a file
-unchanged for `settle_s` is taken as complete.
+unchanged for `quiet_s` (quiet) is taken as complete.
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ class _KernelWatch:
 
 
 class Inbox:
-    def __init__(self, folder: Path, settle_s: float, rescan_s: float,
+    def __init__(self, folder: Path, quiet_s: float, rescan_s: float,
                  wake: Callable[[], None] = lambda: None) -> None:
         self.folder = folder
         self.wake = wake  # wakes the main loop (called from the observer's thread)
-        self.settle_s = settle_s
+        self.quiet_s = quiet_s
         self.rescan_s = rescan_s
         self.ready: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._observer: Observer | None = None  # type: ignore[valid-type]
@@ -137,10 +137,10 @@ class Inbox:
                 out[p.name] = p
         if now >= self._next_scan:
             self._next_scan = now + self.rescan_s
-            out.update({p.name: p for p in self.settled(now)})
+            out.update({p.name: p for p in self.quiet(now)})
         return list(out.values())
 
-    def settled(self, now: float) -> list[Path]:
+    def quiet(self, now: float) -> list[Path]:
         found = []
         names = set()
         try:
@@ -159,20 +159,20 @@ class Inbox:
             prev = self._seen.get(e.name)
             if prev is None or prev[:2] != key:
                 self._seen[e.name] = (*key, now)
-                if time.time() - st.st_mtime < self.settle_s:
-                    continue  # written moments ago: wait until it has stood still for settle_s
-            elif now - prev[2] < self.settle_s and time.time() - st.st_mtime < self.settle_s:
+                if time.time() - st.st_mtime < self.quiet_s:
+                    continue  # written moments ago: wait until it has stood still for quiet_s
+            elif now - prev[2] < self.quiet_s and time.time() - st.st_mtime < self.quiet_s:
                 continue
             found.append(Path(e.path))
         for gone in set(self._seen) - names:
             del self._seen[gone]
         return found
 
-    def settle(self, paths: list[Path]) -> list[Path]:
-        """--once at start-up: a file written moments ago gets settle_s to stand still before it is read."""
-        deadline = time.monotonic() + self.settle_s * 3
+    def wait_quiet(self, paths: list[Path]) -> list[Path]:
+        """--once at start-up: a file written moments ago gets quiet_s to stand still before it is read."""
+        deadline = time.monotonic() + self.quiet_s * 3
         while time.monotonic() < deadline:
-            young = [p for p in paths if p.exists() and time.time() - p.stat().st_mtime < self.settle_s]
+            young = [p for p in paths if p.exists() and time.time() - p.stat().st_mtime < self.quiet_s]
             if not young:
                 break
             time.sleep(0.1)
