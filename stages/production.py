@@ -291,7 +291,16 @@ def blame(report: quality.QualityReport, script: str, outline: segments.Outline,
                 owner = next((s.number for s in outline.segments if n in s.findings), None)
                 if owner is not None:
                     out.setdefault(owner, []).append(f"coverage: discuss finding {n} and cite it as [{n}]")
-    alone = failed & {"balance", "readability"}  # qualities each segment has on its own: judge each
+    if "citations" in failed:
+        for sec in parsed.sections:
+            if sec.is_segment and not script_format.cited_numbers("\n".join(sec.lines)):
+                n = segment_of(sec.heading)
+                if n is not None:
+                    out.setdefault(n, []).append("citations: this segment cites no finding: cite the findings "
+                                                 "it discusses, as [n]")
+    # the rest (balance, readability, a format's own gates) each segment has on its own: judge each
+    alone = failed - {"length", "repetition", "continuity", "coverage", "citations", "complete", "speakers",
+                      "grounded", "residue"}
     if alone:
         for s in outline.segments:
             own = quality.evaluate(parts[s.number], research, settings, show=episode.show)

@@ -442,7 +442,7 @@ def outline_reply(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"segments": segments}
 
 
-SegmentModel = Callable[[SegmentAsk], list[tuple[str, list[tuple[int, str]]]]]
+SegmentModel = Callable[[SegmentAsk], "list[tuple[str, list[tuple[int, str]]]] | str"]
 
 
 def keeps_budget(ask: SegmentAsk) -> list[tuple[str, list[tuple[int, str]]]]:
@@ -496,7 +496,9 @@ def long_form_handler(segment_model: SegmentModel = keeps_budget, *, accepts: tu
             content = json.dumps(plan) if schema_form else "Here is the plan:\n" + json.dumps(plan)
         elif ask is not None:
             parts = segment_model(ask)
-            if schema_form:
+            if isinstance(parts, str):  # a reply that is not a segment at all (a refusal, prose)
+                content = parts
+            elif schema_form:
                 content = json.dumps({name: [{"speaker": ask.hosts[w], "text": t} for w, t in turns]
                                       for name, turns in parts})
             else:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeapi import FakeApi
+from fakeapi import FakeApi, error
 from loopback_writers import SegmentAsk, asked, budget_turns, keeps_budget, long_form_handler
 from podspool.stages import artifacts, fsio
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageResult
@@ -171,6 +171,26 @@ def test_a_revision_re_asks_only_the_failing_segment(tmp_path: Path, model: Any,
     assert revision[-1]["role"] == "user" and "failed these quality checks" in revision[-1]["content"]
     assert revision[-2]["role"] == "assistant"  # its own last draft, so the reasons can point at its lines
     assert q["revisions"] == 1 and q["passed"]
+
+
+def test_a_segment_the_model_will_not_write_fails_the_episode_naming_the_segment_and_why(tmp_path: Path) -> None:
+    def declines_two(ask: SegmentAsk) -> list[tuple[str, list[tuple[int, str]]]] | str:
+        return "I'm sorry, but I can't help with that part." if ask.number == 2 else keeps_budget(ask)
+
+    with FakeApi(long_form_handler(declines_two)) as fake:
+        result = produce(tmp_path, fake, 15, max_revisions=1)
+    assert not result.ok and not result.retryable
+    assert "segments failing: [2]" in (result.error or "")
+    assert "segment 2: complete: the model declined" in (result.error or ""), result.error
+    assert asked(fake).count("segment 2") == 2 and asked(fake).count("segment 1") == 1
+    assert (tmp_path / "script.rejected.md").exists()
+
+
+def test_a_400_about_something_else_is_not_taken_for_a_refused_schema(tmp_path: Path) -> None:
+    with FakeApi(error(400, "model 'llama3.1' is not loaded on this server")) as fake:
+        result = produce(tmp_path, fake, 15)
+    assert not result.ok and "not loaded" in (result.error or "")
+    assert len(fake.requests) == 1  # no other schema form tried: the reason is the server's own
 
 
 def test_a_retry_reuses_the_outline_and_the_segments_that_passed(tmp_path: Path) -> None:

@@ -210,10 +210,14 @@ class OpenAIWriter:
         raise AssertionError("unreachable")
 
 
+REFUSAL_WORDS = ("response_format", "json_schema", "guided_json", "format", "schema", "grammar", "unrecognized",
+                 "unknown", "extra", "not permitted", "unsupported", "not supported", "invalid")
+
+
 def _refuses_form(message: str) -> bool:
-    """A 400/422 that is not about the context or the token cap: the server does not take the field sent."""
+    """A 400/422 about the structured-output field sent (not the context, the token cap or the model)."""
     text = message.lower()
-    return ("http 400" in text or "http 422" in text) and not any(
+    return ("http 400" in text or "http 422" in text) and any(w in text for w in REFUSAL_WORDS) and not any(
         w in text for w in ("context length", "too large", "maximum context", "must be less", "max_tokens"))
 
 
