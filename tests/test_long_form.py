@@ -319,3 +319,51 @@ def test_the_long_example_reaches_twenty_minutes_offline_with_every_gate_passing
     q = fsio.read_json(tmp_path / artifacts.QUALITY_JSON)
     gates = {g["name"]: g for g in q["gates"]}
     assert gates["repetition"]["passed"] and gates["continuity"]["passed"] and q["passed"], q["reasons"]
+
+
+# ---- through the daemon ------------------------------------------------------------------------------
+
+DAEMON_CONFIG = """
+[research]
+provider = "local"
+source_roots = ["{repo}"]
+[production]
+provider = "openai"
+minutes = 12
+[audio]
+provider = "sim"
+[providers.sim]
+latency_ms = 0
+[providers.openai]
+base_url = "{base_url}/v1"
+max_retry_time_s = 2
+[rate_limits]
+openai = "6000/minute"
+[limits]
+retry_backoff_s = 0.05
+inbox_settle_s = 0.2
+[logging]
+stderr = false
+"""
+
+
+def test_minutes_from_the_manifest_and_the_config_reach_the_writer_through_the_daemon(tmp_path: Path) -> None:
+    """Episode 1 takes the config's 12 minutes, episode 2 its own 20: each an outline and a call a segment."""
+    spool = tmp_path / "spool"
+    (spool / "inbox").mkdir(parents=True)
+    episodes = [{"number": 1, "topic": "Ocean tides", "sources": ["examples/sources/tides.md"]},
+                {"number": 2, "topic": "How GPS works", "sources": ["examples/sources/gps.md"], "minutes": 20}]
+    with FakeApi(long_form_handler()) as fake:
+        (spool / "podspool.toml").write_text(DAEMON_CONFIG.format(repo=REPO, base_url=fake.base_url))
+        (spool / "inbox" / "l.json").write_text(json.dumps({"batch_id": "l", "episodes": episodes}))
+        run = cli("run", "--once", "--spool", str(spool), cwd=REPO)
+        kinds = asked(fake)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for number, minutes in ((1, 12), (2, 20)):
+        folder = spool / "done" / f"ep_{number:03d}_l"
+        assert folder.is_dir(), list((spool / "failed").glob("*"))
+        target = minutes * WPM
+        assert abs(spoken_words(folder) - target) <= 0.10 * target
+        assert json.loads((folder / "manifest.json").read_text())["show"]["minutes"] in (None, minutes)
+    k12, k20 = segments.segment_count(12 * WPM), segments.segment_count(20 * WPM)
+    assert kinds.count("outline") == 2 and len(kinds) == k12 + k20 + 2
