@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Literal
 from podspool.stages.base import STAGE_NAMES, StageName
 from podspool.stages.show import ShowFields, merge
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -60,7 +62,27 @@ def strategy_for(size: int) -> Strategy:
     return "small_batch" if size <= 10 else "medium_batch" if size <= 50 else "large_batch"
 
 
-Text = Annotated[StrictStr, Field(min_length=1, max_length=500)]
+# What XML 1.0 (feed.xml) and ID3 tags cannot hold: C0 controls but tab, newline and carriage return, DEL
+# and the C1 controls, and the non-characters U+FFFE/U+FFFF. A one-line field takes no line break either
+# (it would also forge a log line). Refused at intake, named, so `feed` never meets one.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff\ud800-\udfff]")
+
+
+def _one_line(v: str) -> str:
+    if m := _NOT_ONE_LINE.search(v):
+        raise ValueError(f"holds the control character U+{ord(m.group()):04X} (a title or topic is one line of "
+                         "plain text)")
+    return v
+
+
+def _xml_text(v: str) -> str:
+    if m := _NOT_XML.search(v):
+        raise ValueError(f"holds the control character U+{ord(m.group()):04X}, which a feed cannot carry")
+    return v
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=500), AfterValidator(_one_line)]
 
 
 class BatchEpisode(ShowFields):
@@ -70,8 +92,8 @@ class BatchEpisode(ShowFields):
 
     number: StrictInt = Field(ge=1, le=MAX_EPISODE_NUMBER)
     topic: Text
-    title: Annotated[StrictStr, Field(max_length=500)] | None = None
-    notes: Annotated[StrictStr, Field(max_length=20000)] | None = None
+    title: Annotated[StrictStr, Field(max_length=500), AfterValidator(_one_line)] | None = None
+    notes: Annotated[StrictStr, Field(max_length=20000), AfterValidator(_xml_text)] | None = None
     sources: list[Annotated[StrictStr, Field(min_length=1, max_length=4096)]] = Field(default_factory=list,
                                                                                        max_length=200)
 

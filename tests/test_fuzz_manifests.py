@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ manifest_dict = st.fixed_dictionaries(
     })
 valid_dict = st.fixed_dictionaries(
     {"batch_id": st.from_regex(BATCH_ID, fullmatch=True),
-     "topics": st.lists(st.text(min_size=1, max_size=40).filter(lambda t: t.strip()), min_size=1, max_size=3)},
+     "topics": st.lists(st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"),
+                                              exclude_characters="\ufffe\uffff"), min_size=1, max_size=40)
+                        .filter(lambda t: t.strip()), min_size=1, max_size=3)},
     optional={"priority": st.integers(-1000, 1000), "strategy": st.sampled_from(STRATEGIES),
               "budget_usd": st.floats(0, 1e6) | st.integers(0, 10**6)})
 
@@ -91,8 +94,15 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _text_ok(v: Any, lo: int, hi: int) -> bool:
-    return isinstance(v, str) and lo <= len(v) <= hi
+def _text_ok(v: Any, lo: int, hi: int, lines: bool = False) -> bool:
+    """A string of lo..hi characters that a feed can carry: no control character (Unicode category Cc;
+    with `lines`, tab, newline and carriage return are fine), no line separator in one-line text, no
+    non-character U+FFFE/U+FFFF."""
+    if not (isinstance(v, str) and lo <= len(v) <= hi):
+        return False
+    allowed = "\t\n\r" if lines else ""
+    return not any((unicodedata.category(c) in ("Cc", "Cs") and c not in allowed) or c in "\ufffe\uffff"
+                   or (not lines and unicodedata.category(c) in ("Zl", "Zp")) for c in v)
 
 
 def violations(doc: Any) -> list[str]:
@@ -125,7 +135,7 @@ def violations(doc: Any) -> list[str]:
         if not (_text_ok(ep.get("topic"), 1, 500) and ep["topic"].strip()):
             bad.append("episode topic")
         for f, hi in (("title", 500), ("notes", 20000)):
-            if ep.get(f) is not None and not _text_ok(ep[f], 0, hi):
+            if ep.get(f) is not None and not _text_ok(ep[f], 0, hi, lines=f == "notes"):
                 bad.append(f"episode {f}")
         srcs = ep.get("sources", [])
         if not isinstance(srcs, list) or not all(_text_ok(s, 1, 4096) for s in srcs):

@@ -16,6 +16,7 @@ from podspool.daemon.config import Config
 from podspool.daemon.core.batch_views import Tally, derive
 from podspool.daemon.core.dashboard import render_runtime, render_text
 from podspool.daemon.models import EpisodeManifest
+from podspool.daemon.observers.logs import escape_controls
 from podspool.daemon.observers.runtime import read_runtime
 from podspool.daemon.publishing import archive
 from podspool.daemon.spool import Spool
@@ -68,6 +69,9 @@ def collect(root: Path, only: str | None = None, cfg: Config | None = None) -> d
 
 
 def render(data: dict[str, Any]) -> str:
+    """The terminal view. Every text in it came from the spool (inbox names, manifests' fields): control
+    characters are escaped first, so none can forge a line or drive the terminal."""
+    data = _escaped(data)
     parts = [render_text(s) for s in data["batches"]]
     if data.get("queued"):
         parts.append(render_queued(data["queued"]))
@@ -78,3 +82,13 @@ def render(data: dict[str, Any]) -> str:
     if data.get("disk"):
         parts.append(diskuse.render(data["disk"]))
     return "\n".join(parts)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value

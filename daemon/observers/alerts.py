@@ -126,9 +126,13 @@ class AlertsHook(Hook):
             self.sent += 1
         except Exception as exc:  # a lost alert is logged, never raised into the pipeline
             text = mask(f"{type(exc).__name__}: {exc}", self.keys).replace(self.url, self.where)
-            path = urlsplit(self.url).path
-            if len(path) > 1:
-                text = text.replace(path, "/…")  # the path may be the token
+            parts = urlsplit(self.url)
+            if parts.query:
+                text = text.replace(parts.query, "…")  # ?token=...: a query is a secret as often as not
+            if len(parts.path) > 1:
+                text = text.replace(parts.path, "/…")  # the path may be the token
+            if parts.password:
+                text = text.replace(parts.password, "***")
             logger.warning("webhook {}: {} alert not delivered: {}", self.where, payload["event"], text)
 
     def _post(self, payload: dict[str, Any], attempts: int) -> None:

@@ -19,6 +19,15 @@ from podspool.daemon.credentials import masking_patcher
 LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[batch]} | {extra[episode]} | {extra[stage]} | {message}"
 EPISODE_LINE = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[stage]} | {message}\n"
 DEFAULT_EXTRA = {"batch": "-", "episode": "-", "stage": "-"}
+# A line break or a terminal escape in a name that came from outside (an inbox file, a field of a manifest)
+# would forge a log line or rewrite the operator's terminal: every control character is written escaped.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))} | {
+    0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character (and the Unicode line separators) written as an escape."""
+    return text if text.isprintable() else text.translate(_CONTROLS)
 
 
 def setup(log_dir: Path | None, *, level: str = "INFO", rotation: str = "50 MB", retention: str = "14 days",
@@ -32,6 +41,11 @@ def setup(log_dir: Path | None, *, level: str = "INFO", rotation: str = "50 MB",
         for k, v in DEFAULT_EXTRA.items():
             record["extra"].setdefault(k, v)
         mask(record)
+        record["message"] = escape_controls(record["message"])
+        extra = record["extra"]
+        for name, value in extra.items():
+            if isinstance(value, str) and not value.isprintable():
+                extra[name] = escape_controls(value)
 
     logger.remove()
     logger.configure(extra=dict(DEFAULT_EXTRA), patcher=patch)
