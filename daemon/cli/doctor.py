@@ -61,7 +61,19 @@ def run_checks(root: Path, cfg: Config, say: Callable[[str], None]) -> bool:
             check(False, "espeak-ng library", str(exc))
     if cfg.audio.provider == "piper":
         _check_piper(cfg, check)
+    _check_show(cfg, check)
     return ok
+
+
+def _check_show(cfg: Config, check: Callable[[bool, str, str], None]) -> None:
+    """The show `[production]` describes (format, cast, language): the writer and the voices can make it."""
+    from podspool.daemon.intake.show_checks import show_problems
+    from podspool.stages.show import resolve
+
+    show = resolve(cfg.production.show_defaults(), hosts=list(cfg.production.hosts))
+    problems = show_problems(show, cfg.stage_settings())
+    check(not problems, f"the default show ({show.format}, cast of {len(show.cast)}, language {show.language}) "
+          "can be written and voiced", "; ".join(problems))
 
 
 def _check_broker(cfg: Config, check: Callable[[bool, str, str], None]) -> None:

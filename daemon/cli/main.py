@@ -140,7 +140,7 @@ def _check_files(files: list[Path], cfg: Config,
         base = f.absolute().parent
         roots = submit_roots(cfg.research.source_roots, base)
         try:
-            checked = check_file(f, cfg.limits.max_manifest_bytes, roots, base, cfg.research)
+            checked = check_file(f, cfg.limits.max_manifest_bytes, roots, base, cfg.research, cfg.stage_settings())
         except ManifestProblem as exc:
             bad = True
             typer.echo(f"{f}: invalid", err=True)

@@ -24,7 +24,8 @@ def inbox_preview(root: Path, cfg: Config) -> list[dict[str, Any]]:
         try:
             if not path.name.endswith(".json"):
                 raise ManifestProblem([f"only *.json batch manifests are read from the inbox, not {path.name!r}"])
-            m = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research).manifest
+            m = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research,
+                           settings=cfg.stage_settings()).manifest
             if m.batch_id and sp.known_batch(m.batch_id):
                 raise ManifestProblem([f"batch_id: {m.batch_id!r} is already known"])
         except ManifestProblem as exc:

@@ -41,7 +41,8 @@ def _take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None
         if not path.name.endswith(".json"):
             raise ManifestProblem([f"only *.json batch manifests are read from the inbox, not {path.name!r}"])
         # research=: a batch the configured research cannot ground is refused now, not failed after the run
-        checked = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research)
+        checked = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research,
+                             settings=cfg.stage_settings())
         manifest = checked.manifest
         if manifest.batch_id and spool.known_batch(manifest.batch_id):
             if spool.is_leftover_of_accepted(path, checked.raw, manifest.batch_id):

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon.intake.limits import MAX_PROBLEMS, capped, described, sources_problem
+from podspool.daemon.intake.show_checks import batch_show_problems
 from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems
-from podspool.stages.settings import ResearchSettings
+from podspool.stages.settings import ResearchSettings, StageSettings
+from podspool.stages.show import ShowFields
 from podspool.stages.sources.resolve import check_sources, is_url, resolve_source, roots_from_settings
 from pydantic import ValidationError
 
@@ -135,6 +137,26 @@ def _episode_sources(data: dict[str, Any], manifest: BatchManifest | None) -> li
     return out
 
 
+def _show_layers(data: dict[str, Any], manifest: BatchManifest | None) -> tuple[ShowFields, list[BatchEpisode]] | None:
+    """The batch's show fields and its episodes, to judge each episode's show; from the raw document when
+    another field of the batch is invalid (its valid episodes are judged too), None when the batch's own
+    show fields are the invalid ones."""
+    if manifest is not None:
+        return manifest, manifest.all_episodes()
+    try:
+        batch = ShowFields.model_validate({k: data[k] for k in ShowFields.model_fields if k in data})
+    except (ValidationError, RecursionError):
+        return None
+    episodes = []
+    raw_episodes = data.get("episodes")
+    for raw in raw_episodes if isinstance(raw_episodes, list) else []:
+        try:
+            episodes.append(BatchEpisode.model_validate(raw))
+        except (ValidationError, RecursionError):
+            continue
+    return batch, episodes
+
+
 def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) -> list[str]:
     """Why the batch cannot succeed with the configured research, named before anything is spent.
 
@@ -160,11 +182,12 @@ def feasibility_problems(manifest: BatchManifest, research: ResearchSettings) ->
 
 
 def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = None,
-                   research: ResearchSettings | None = None) -> BatchManifest:
+                   research: ResearchSettings | None = None, settings: StageSettings | None = None) -> BatchManifest:
     """Parse and validate; raise ManifestProblem naming every problem found, all at once.
 
     Relative source paths resolve against `base` (`podspool submit`: the manifest's own folder), else
-    the first source root. With `research`, a batch that cannot succeed with it is refused too.
+    the first source root. With `research`, a batch that cannot succeed with it is refused too; with
+    `settings`, so is a show (format, cast, language) its writer or voices cannot make.
     """
     data = parse_json(raw)
     if not isinstance(data, dict):
@@ -191,15 +214,17 @@ def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = Non
         problems += [f"episode {number}: {msg}" for msg in check_sources(sources, source_roots, base, allow_private)]
     if manifest is not None and research is not None:
         problems += feasibility_problems(manifest, research)
+    if settings is not None and (layers := _show_layers(data, manifest)) is not None:
+        problems += batch_show_problems(*layers, settings)
     if problems or manifest is None:
         raise ManifestProblem(capped(problems) or ["the manifest is not valid"])
     return manifest
 
 
 def check_file(path: Path, max_bytes: int, source_roots: list[Path], base: Path | None = None,
-               research: ResearchSettings | None = None) -> Checked:
+               research: ResearchSettings | None = None, settings: StageSettings | None = None) -> Checked:
     raw = read_untrusted(path, max_bytes)
-    return Checked(manifest=check_manifest(raw, source_roots, base, research), raw=raw)
+    return Checked(manifest=check_manifest(raw, source_roots, base, research, settings), raw=raw)
 
 
 # ---- where source paths may point ---------------------------------------------------------------
