@@ -70,3 +70,21 @@ def test_security_exposure_at_most_2(tmp_path: Path) -> None:
     m = re.search(r"Overall exposure level for podspool\.service: ([0-9.]+)", out.stdout)
     assert m, out.stdout + out.stderr
     assert float(m.group(1)) <= 2.0, out.stdout
+
+
+def test_no_secret_is_left_group_or_world_readable() -> None:
+    """Every secret INSTALL.md writes lands in a credential file tmpfiles created 0600 (tee into an existing
+    file keeps its mode); no broker URL carries a password; the config, which may hold a webhook token,
+    is installed 0600; both units load the broker's key and password as credentials."""
+    install = (UNIT_DIR / "INSTALL.md").read_text()
+    tmpfiles = (UNIT_DIR / "podspool.tmpfiles.conf").read_text()
+    placeholders = set(re.findall(r"^f /etc/podspool/credentials/(\w+)\s+0600\s+root\s+root", tmpfiles, re.M))
+    written = set(re.findall(r"tee /etc/podspool/credentials/(\w+)", install))
+    assert written and written <= placeholders, written - placeholders
+    assert not re.search(r"redis://[^\s\"'/@]*:[^\s\"'/@]+@", install), "a password in a broker URL"
+    assert not re.search(r"install [^\n]*-m 06[4-7]\d [^\n]*\.toml", install)
+    assert re.search(r"install -o podspool -g podspool -m 0600 my-podspool.toml", install)
+    for unit in ("podspool.service", "podspool-worker.service"):
+        text = (UNIT_DIR / unit).read_text()
+        for name in ("podspool_broker_key", "podspool_broker_password"):
+            assert f"LoadCredential={name}:/etc/podspool/credentials/{name}" in text, (unit, name)
