@@ -22,7 +22,7 @@ from podspool.stages import fsio
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
 from podspool.stages.script.format import INTRO_HEADING, OUTRO_HEADING, sections, segment_heading
 from podspool.stages.sources.passages import split_sentences
-from podspool.stages.words import tokens, words
+from podspool.stages.words import words
 
 TOLERANCE = 0.10  # the whole script: the target's words +/- 10% are on target
 SEGMENT_TOLERANCE = 0.20  # one segment may miss its budget by more; the whole is what a listener hears
@@ -318,8 +318,3 @@ def clear_drafts(folder: Path) -> None:
     for path in [*folder.glob(f"{DRAFT_PREFIX}*.json"), folder / OUTLINE_JSON]:
         fsio.unlink_quietly(path)
 
-
-def content_overlap(a: str, b: str) -> float:
-    """Share of `a`'s content words that `b` has too."""
-    ta, tb = set(tokens(a)), set(tokens(b))
-    return len(ta & tb) / len(ta) if ta else 0.0

@@ -73,6 +73,16 @@ ROUND_OPENERS = (
     "Round {i}: {label} The first word goes to {name}.",
     "On to round {i}: {label} {name}, you open.",
 )
+# a long episode keeps the findings of one section of a source in one segment (one chapter): the
+# second and later ones go on from the one before instead of announcing a new point
+CONTINUES = (
+    "Staying with this a little longer.",
+    "There's more on the same thread.",
+    "And the story goes on from there.",
+    "Here's the next part of it.",
+    "Another piece of the same picture.",
+    "That leads straight into the next thing.",
+)
 _PARAGRAPH = re.compile(r"paragraph (\d+)")
 _NOT_SPEAKABLE = re.compile(r"\[[^\]]*\]|[{}<>]")  # source-side citations and markup must not leak
 
@@ -108,8 +118,18 @@ class LocalWriter:
             body = list(lines)
             if len(hosts) == 2 and show.format == "conversation":
                 body += _intro(episode, findings, a, b)
+                sections, last = 0, b
                 for i, finding in enumerate(findings, 1):
-                    body += _segment(i, finding, _label(finding, i), (a, b) if i % 2 else (b, a), number[id(finding)])
+                    # with a target, one segment a section of the source, so chapters are minutes long
+                    goes_on = (episode.show.minutes is not None and i > 1 and finding.title is not None
+                               and finding.title == findings[i - 2].title and finding.source == findings[i - 2].source)
+                    sections += not goes_on
+                    # with a target the host who did not speak last takes up the next finding
+                    pair = ((a, b) if last == b else (b, a)) if episode.show.minutes is not None else \
+                        (a, b) if i % 2 else (b, a)
+                    last = pair[1]
+                    body += _segment(i, finding, _label(finding, i), pair, number[id(finding)],
+                                     heading=None if goes_on else sections if episode.show.minutes is not None else 0)
                 body += _outro(episode, len(findings), a, b)
             else:
                 body += _cast_script(episode, findings, number, cast)
@@ -210,13 +230,16 @@ def _intro(episode: EpisodeInput, findings: list[Finding], a: str, b: str) -> li
     return ["## Intro", "", lead, "", second, ""]
 
 
-def _segment(i: int, finding: Finding, label: str, speakers: tuple[str, str], cite: int) -> list[str]:
+def _segment(i: int, finding: Finding, label: str, speakers: tuple[str, str], cite: int,
+             heading: int | None = 0) -> list[str]:
+    """One finding's turns under `## Segment <heading or i>`; `heading=None` continues the segment before."""
     first, second = speakers
     sentences = split_sentences(_clean(finding.text)) or [_clean(finding.text)]
     half = math.ceil(len(sentences) / 2)
     opener = OPENERS[0] if i == 1 else OPENERS[1 + (i - 2) % (len(OPENERS) - 1)]
-    lines = [f"## Segment {i}: {label.rstrip('.')}", "",
-             turn_line(first, f"{opener.format(label=label)} {' '.join(sentences[:half])} [{cite}]"), ""]
+    lead = opener.format(label=label) if heading is not None else CONTINUES[(i - 1) % len(CONTINUES)]
+    lines = ([f"## Segment {heading or i}: {label.rstrip('.')}", ""] if heading is not None else [])
+    lines += [turn_line(first, f"{lead} {' '.join(sentences[:half])} [{cite}]"), ""]
     if sentences[half:]:
         reply = REPLIES[(i - 1) % len(REPLIES)]
         lines += [f"**{second}:** {reply} {' '.join(sentences[half:])}", ""]
