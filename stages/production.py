@@ -142,7 +142,7 @@ def run_segmented(folder: Path, episode: EpisodeInput, ctx: StageContext, writer
 
     outline = segments.kept_outline(folder, target, research)
     if outline is None:
-        planned = segments.plan_outline(title, findings, target)
+        planned = segments.plan_outline(title, findings, target, episode.show.format)
         try:
             with ctx.call_slot:
                 outline, used = writer.outline(episode, research, hosts, planned, ctx)
@@ -236,14 +236,14 @@ def blame(report: quality.QualityReport, script: str, outline: segments.Outline,
     """The segments behind each failed whole-script gate, with what each must change."""
     failed = {g.name for g in report.gates if not g.passed}
     out: dict[int, list[str]] = {}
-    by_heading = {h: s.number for s in outline.segments for h in (s.heading[3:],)}
+    by_heading = {outline.heading(s)[3:]: s.number for s in outline.segments}
     first, last = outline.segments[0].number, outline.segments[-1].number
 
     def segment_of(heading: str) -> int | None:
         low = heading.lower()
-        if low.startswith("intro"):
+        if low.startswith(("intro", outline.intro_heading[3:].lower())):
             return first
-        if low.startswith("outro"):
+        if low.startswith(("outro", outline.outro_heading[3:].lower())):
             return last
         return by_heading.get(heading)
 

@@ -20,7 +20,7 @@ from podspool.stages.registry import run_stage
 from podspool.stages.script import segments
 from podspool.stages.script.format import parse_turns
 from podspool.stages.settings import StageSettings
-from podspool.stages.show import Show
+from podspool.stages.show import CastMember, Show
 from podspool.stages.words import words
 from podspool_helpers import cli, write_manifest
 
@@ -367,3 +367,20 @@ def test_minutes_from_the_manifest_and_the_config_reach_the_writer_through_the_d
         assert json.loads((folder / "manifest.json").read_text())["show"]["minutes"] in (None, minutes)
     k12, k20 = segments.segment_count(12 * WPM), segments.segment_count(20 * WPM)
     assert kinds.count("outline") == 2 and len(kinds) == k12 + k20 + 2
+
+
+def test_a_long_interview_keeps_its_formats_headings_and_chapters(tmp_path: Path) -> None:
+    research = ResearchOutput(provider="local", findings=findings(24), citations=[], searched=["notes"])
+    artifacts.save_research(tmp_path, research, 0.0)
+    show = Show(format="interview", cast=(CastMember(name="Ana", role="host"), CastMember(name="Ben", role="guest")),
+                minutes=12)
+    ep = EpisodeInput(episode_id="ep_001_long", batch_id="long", number=1, topic="Work in the towns", show=show)
+    with FakeApi(long_form_handler()) as fake:
+        result = run_stage("production", tmp_path, ep, StageContext(settings=settings_for(fake)))
+        kinds = asked(fake)
+    assert result.ok, result.error
+    headings = [line for line in (tmp_path / artifacts.SCRIPT_MD).read_text().splitlines() if line.startswith("## ")]
+    k = segments.segment_count(12 * WPM)
+    assert headings[0] == "## Welcome" and headings[-2:] == ["## Wrap-up", "## Sources"]
+    assert [h.split(":")[0] for h in headings[1:-2]] == [f"## Question {i}" for i in range(1, k + 1)]
+    assert kinds == ["outline", *(f"segment {i}" for i in range(1, k + 1))]

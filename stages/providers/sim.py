@@ -80,7 +80,7 @@ class SimProvider:
     def write_segment(self, episode: EpisodeInput, research: ResearchOutput, hosts: list[str],
                       request: SegmentRequest, ctx: StageContext) -> WriterOutput:
         usage = self._call("sim", episode, ctx, "production")
-        lines = [request.segment.heading, ""]
+        lines = [request.heading, ""]
         for i in request.segment.findings:
             f = research.findings[i - 1]
             lines += [f"**{hosts[0]}:** {f.text} [{i}]", "", f"**{hosts[-1]}:** Noted, from {f.source}.", ""]

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from podspool.stages import fsio
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, Usage, WriterOutput
-from podspool.stages.script.format import INTRO_HEADING, OUTRO_HEADING, sections, segment_heading
+from podspool.stages.script.format import SHAPES, sections, segment_heading
+from podspool.stages.show import Format
 from podspool.stages.sources.passages import split_sentences
 from podspool.stages.words import words
 
@@ -75,10 +76,6 @@ class SegmentPlan:
     findings: list[int]  # research numbers this segment discusses
     words: int  # its budget; the first carries the intro's words too, the last the outro's
 
-    @property
-    def heading(self) -> str:
-        return segment_heading(self.number, self.label)
-
 
 @dataclass
 class Outline:
@@ -87,14 +84,28 @@ class Outline:
     segments: list[SegmentPlan]
     planned_by: str = "podspool"  # "podspool" (from the findings) or the writer that planned it
     notes: list[str] = field(default_factory=list)  # what was changed in a model's outline, and why
+    format: Format = "conversation"  # its headings are the format's (they name the chapters)
+
+    def heading(self, segment: SegmentPlan) -> str:
+        return segment_heading(segment.number, segment.label, self.format)
+
+    @property
+    def intro_heading(self) -> str:
+        return f"## {SHAPES[self.format].intro}"
+
+    @property
+    def outro_heading(self) -> str:
+        return f"## {SHAPES[self.format].outro}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Outline:
+        fmt = doc.get("format", "conversation")
         return cls(title=str(doc["title"]), target=int(doc["target"]), planned_by=str(doc.get("planned_by", "")),
-                   segments=[SegmentPlan(**s) for s in doc["segments"]], notes=list(doc.get("notes", [])))
+                   segments=[SegmentPlan(**s) for s in doc["segments"]], notes=list(doc.get("notes", [])),
+                   format=fmt if fmt in SHAPES else "conversation")
 
     def text(self) -> str:
         """The outline as the segment prompts show it."""
@@ -106,7 +117,7 @@ class Outline:
         return "\n".join(lines)
 
 
-def plan_outline(title: str, findings: Sequence[Finding], target: int) -> Outline:
+def plan_outline(title: str, findings: Sequence[Finding], target: int, fmt: Format = "conversation") -> Outline:
     """An outline from the findings alone: research order split into equal runs, budgets adding up to `target`."""
     k = segment_count(target)
     numbers = list(range(1, len(findings) + 1))
@@ -118,7 +129,7 @@ def plan_outline(title: str, findings: Sequence[Finding], target: int) -> Outlin
             if not g:
                 g.append(numbers[i % len(numbers)])
     plans = [SegmentPlan(i + 1, _label(findings, g, i + 1), g, 0) for i, g in enumerate(groups)]
-    return Outline(title=title, target=target, segments=budgets(plans, target))
+    return Outline(title=title, target=target, segments=budgets(plans, target), format=fmt)
 
 
 def budgets(plans: list[SegmentPlan], target: int) -> list[SegmentPlan]:
@@ -151,7 +162,7 @@ def outline_from_reply(doc: Any, planned: Outline, n_findings: int) -> Outline:
     raw = doc.get("segments") if isinstance(doc, dict) else None
     if not isinstance(raw, list) or not raw:
         return Outline(planned.title, planned.target, planned.segments, "podspool",
-                       ["the writer's outline had no segments: podspool's own plan was used"])
+                       ["the writer's outline had no segments: podspool's own plan was used"], planned.format)
     k = len(planned.segments)
     if len(raw) != k:
         notes.append(f"the writer planned {len(raw)} segments; the target needs {k}")
@@ -173,7 +184,7 @@ def outline_from_reply(doc: Any, planned: Outline, n_findings: int) -> Outline:
         plans[j * k // len(missing)].findings.append(n)
     if missing:
         notes.append(f"findings {missing[:10]} were in no segment: added")
-    return Outline(planned.title, planned.target, budgets(plans, planned.target), "writer", notes)
+    return Outline(planned.title, planned.target, budgets(plans, planned.target), "writer", notes, planned.format)
 
 
 # ---- what a segment call is given ---------------------------------------------------------------
@@ -194,6 +205,10 @@ class SegmentRequest:
     @property
     def last(self) -> bool:
         return self.segment.number == len(self.outline.segments)
+
+    @property
+    def heading(self) -> str:
+        return self.outline.heading(self.segment)
 
 
 class SegmentWriter(Protocol):
@@ -238,21 +253,24 @@ def split_reply(body: str, request: SegmentRequest) -> str:
     intro: list[str] = []
     main: list[str] = []
     outro: list[str] = []
+    outline = request.outline
+    opening = (outline.intro_heading[3:].lower(), "intro", "opening", "welcome", "headlines")
+    closing = (outline.outro_heading[3:].lower(), "outro", "closing", "conclusion", "wrap", "sign")
     for sec in sections(body):
         turns = [line for line in sec.lines if line.startswith("**")]
         h = sec.heading.lower()
-        if request.first and h.startswith(("intro", "opening")) and not main:
+        if request.first and h.startswith(opening) and not main:
             intro += turns
-        elif request.last and h.startswith(("outro", "closing", "conclusion", "wrap")):
+        elif request.last and h.startswith(closing):
             outro += turns
         else:
             main += turns
     out: list[str] = []
     if intro:
-        out += [f"## {INTRO_HEADING}", "", *_spaced(intro)]
-    out += [request.segment.heading, "", *_spaced(main)]
+        out += [outline.intro_heading, "", *_spaced(intro)]
+    out += [request.heading, "", *_spaced(main)]
     if outro:
-        out += [f"## {OUTRO_HEADING}", "", *_spaced(outro)]
+        out += [outline.outro_heading, "", *_spaced(outro)]
     return "\n".join(out).rstrip() + "\n"
 
 

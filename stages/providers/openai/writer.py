@@ -23,7 +23,7 @@ from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage, WriterOutput
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 from podspool.stages.script import language
-from podspool.stages.script.format import INTRO_HEADING, OUTRO_HEADING, cast_lines, script_rules, show_for
+from podspool.stages.script.format import cast_lines, script_rules, show_for
 from podspool.stages.script.segments import Outline, SegmentRequest, outline_from_reply
 from podspool.stages.settings import OpenAISettings
 
@@ -323,8 +323,8 @@ def json_reply(text: str) -> Any:
 def turns_markdown(doc: dict[str, Any], request: SegmentRequest) -> str | None:
     """Structured turns as the script's markdown, or None when `doc` is not the turns asked for."""
     out: list[str] = []
-    for key, heading in (("intro", f"## {INTRO_HEADING}"), ("turns", request.segment.heading),
-                         ("outro", f"## {OUTRO_HEADING}")):
+    for key, heading in (("intro", request.outline.intro_heading), ("turns", request.heading),
+                         ("outro", request.outline.outro_heading)):
         items = doc.get(key)
         if not isinstance(items, list):
             if key == "turns":
@@ -377,19 +377,19 @@ def segment_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[
     if request.first and request.last:
         frame = " Open the show and close it."
     elif request.first:
-        frame = (f" This segment opens the show: first an intro (`## {INTRO_HEADING}`) where {hosts[0]} welcomes "
-                 f"the listeners and says what the episode covers, then `{seg.heading}`."
+        frame = (f" This segment opens the show: first an intro (`{request.outline.intro_heading}`) where "
+                 f"{hosts[0]} welcomes the listeners and says what the episode covers, then `{request.heading}`."
                  if not structured else " This segment opens the show: the intro turns welcome the listeners "
                  "and say what the episode covers. Do not say goodbye.")
     elif request.last:
-        frame = (f" This segment closes the show: after `{seg.heading}`, an outro (`## {OUTRO_HEADING}`) where the "
-                 "hosts sum up and say goodbye." if not structured else
+        frame = (f" This segment closes the show: after `{request.heading}`, an outro "
+                 f"(`{request.outline.outro_heading}`) where the hosts sum up and say goodbye." if not structured else
                  " This segment closes the show: the outro turns sum up and say goodbye. Do not welcome anyone.")
     else:
         frame = (" The episode goes on before and after this segment: do not welcome the listeners, introduce "
                  "yourselves or say goodbye.")
     if not structured and not request.first:
-        frame += f" Start with the heading line `{seg.heading}`."
+        frame += f" Start with the heading line `{request.heading}`."
     return _template("segment.md.tmpl").safe_substitute(
         number=seg.number, count=len(request.outline.segments), topic=episode.topic,
         title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
