@@ -384,3 +384,19 @@ def test_a_long_interview_keeps_its_formats_headings_and_chapters(tmp_path: Path
     assert headings[0] == "## Welcome" and headings[-2:] == ["## Wrap-up", "## Sources"]
     assert [h.split(":")[0] for h in headings[1:-2]] == [f"## Question {i}" for i in range(1, k + 1)]
     assert kinds == ["outline", *(f"segment {i}" for i in range(1, k + 1))]
+
+
+def test_a_writers_outline_is_checked_against_the_target() -> None:
+    fs = findings(19)
+    planned = segments.plan_outline("T", fs, 30 * WPM)
+    k = len(planned.segments)
+    assert sum(s.words for s in planned.segments) == 30 * WPM and k == segments.segment_count(30 * WPM)
+    lopsided = {"segments": [{"label": "All of it", "findings": [1], "words": 4000},
+                             *({"label": "[x]", "findings": [99], "words": 100} for _ in range(k + 2))]}
+    o = segments.outline_from_reply(lopsided, planned, len(fs))
+    assert len(o.segments) == k and sum(s.words for s in o.segments) == 30 * WPM
+    assert max(s.words for s in o.segments) <= 2 * segments.SEGMENT_WORDS + segments.INTRO_WORDS
+    assert {n for s in o.segments for n in s.findings} == set(range(1, 20))  # every finding placed
+    assert o.segments[1].label == planned.segments[1].label  # "[x]" is no label; 99 is no finding
+    assert any("planned" in n for n in o.notes) and o.planned_by == "writer"
+    assert segments.outline_from_reply("not json", planned, len(fs)).segments == planned.segments

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ SUMMARY_WORDS = 28  # per segment in the "already said" summary: enough to avoid
 MATERIAL_MARGIN = 1.15  # findings' words per target word that research gathers, so the writer can choose
 MAX_FINDINGS = 400  # findings research may keep for the longest episode (180 minutes is about 30,000 words)
 OUTLINE_JSON = "draft_outline.json"
+_UNSAFE_LABEL = re.compile(r"[\[\]{}<>*#`\"]")  # a heading is spoken and printed: no markup, no placeholders
 DRAFT_PREFIX = "draft_segment_"
 
 
@@ -139,6 +141,8 @@ def budgets(plans: list[SegmentPlan], target: int) -> list[SegmentPlan]:
     weights = [max(1, p.words) for p in plans] if all(p.words > 0 for p in plans) else [1] * len(plans)
     total = sum(weights)
     shares = [body * w // total for w in weights]
+    if max(shares) > 2 * SEGMENT_WORDS:  # a writer's lopsided plan: no segment beyond a call's reach
+        shares = [body // len(plans)] * len(plans)
     shares[-1] += body - sum(shares)
     out = [SegmentPlan(p.number, p.label, list(p.findings), s) for p, s in zip(plans, shares, strict=True)]
     out[0].words += INTRO_WORDS
@@ -170,7 +174,9 @@ def outline_from_reply(doc: Any, planned: Outline, n_findings: int) -> Outline:
     for i in range(k):
         item = raw[i] if i < len(raw) and isinstance(raw[i], dict) else {}
         ours = planned.segments[i]
-        label = " ".join(str(item.get("label") or "").split())[:60].strip(" .:#*[]") or ours.label
+        label = " ".join(_UNSAFE_LABEL.sub("", str(item.get("label") or "")).split())[:60].strip(" .:-")
+        if sum(c.isalpha() for c in label) < 3:  # no label at all, or a placeholder's remains
+            label = ours.label
         cited = item.get("findings")
         good = sorted({int(n) for n in cited if isinstance(n, int) and 1 <= n <= n_findings}) if isinstance(cited, list) else []
         if not good:
