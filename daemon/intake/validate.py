@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from podspool.daemon.intake.limits import MAX_PROBLEMS, capped, described, sources_problem
+from podspool.daemon.intake.length_checks import length_problems
 from podspool.daemon.intake.show_checks import batch_show_problems
 from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems
 from podspool.stages.settings import ResearchSettings, StageSettings
@@ -216,6 +217,8 @@ def check_manifest(raw: bytes, source_roots: list[Path], base: Path | None = Non
         problems += feasibility_problems(manifest, research)
     if settings is not None and (layers := _show_layers(data, manifest)) is not None:
         problems += batch_show_problems(*layers, settings)
+    if settings is not None and manifest is not None:  # a target its offline sources cannot fill
+        problems += length_problems(manifest, settings, source_roots, base)
     if problems or manifest is None:
         raise ManifestProblem(capped(problems) or ["the manifest is not valid"])
     return manifest
