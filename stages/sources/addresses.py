@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from podspool.stages.sources.resolve import SourceError
+from podspool.stages.sources.limits import SourceError
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podspool.stages.sources.limits import MAX_DOCUMENT_BYTES, MAX_SOURCE_BYTES, SourceError
 from podspool.stages.sources.passages import Passage, html_passages, text_passages
-from podspool.stages.sources.resolve import MAX_DOCUMENT_BYTES, MAX_SOURCE_BYTES, SourceError
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".epub": "epub", ".html": "html", ".htm": "html",
          ".md": "markdown", ".txt": "text"}

@@ -27,7 +27,7 @@ from loguru import logger
 from podspool.stages.base import StageContext
 from podspool.stages.providers.http import RETRY_STATUSES, TransientError, retry_after_s
 from podspool.stages.sources.addresses import UrlRefused, resolve_checked, split_url
-from podspool.stages.sources.resolve import SourceError
+from podspool.stages.sources.limits import SourceError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 API = "fetch"

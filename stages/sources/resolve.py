@@ -12,25 +12,15 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
-SOURCE_SUFFIXES = (".md", ".txt", ".html", ".htm", ".pdf", ".docx", ".epub")
-TEXT_SUFFIXES = (".md", ".txt", ".html", ".htm")
-MAX_SOURCE_BYTES = 8 * 1024 * 1024  # a source note is text; anything bigger is a mistake, not research
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # a PDF, DOCX or EPUB carries fonts and images besides its text
-
-
-class SourceError(ValueError):
-    """A source that may not or cannot be read; the message is fit for an operator."""
-
-
-def is_url(spec: str) -> bool:
-    """True for an http(s) URL with a host (fetched at research time, see fetch.py)."""
-    try:
-        parts = urlsplit(spec.strip())
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+from podspool.stages.sources.limits import (  # noqa: F401  (SourceError and is_url: resolve's own words too)
+    MAX_DOCUMENT_BYTES,
+    MAX_SOURCE_BYTES,
+    SOURCE_SUFFIXES,
+    TEXT_SUFFIXES,
+    SourceError,
+    is_url,
+)
 
 
 def roots_from_settings(source_roots: Iterable[str], cwd: Path | None = None) -> list[Path]:
