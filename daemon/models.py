@@ -212,8 +212,8 @@ class Phases(BaseModel):
     def get(self, stage: StageName) -> State:
         return State(getattr(self, stage))
 
-    def set(self, stage: StageName, status: State) -> None:
-        setattr(self, stage, status)
+    def set(self, stage: StageName, status: State | str) -> None:
+        setattr(self, stage, State(status))
 
 
 class Costs(BaseModel):
