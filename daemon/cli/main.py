@@ -184,12 +184,6 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     for f, manifest, _raw in ok:
-        if cfg.research.source_roots or all(is_url(s) for ep in manifest.episodes for s in ep.sources):
-            continue
-        # its sources were checked against its own folder: the daemon must allow that folder too (a running
-        # daemon reads the grants before it reads a manifest)
-        grant_root(root, f.absolute().parent.resolve())
-    for _, manifest, _raw in ok:
         bid = manifest.batch_id or default_batch_id()
         n = 1
         while (inbox / f"{bid}.json").exists() or Spool(root).known_batch(bid):
@@ -201,6 +195,10 @@ def submit(files: Annotated[list[Path], typer.Argument(help="batch manifests")],
         # written whole under a dot-name the daemon ignores, then renamed in: the daemon never sees half a file
         tmp = inbox / f".{bid}.json.part"
         fsio.write_json(tmp, doc)
+        if not cfg.research.source_roots and not all(is_url(s) for ep in manifest.episodes for s in ep.sources):
+            # its sources were checked against its own folder: the daemon must allow that folder too, for
+            # these bytes only, before it can read them (a running daemon reads the grants first)
+            grant_root(root, f.absolute().parent.resolve(), manifest=tmp.read_bytes())
         os.rename(tmp, inbox / f"{bid}.json")
         fsio.fsync_dir(inbox)
         typer.echo(bid)

@@ -9,13 +9,21 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.core.lifecycle import DISK_ERRNOS  # trouble for every file: pause admission
 from podspool.daemon.intake import staging
 from podspool.daemon.intake.limits import capped
-from podspool.daemon.intake.validate import ManifestProblem, check_file, daemon_roots, episode_count_hint
+from podspool.daemon.intake.validate import (
+    Checked,
+    ManifestProblem,
+    check_manifest,
+    episode_count_hint,
+    manifest_roots,
+    read_untrusted,
+)
 from podspool.daemon.spool import Spool
 
 SHORT_NAME = 100  # characters of a too-long name kept when its file is moved to rejected/
@@ -36,12 +44,14 @@ def take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None:
 
 
 def _take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None:
-    roots = daemon_roots(cfg.research.source_roots, spool.root)
     try:
         if not path.name.endswith(".json"):
             raise ManifestProblem([f"only *.json batch manifests are read from the inbox, not {path.name!r}"])
         # research=: a batch the configured research cannot ground is refused now, not failed after the run
-        checked = check_file(path, cfg.limits.max_manifest_bytes, roots, research=cfg.research,
+        # read once: the grants that apply are those made for these very bytes (validate.py)
+        raw = read_untrusted(path, cfg.limits.max_manifest_bytes)
+        roots = manifest_roots(cfg.research.source_roots, spool.root, raw)
+        checked = _checked(raw, roots, research=cfg.research,
                              settings=cfg.stage_settings())
         manifest = checked.manifest
         if manifest.batch_id and spool.known_batch(manifest.batch_id):
@@ -57,6 +67,10 @@ def _take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None
     except ManifestProblem as exc:
         _reject(spool, path, exc.problems)
         return None
+
+
+def _checked(raw: bytes, roots: list[Path], **checks: Any) -> Checked:
+    return Checked(manifest=check_manifest(raw, roots, **checks), raw=raw)
 
 
 def _reject(spool: Spool, path: Path, problems: list[str]) -> None:

@@ -7,6 +7,7 @@ duplicate keys and non-UTF-8 all become problems named in plain words, never exc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.intake.limits import MAX_PROBLEMS, capped, described, sources_problem
 from podspool.daemon.intake.length_checks import length_problems
+from podspool.daemon.intake.limits import MAX_PROBLEMS, capped, described, sources_problem
 from podspool.daemon.intake.show_checks import batch_show_problems
 from podspool.daemon.models import BatchEpisode, BatchManifest, batch_level_problems
 from podspool.stages.settings import ResearchSettings, StageSettings
@@ -232,49 +233,110 @@ def check_file(path: Path, max_bytes: int, source_roots: list[Path], base: Path 
 
 # ---- where source paths may point ---------------------------------------------------------------
 # With `[research] source_roots` configured, those are the allowed roots, for `podspool submit` and the
-# daemon alike. Without, the daemon allows its working directory plus every folder a manifest was
-# submitted from with `podspool submit` (recorded here, in the daemon's own state/); a file dropped
-# straight into the inbox gets no such grant, so it cannot reach outside the working directory.
+# daemon alike. Without, the daemon allows its working directory plus, for a manifest placed by
+# `podspool submit`, the folder it was submitted from (recorded here, in the daemon's own state/). A
+# grant is bound to what it was made for: the folder's identity (device and inode, so a folder later
+# replaced by a symlink or another folder grants nothing) and the manifests placed with it (their
+# SHA-256), so a file dropped straight into the inbox gets no grant. `/` and the spool are never roots:
+# a manifest must not cite another batch's files, nor the whole machine.
 GRANTS_FILE = "source_roots.json"
 MAX_GRANTS = 200
+MAX_MANIFESTS_PER_GRANT = 1000
 
 
-def granted_roots(spool: Path) -> list[Path]:
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a real folder (not a symlink to one), or None."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _read_grants(spool: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads((spool / "state" / GRANTS_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError, OSError):
         return []
-    return [Path(p) for p in data.get("roots", []) if isinstance(p, str) and Path(p).is_absolute()]
+    grants = data.get("grants") if isinstance(data, dict) else None
+    return [g for g in grants if isinstance(g, dict) and isinstance(g.get("path"), str)
+            and Path(g["path"]).is_absolute()] if isinstance(grants, list) else []
 
 
-def grant_root(spool: Path, folder: Path) -> bool:
-    """Let the daemon of `spool` read sources under `folder` (when no source_roots are configured).
-    True when the folder was not granted before."""
+def manifest_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def granted_roots(spool: Path, manifest: bytes | None = None) -> list[Path]:
+    """The granted folders that are still the folders granted (same device and inode); with `manifest`,
+    only those granted for that manifest."""
+    digest = manifest_digest(manifest) if manifest is not None else None
+    out = []
+    for g in _read_grants(spool):
+        folder = Path(g["path"])
+        if _identity(folder) != (g.get("dev"), g.get("ino")) or not _may_be_root(folder, spool):
+            continue
+        if digest is None or digest in g.get("manifests", []):
+            out.append(folder)
+    return out
+
+
+def all_grant_paths(spool: Path) -> set[Path]:
+    return {Path(g["path"]) for g in _read_grants(spool)}
+
+
+def grant_root(spool: Path, folder: Path, manifest: bytes | None = None) -> bool:
+    """Let the daemon of `spool` read sources under `folder` for `manifest` (the bytes placed in the inbox)
+    when no source_roots are configured. True when the folder was not granted before."""
     from podspool.stages import fsio
-    known = granted_roots(spool)
-    if known and known[-1] == folder:
+    identity = _identity(folder)
+    if identity is None or not _may_be_root(folder, spool):
         return False
-    roots = [r for r in known if r != folder] + [folder]
+    grants = _read_grants(spool)
+    old = next((g for g in grants if g["path"] == str(folder) and (g.get("dev"), g.get("ino")) == identity), None)
+    manifests = list(old.get("manifests", [])) if old else []
+    if manifest is not None:
+        manifests = [m for m in manifests if m != manifest_digest(manifest)] + [manifest_digest(manifest)]
+    entry = {"path": str(folder), "dev": identity[0], "ino": identity[1],
+             "manifests": manifests[-MAX_MANIFESTS_PER_GRANT:]}
+    grants = [g for g in grants if g["path"] != str(folder)] + [entry]
     (spool / "state").mkdir(mode=0o750, parents=True, exist_ok=True)
-    fsio.write_json(spool / "state" / GRANTS_FILE, {"roots": [str(r) for r in roots[-MAX_GRANTS:]]})
-    return folder not in known
+    fsio.write_json(spool / "state" / GRANTS_FILE, {"grants": grants[-MAX_GRANTS:]})
+    return old is None
+
+
+def _may_be_root(folder: Path, spool: Path | None) -> bool:
+    """Not `/`, and not the spool or a folder inside it (a batch's files are not another batch's sources)."""
+    real = folder.resolve()
+    if real == Path(real.anchor):
+        return False
+    return spool is None or not real.is_relative_to(spool.resolve())
 
 
 def daemon_roots(configured: list[str], spool: Path, cwd: Path | None = None) -> list[Path]:
     """The daemon's allowed roots; the first is where a relative path in an inbox file resolves."""
     base = cwd or Path.cwd()
     if configured:
-        return roots_from_settings(configured, base)
-    return [base.resolve(), *granted_roots(spool)]
+        return [r for r in roots_from_settings(configured, base) if _may_be_root(r, spool)]
+    return [r for r in (base.resolve(), *granted_roots(spool)) if _may_be_root(r, spool)]
+
+
+def manifest_roots(roots: list[str], spool: Path, raw: bytes, cwd: Path | None = None) -> list[Path]:
+    """The roots one inbox manifest may cite: the daemon's (`roots`, grants spelled out) without the grants
+    that were not made for this manifest (its bytes)."""
+    granted = all_grant_paths(spool)
+    own = granted_roots(spool, raw)
+    base = [r for r in daemon_roots(roots, spool, cwd) if r not in granted]
+    return base + [r for r in own if r not in base]
 
 
 def submit_roots(configured: list[str], manifest_folder: Path, cwd: Path | None = None) -> list[Path]:
     """The roots `podspool submit` (and validate, plan) allows: the configured ones, else the manifest's
-    own folder and the working directory."""
+    own folder and the working directory; never `/`."""
     base = cwd or Path.cwd()
     if configured:
-        return roots_from_settings(configured, base)
-    return [manifest_folder.resolve(), base.resolve()]
+        return [r for r in roots_from_settings(configured, base) if _may_be_root(r, None)]
+    return [r for r in (manifest_folder.resolve(), base.resolve()) if _may_be_root(r, None)]
 
 
 def with_absolute_sources(manifest: BatchManifest, roots: list[Path], base: Path) -> BatchManifest:

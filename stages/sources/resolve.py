@@ -70,6 +70,39 @@ def resolve_source(spec: str, roots: Sequence[Path], base: Path | None = None) -
     return real
 
 
+def read_source(spec: str, roots: Sequence[Path], base: Path | None = None) -> tuple[Path, bytes]:
+    """`resolve_source`, then the file's bytes, read through one descriptor: opened without following a
+    link and without blocking (a FIFO swapped in is refused, not waited on), checked on that descriptor
+    (a regular file within its size limit, and still inside a root where the kernel says it is), and
+    read no further than the limit, so a file swapped or grown after the check cannot be read instead."""
+    real = resolve_source(spec, roots, base)
+    limit = MAX_SOURCE_BYTES if real.suffix.lower() in TEXT_SUFFIXES else MAX_DOCUMENT_BYTES
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SourceError(f"source {spec!r}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"source {spec!r}: {real} is not a regular file")
+        if st.st_size > limit:
+            raise SourceError(f"source {spec!r}: {real.name} is {st.st_size} bytes, more than the {limit} allowed")
+        where = Path(os.path.realpath(f"/proc/self/fd/{fd}")) if os.path.isdir("/proc/self/fd") else real
+        if not any(where.is_relative_to(Path(r).resolve()) for r in roots):
+            raise SourceError(f"source {spec!r}: {real} moved outside the allowed source roots while it was read")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise SourceError(f"source {spec!r}: {real.name} grew past {limit} bytes while it was read")
+            chunks.append(chunk)
+        return real, b"".join(chunks)
+    except BlockingIOError:
+        raise SourceError(f"source {spec!r}: {real} would block (not a plain file)") from None
+    finally:
+        os.close(fd)
+
+
 def check_sources(specs: Iterable[str], roots: Sequence[Path], base: Path | None = None,
                   allow_private_urls: bool = False) -> list[str]:
     """One problem message per bad spec; an empty list means all can be read.

@@ -22,7 +22,7 @@ from podspool.daemon.executors.remote.names import Names
 from podspool.daemon.spool import MANIFEST
 from podspool.stages.base import EpisodeInput, StageResult, Usage
 from podspool.stages.show import Show
-from podspool.stages.sources.resolve import is_url, resolve_source, roots_from_settings
+from podspool.stages.sources.resolve import is_url, read_source, roots_from_settings
 
 # The supervisor's own files: never shipped out, never accepted back.
 SUPERVISOR_FILES = frozenset({MANIFEST, "episode.log"})
@@ -93,7 +93,7 @@ def pack_sources(episode: EpisodeInput, source_roots: list[str]) -> dict[str, st
     out: dict[str, str] = {}
     for spec in episode.sources:
         if not is_url(spec) and spec not in out:
-            out[spec] = resolve_source(spec, roots).read_text(encoding="utf-8", errors="replace")
+            out[spec] = read_source(spec, roots)[1].decode("utf-8", errors="replace")  # one bounded read
     return out
 
 
