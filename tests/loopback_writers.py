@@ -475,11 +475,13 @@ STRUCTURED_FIELDS = ("response_format", "json_schema", "guided_json", "format")
 
 
 def long_form_handler(segment_model: SegmentModel = keeps_budget, *, accepts: tuple[str, ...] = ("response_format",),
-                      refuses_others: bool = False, whole: Model | None = None) -> Callable[[Request], Reply]:
+                      refuses_others: bool = False, whole: Model | None = None,
+                      thinks: bool = False) -> Callable[[Request], Reply]:
     """An OpenAI-compatible server for long episodes. It answers the outline with the plan offered,
     each segment with `segment_model`, and a whole-script prompt with `whole` (default: `budgeted`).
     A JSON schema sent in a form it `accepts` shapes the reply as that JSON; a form it does not take
-    is ignored (the reply is text), or refused with HTTP 400 when `refuses_others`."""
+    is ignored (the reply is text), or refused with HTTP 400 when `refuses_others`. `thinks`: every reply
+    opens with a `<think>` block, as reasoning models behind llama.cpp or Ollama send it."""
 
     def answer(request: Request) -> Reply:
         body = request.json()
@@ -505,6 +507,8 @@ def long_form_handler(segment_model: SegmentModel = keeps_budget, *, accepts: tu
                 content = segment_markdown(ask, parts)
         else:
             content = ((whole or budgeted)(Prompt.read(messages))).content or ""
+        if thinks:
+            content = "<think>The user wants turns; I will keep to the budget.</think>\n" + content
         doc = {"id": "chatcmpl-long", "object": "chat.completion", "model": "llama3.1",
                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
                "usage": {"prompt_tokens": sum(len(m["content"] or "") for m in messages) // 4,

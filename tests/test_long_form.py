@@ -110,6 +110,14 @@ def test_structured_output_is_asked_for_and_the_turns_come_back_as_json(tmp_path
     assert "## Intro" in (tmp_path / artifacts.SCRIPT_MD).read_text()
 
 
+def test_a_reasoning_model_thinking_before_its_json_keeps_the_schema(tmp_path: Path) -> None:
+    with FakeApi(long_form_handler(accepts=("response_format",), thinks=True)) as fake:
+        result = produce(tmp_path, fake, 12)
+    assert result.ok, result.error
+    assert all("response_format" in r.json() for r in fake.requests)  # found to work once, then kept
+    assert "<think>" not in (tmp_path / artifacts.SCRIPT_MD).read_text()
+
+
 @pytest.mark.parametrize("form", ["json_schema", "guided_json", "format"])
 def test_each_servers_own_schema_form_is_found_once_and_remembered(tmp_path: Path, form: str) -> None:
     """A server that refuses the forms before its own (HTTP 400) costs one refused request per form, once."""

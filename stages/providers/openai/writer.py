@@ -24,6 +24,7 @@ from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, Sta
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 from podspool.stages.script import language
 from podspool.stages.script.format import cast_lines, script_rules, show_for
+from podspool.stages.script.normalise import strip_reasoning
 from podspool.stages.script.segments import Outline, SegmentRequest, outline_from_reply
 from podspool.stages.settings import OpenAISettings
 
@@ -179,12 +180,13 @@ class OpenAIWriter:
                                settings.base_url, form)
                 self._trying[server] = trying + 1
                 continue
-            doc = json_reply(text)
+            answer = strip_reasoning(text)[0].strip()  # a reasoning model thinks before its JSON
+            doc = json_reply(answer)
             if not known:
                 if form == TEXT:
                     self._form[server] = TEXT
                     logger.info("openai: {} takes no JSON schema in any known form: asking for text", settings.base_url)
-                elif doc is not None and not incomplete and text.strip().startswith("{"):
+                elif doc is not None and not incomplete and answer.startswith("{"):
                     self._form[server] = form  # nothing but the JSON: constrained, not merely asked for
                 else:  # ignored, it seems: this reply is read as text, and the next call tries the next form
                     self._trying[server] = trying + 1
