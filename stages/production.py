@@ -18,8 +18,8 @@ from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, Sta
 from podspool.stages.costs import cost_of
 from podspool.stages.providers import registry
 from podspool.stages.script import format as script_format
+from podspool.stages.script import language, quality, segments
 from podspool.stages.script import normalise as script_normalise
-from podspool.stages.script import quality, segments
 from podspool.stages.settings import StageSettings
 
 REJECTED_MD = "script.rejected.md"  # the last refused draft, kept for the operator who reads failed/
@@ -176,7 +176,7 @@ def run_segmented(folder: Path, episode: EpisodeInput, ctx: StageContext, writer
             with ctx.gate_lock:
                 gates = quality.evaluate_segment(part, seg.words, segments.SEGMENT_TOLERANCE, len(findings), hosts,
                                                  opens=request.first, closes=request.last, draft=draft,
-                                                 incomplete=out.incomplete)
+                                                 incomplete=out.incomplete, lang=episode.show.language)
             reasons = [f"{g.name}: {g.reason}" for g in gates if not g.passed]
             ok = dry_run or not reasons
             parts[seg.number] = part
@@ -186,7 +186,7 @@ def run_segmented(folder: Path, episode: EpisodeInput, ctx: StageContext, writer
                 "key": segments.draft_key(outline, seg, research, hosts), "passed": ok, "reasons": reasons,
                 "round": round_, "text": part, "reply": None if ok else draft.raw})
             history.append({"round": round_, "segment": seg.number, "budget": seg.words,
-                            "words": _spoken_words(part), "passed": ok, "reasons": reasons})
+                            "words": _spoken_words(part, episode.show.language), "passed": ok, "reasons": reasons})
         script = script_format.with_sources(segments.assemble(title, parts, outline), findings)
         with ctx.gate_lock:
             report = quality.evaluate(script, research, settings, long_form=True, show=episode.show)
@@ -227,8 +227,8 @@ def run_segmented(folder: Path, episode: EpisodeInput, ctx: StageContext, writer
                                 "segments": len(numbers), "segments_asked": asked})
 
 
-def _spoken_words(part: str) -> int:
-    return sum(len(quality.words(t.text)) for t in script_format.parse_turns(part))
+def _spoken_words(part: str, lang: str) -> int:
+    return language.spoken_words(" ".join(t.text for t in script_format.parse_turns(part)), lang)
 
 
 def blame(report: quality.QualityReport, script: str, outline: segments.Outline, parts: dict[int, str],
@@ -251,7 +251,7 @@ def blame(report: quality.QualityReport, script: str, outline: segments.Outline,
     if "length" in failed:
         low, high = settings.production.min_words, settings.production.max_words
         total = report.words
-        off = sorted(((_spoken_words(parts[s.number]) - s.words, s) for s in outline.segments),
+        off = sorted(((_spoken_words(parts[s.number], episode.show.language) - s.words, s) for s in outline.segments),
                      key=lambda x: x[0] if total > high else -x[0], reverse=total > high)
         goal = (low + high) // 2
         for diff, s in off:

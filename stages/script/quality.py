@@ -492,13 +492,13 @@ def continuity_gate(parsed: ParsedScript, opens: bool = True, closes: bool = Tru
 
 def evaluate_segment(part: str, budget: int, tolerance: float, n_findings: int, hosts: list[str], *,
                      opens: bool, closes: bool, draft: Draft | None = None,
-                     incomplete: str | None = None) -> list[Gate]:
+                     incomplete: str | None = None, lang: str = "en") -> list[Gate]:
     """The gates one segment of a long episode must pass on its own: whole, both hosts, its budget,
     grounded, no residue, and no greeting or farewell out of place. Every failure is this segment's
     feedback, so each names the segment's own lines."""
     parsed = parse(part)
     turns = parsed.turns
-    n_words = len(words(" ".join(t.text for t in turns)))
+    n_words = language.spoken_words(" ".join(t.text for t in turns), lang)  # as the whole's length gate counts
     low, high = round(budget * (1 - tolerance)), round(budget * (1 + tolerance))
     length = length_gate(n_words, low, high)
     if not length.passed:
