@@ -147,15 +147,20 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     (sources / "tides.md").write_text("# Tides\n\nThe moon pulls the oceans, and tides follow the moon twice a day.\n")
     config = write_config(tmp_path / "podspool.toml", redis_url, research="local")
     # the roots are the supervisor's; the worker host has no such folder
-    config.write_text(config.read_text().replace('provider = "local"\n',
-                                                 f'provider = "local"\nsource_roots = ["{sources.parent}"]\n', 1))
+    # URLs travel as they are and are fetched by the worker host (here from a page on 127.0.0.1, which
+    # the host's own config allows)
+    page = FakeApi(Reply(body="<html><body><p>Harbours publish tide tables for sailors.</p></body></html>",
+                         content_type="text/html; charset=utf-8"))
+    url = f"{page.base_url}/tides"
+    config.write_text(config.read_text().replace(
+        'provider = "local"\n', f'provider = "local"\nsource_roots = ["{sources.parent}"]\nallow_private_urls = true\n', 1))
     folder = tmp_path / "spool" / "eps" / "ep_001_s"
     folder.mkdir(parents=True)
     episode = EpisodeInput(episode_id="ep_001_s", batch_id="s", number=1, topic="Tides and the moon",
-                           sources=("notes/tides.md", "https://example.org/tides"))
+                           sources=("notes/tides.md", url))
     lines: list[str] = []
     hid = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG", format="{message}")
-    with worker_groups(config, tmp_path / "host-a"):
+    with page, worker_groups(config, tmp_path / "host-a"):  # noqa: SIM117
         ex = make_executor(config, tmp_path / "spool" / "state")
         try:
             wait_for_workers(ex, 1)
@@ -170,8 +175,10 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     assert outcome.worker.rsplit("/", 1)[1].isdigit(), outcome.worker
     doc = json.loads((folder / "research.json").read_text())
     assert doc["grounded"] and doc["findings"]
-    assert {f["source"] for f in doc["findings"]} == {"notes/tides.md"}  # the manifest's name, not a temp copy
-    assert doc["episode_sources"] == ["notes/tides.md", "https://example.org/tides"]
+    # the manifest's names, not the worker's temporary copies
+    assert "notes/tides.md" in {f["source"] for f in doc["findings"]} <= {"notes/tides.md", url}
+    assert doc["episode_sources"] == ["notes/tides.md", url]
+    assert [r.path for r in page.requests] == ["/tides"]
 
 
 def test_large_artifacts_are_chunked_and_damage_is_caught(redis_url: str) -> None:  # noqa: F811

@@ -277,9 +277,12 @@ class TaskRunner:
 
 def host_owned(sent: StageSettings, host: StageSettings) -> StageSettings:
     """The message's stage settings with everything that belongs to the worker host taken from the host's
-    own config: every provider's URL, model, key name and voices, and the folders research may read."""
+    own config: every provider's URL, model, key name and voices, the folders research may read, and
+    whether a source URL may reach a private address of the host's network."""
     research = sent.research.model_copy(update={"source_roots": list(host.research.source_roots),
-                                                "sources_dir": host.research.sources_dir})
+                                                "sources_dir": host.research.sources_dir,
+                                                # which addresses a fetch may reach is the host's network's
+                                                "allow_private_urls": host.research.allow_private_urls})
     return sent.model_copy(update={"providers": host.providers.model_copy(deep=True), "research": research})
 
 
