@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from podspool.stages.settings import StageSettings
@@ -71,6 +72,11 @@ class StageContext:
     # Every HTTP attempt of this stage run, by "api:outcome" (outcome: requests, errors, 429), retries
     # inside one call included, for the operator's metrics.
     calls: Counter[str] = field(default_factory=Counter)
+    # The episode folder, where a stage keeps work in progress that a later attempt may reuse (each paid
+    # speech request's audio) and long intermediate data (a take too long to hold in memory); None: keep none.
+    folder: Path | None = None
+    # The show of the episode being voiced (cast, language); None: the config's defaults (a provider used alone).
+    show: Show | None = None
 
 
 @dataclass
@@ -200,6 +206,9 @@ class SpeechOutput:
     # the API's own timestamps). Empty only when a provider cannot know (sim): chapters then fall back to
     # proportional estimates, and say so.
     spans: list[TurnSpan] = field(default_factory=list)
+    # A long take is written to this file (16-bit mono at `sample_rate`, a temp file in the episode folder)
+    # instead of `pcm`, so no worker holds an hour of audio; the audio stage removes it when done.
+    path: Path | None = None
 
 
 class SpeechProvider(Protocol):

@@ -176,10 +176,10 @@ def _deferring() -> list[tuple[str, str]] | None:
     return getattr(_pending, "files", None)
 
 
-def _put(tmp: Path, path: Path, what: str) -> None:
+def _put(tmp: Path, path: Path, what: str, defer: bool = True) -> None:
     """`tmp`, whole, becomes `path`: left for the supervisor while deferring, else renamed in now and the
     folder fsynced (a failed rename removes `tmp`)."""
-    files = _deferring()
+    files = _deferring() if defer else None
     if files is not None:
         crashpoint(f"{what} {path.parent.name}/{path.name} (left)")  # a kill point only: nothing is durable yet
         files.append((str(tmp), str(path)))
@@ -211,10 +211,26 @@ def write_lines(path: Path, lines: Iterable[str], mode: int = 0o640) -> None:
     _write_whole(path, mode, fill)
 
 
-def _write_whole(path: Path, mode: int, fill: Callable[[int], None]) -> None:
+def write_chunks(path: Path, chunks: Iterable[bytes], mode: int = 0o640) -> None:
+    """Write `chunks`, one after another, to `path` whole (as write_bytes), without ever joining them."""
+
+    def fill(fd: int) -> None:
+        for chunk in chunks:
+            write_all(fd, chunk)
+
+    _write_whole(path, mode, fill)
+
+
+def write_bytes_now(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """As write_bytes, but durable before it returns even in a worker that defers its writes: work in
+    progress that a killed worker's next attempt must find (each paid speech request's audio)."""
+    _write_whole(path, mode, lambda fd: write_all(fd, data), defer=False)
+
+
+def _write_whole(path: Path, mode: int, fill: Callable[[int], None], defer: bool = True) -> None:
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    deferring = _deferring() is not None
+    deferring = defer and _deferring() is not None
     try:
         fill(fd)
         if not deferring:
@@ -224,7 +240,7 @@ def _write_whole(path: Path, mode: int, fill: Callable[[int], None]) -> None:
         unlink_quietly(tmp)
         raise
     os.close(fd)
-    _put(tmp, path, "write")
+    _put(tmp, path, "write", defer)
 
 
 def link(src: Path, dst: Path) -> None:

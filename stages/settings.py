@@ -22,6 +22,16 @@ KEY_ENV_NAMES: dict[str, str] = {
 }
 
 
+# the episode length each stage's `time_limit_s` is meant for: a longer episode gets as much again per as
+# many minutes more (a 60-minute episode six times the limit), so a long one is not killed for its length
+LIMIT_COVERS_MINUTES = 10.0
+
+
+def scaled_time_limit(limit_s: float, minutes: float | None) -> float:
+    """A stage's time limit for an episode whose show targets `minutes` (None: no target, the limit as set)."""
+    return limit_s * max(1.0, (minutes or 0.0) / LIMIT_COVERS_MINUTES)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 

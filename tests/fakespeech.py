@@ -110,3 +110,22 @@ def episode_turns(words: int = 450, turns: int = 20, hosts: tuple[str, str] = ("
             k += 1
         out.append(Turn(hosts[i % 2], " ".join(text)))
     return out
+
+
+def held_after(handler: Callable[[Request], Reply], answered: int, gate: threading.Event,
+               hold_s: float = 60.0) -> Callable[[Request], Reply]:
+    """`handler` for the first `answered` requests; every later one is held until `gate` is set (a request
+    in flight when the client is killed), then refused."""
+    lock = threading.Lock()
+    seen = [0]
+
+    def answer(request: Request) -> Reply:
+        with lock:
+            seen[0] += 1
+            n = seen[0]
+        if n <= answered:
+            return handler(request)
+        gate.wait(hold_s)
+        return Reply(status=503, body={"detail": {"status": "service_unavailable"}})
+
+    return answer

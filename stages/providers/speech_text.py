@@ -1,19 +1,22 @@
-"""What every speech provider shares: text cut to a request's size, voices per host, and a timeline
-that joins audio and measures where each turn lies in it."""
+"""What every speech provider shares: text cut to a request's size, and a timeline that joins audio and
+measures where each turn lies in it (voices: providers/voices.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from podspool.stages.base import StageError, Turn, TurnSpan
+from podspool.stages import fsio, pcm
+from podspool.stages.base import SpeechOutput, StageError, Turn, TurnSpan, Usage
 from podspool.stages.script.format import spoken
 
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+TAKE_NAME = "speech.pcm"  # the take's work file in the episode folder, under an fsio temp name
 SPACE_BEFORE_PUNCT = re.compile(r"\s+(?=[.,;:!?…])")  # "there [1]." loses its marker, then the space
 
-__all__ = ["Piece", "Timeline", "pieces_of", "speakable", "split_text", "voices_for"]
+__all__ = ["Piece", "Timeline", "pieces_of", "speakable", "split_text"]
 
 
 def speakable(text: str) -> str:
@@ -68,42 +71,40 @@ def pieces_of(turns: Sequence[Turn], limit: int, api: str) -> list[Piece]:
     return out
 
 
-def voices_for(turns: Sequence[Turn], configured: Mapping[str, str], defaults: Sequence[str],
-               hosts: Sequence[str] = ()) -> dict[str, str]:
-    """One voice per speaker: the configured one, else the defaults in order of first appearance."""
-    speakers = list(dict.fromkeys([*hosts, *(t.host for t in turns)]))
-    return {h: configured.get(h) or defaults[i % len(defaults)] for i, h in enumerate(speakers)}
-
-
 class Timeline:
     """Audio joined in order, with a pause between turns, and each turn's span measured in it.
 
     Spans come from the lengths of the audio each turn produced, or from times the API reported
     within one clip; a turn spread over several clips spans from its first start to its last end.
+    Every clip is brought to the timeline's rate as it arrives (a clip at another rate is resampled on
+    its own), and with a `folder` the audio goes to a work file there instead of memory: an hour of
+    speech never sits in a worker (pcm.TakeWriter).
     """
 
-    def __init__(self, sample_rate: int, pause_ms: int) -> None:
+    def __init__(self, sample_rate: int, pause_ms: int, folder: Path | None = None) -> None:
         self.sample_rate = sample_rate
         self._gap = b"\x00\x00" * (sample_rate * pause_ms // 1000)
-        self._parts: list[bytes] = []
-        self._bytes = 0
+        self._out = pcm.TakeWriter(sample_rate, fsio.temp_name_for(folder / TAKE_NAME) if folder else None)
         self._spans: dict[int, tuple[float, float]] = {}
 
     @property
     def seconds(self) -> float:
-        return self._bytes / 2 / self.sample_rate
+        return self._out.n_bytes / 2 / self.sample_rate
 
     def pause(self) -> None:
         """The silence between two turns (none before the first)."""
-        if self._bytes:
-            self._add(self._gap)
+        if self._out.n_bytes:
+            self._out.write(self._gap)
 
-    def append(self, pcm: bytes, turn: int | None = None,
-               times: Mapping[int, tuple[float, float]] | None = None) -> None:
-        """Add a clip: all of it is `turn`, or `times` maps turn -> (start, end) within the clip."""
+    def append(self, audio: bytes, turn: int | None = None,
+               times: Mapping[int, tuple[float, float]] | None = None, rate: int | None = None) -> None:
+        """Add a clip (at `rate`, default the timeline's): all of it is `turn`, or `times` maps
+        turn -> (start, end) in seconds within the clip."""
+        if rate is not None and rate != self.sample_rate:
+            audio = pcm.resample(audio, rate, self.sample_rate)  # seconds, and so the times, stay true
         offset = self.seconds
-        length = len(pcm) / 2 / self.sample_rate
-        self._add(pcm)
+        length = len(audio) / 2 / self.sample_rate
+        self._out.write(audio)
         marks = {turn: (0.0, length)} if turn is not None else dict(times or {})
         for t, (start, end) in marks.items():
             start, end = offset + max(0.0, min(start, length)), offset + max(0.0, min(end, length))
@@ -111,12 +112,20 @@ class Timeline:
                 start, end = min(start, self._spans[t][0]), max(end, self._spans[t][1])
             self._spans[t] = (start, max(start, end))
 
-    def _add(self, pcm: bytes) -> None:
-        self._parts.append(pcm)
-        self._bytes += len(pcm)
-
     def pcm(self) -> bytes:
-        return b"".join(self._parts)
+        """The audio in memory (a timeline without a folder)."""
+        return self._out.take().data
 
     def spans(self) -> list[TurnSpan]:
         return [TurnSpan(turn=t, start=round(s, 4), end=round(e, 4)) for t, (s, e) in sorted(self._spans.items())]
+
+    def output(self, usage: list[Usage]) -> SpeechOutput:
+        """The finished take as a provider returns it: in memory, or as its file (the audio stage's to remove)."""
+        take = self._out.take()
+        self._out.close()
+        return SpeechOutput(pcm=take.data, sample_rate=self.sample_rate, usage=usage, spans=self.spans(),
+                            path=take.path)
+
+    def discard(self) -> None:
+        """Remove the work file of a take that will not be finished (a failed attempt)."""
+        self._out.discard()

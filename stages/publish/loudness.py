@@ -5,9 +5,11 @@ sums; tests/test_publish_audio.py checks it agrees with pyloudnorm's own integra
 follows BS.1770-4 Annex 2: the signal read at 4x its rate through an interpolating FIR, one short
 convolution per in-between phase.
 
-Everything runs over slices of the take and keeps only per-chunk figures (32 samples), so memory stays
-at about two float32 copies of the take whatever its length (pyloudnorm and a whole oversampled signal
-took 500 MB above that for 16 minutes), and the limiter's passes are nearly free.
+Everything runs over blocks of the take and keeps only per-chunk figures (32 samples): `Meter` measures a
+signal fed in blocks, `plan` turns its figures into a gain per chunk, `apply` applies it block by block.
+So the audio stage never holds the take, only about 16 bytes a chunk (20 MB for an hour at 22,050 Hz),
+and the limiter's passes over the figures are nearly free (pyloudnorm and a whole oversampled signal took
+500 MB for 16 minutes).
 
 tests/test_publish_audio.py reads the result with an independent meter (libebur128) after an
 independent mp3 decoder (miniaudio).
@@ -15,7 +17,7 @@ independent mp3 decoder (miniaudio).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,8 +31,10 @@ TAPS_PER_PHASE = 12  # BS.1770-4's own interpolator has 48 taps, 12 per phase
 LIMITER_RAMP_S = 0.010  # the limiter's gain ramps down over this before a peak and back up after it
 LOUDNESS_TOLERANCE_LU = 0.1  # a pass whose estimate lands this close to the target is good enough
 MAX_PASSES = 4
-CHUNK = 32  # samples: every figure is kept per chunk
-SLICE = CHUNK << 15  # samples per slice of work (1 Mi)
+# samples: every figure is kept per chunk (5.8 ms at 22,050 Hz), about a dozen float64 arrays of them at
+# once while planning: 60 MB for an hour, where 32-sample chunks took 230 MB
+CHUNK = 128
+SLICE = CHUNK << 11  # samples per slice of work (256 Ki): a slice's temporaries stay around 10 MB
 
 
 @dataclass(frozen=True)
@@ -71,19 +75,85 @@ def _k_weighting(rate: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
                  for f in Meter(rate)._filters.values())
 
 
-def chunk_power(x: np.ndarray, rate: int) -> np.ndarray:
-    """K-weighted power summed per chunk; filter state is carried from slice to slice."""
-    from scipy.signal import lfilter
+class Meter:
+    """BS.1770-4 loudness and true peak of a signal fed in blocks of any size, kept as per-chunk figures.
 
-    filters = _k_weighting(rate)
-    state = [np.zeros(max(len(a), len(b)) - 1) for b, a in filters]  # at rest before the first sample
-    out = []
+    The K-weighting filters' state is carried from block to block, and the true-peak interpolator reads
+    TAPS_PER_PHASE samples either side of each one, so a block's last samples wait for the next block (or
+    `finish`) before they are measured: the figures are those of the whole signal at once.
+    """
+
+    def __init__(self, rate: int, peaks: bool = True) -> None:
+        self.rate = rate
+        self._filters = _k_weighting(rate)
+        self._state = [np.zeros(max(len(a), len(b)) - 1) for b, a in self._filters]  # at rest before the start
+        self._peaks_wanted = peaks
+        self._power: list[np.ndarray] = []
+        self._peaks: list[np.ndarray] = []
+        self._left = np.zeros(TAPS_PER_PHASE, dtype=np.float32)  # silence before the first sample
+        self._carry = np.zeros(0, dtype=np.float32)  # samples not yet measured
+        self.n_samples = 0
+
+    def add(self, x: np.ndarray) -> None:
+        data = np.concatenate((self._carry, np.asarray(x, dtype=np.float32)))
+        self.n_samples += int(np.asarray(x).size)
+        whole = (data.size - TAPS_PER_PHASE) // CHUNK * CHUNK  # measurable now: its right neighbours are here
+        if whole <= 0:
+            self._carry = data
+            return
+        self._measure(data[:whole], data[whole: whole + TAPS_PER_PHASE])
+        self._carry = data[whole:]
+
+    def finish(self) -> Meter:
+        """Measure what is left (silence after the end); returns self for chaining."""
+        if self._carry.size:
+            self._measure(self._carry, np.zeros(TAPS_PER_PHASE, dtype=np.float32))
+            self._carry = np.zeros(0, dtype=np.float32)
+        return self
+
+    def _measure(self, seg: np.ndarray, right: np.ndarray) -> None:
+        from scipy.signal import lfilter
+
+        y = seg.astype(np.float64)
+        for i, (b, a) in enumerate(self._filters):
+            y, self._state[i] = lfilter(b, a, y, zi=self._state[i])
+        self._power.append(_per_chunk(y * y, "sum"))
+        if self._peaks_wanted:
+            around = np.concatenate((self._left, seg, right))
+            env = np.abs(around)
+            delay = TAPS_PER_PHASE // 2  # the FIR's centre, in input samples
+            for taps in _phases():
+                np.maximum(env, np.abs(np.convolve(around, taps)[delay: delay + around.size]), out=env)
+            self._peaks.append(_per_chunk(env[TAPS_PER_PHASE: TAPS_PER_PHASE + seg.size], "max").astype(np.float32))
+        self._left = np.concatenate((self._left, seg))[-TAPS_PER_PHASE:]
+
+    def power(self) -> np.ndarray:
+        """K-weighted power summed per chunk."""
+        self._power = [np.concatenate(self._power) if self._power else np.zeros(0)]  # joined once, kept joined
+        return self._power[0]
+
+    def peaks(self) -> np.ndarray:
+        """Per chunk, the largest magnitude of the 4x-oversampled signal (BS.1770-4 true peak), linear."""
+        self._peaks = [np.concatenate(self._peaks) if self._peaks else np.zeros(0, dtype=np.float32)]
+        return self._peaks[0]
+
+    def lufs(self) -> float:
+        return gated_lufs(self.power(), self.rate)
+
+    def true_peak(self) -> float:
+        return float(max((float(p.max(initial=0.0)) for p in self._peaks), default=0.0))
+
+
+def _measured(x: np.ndarray, rate: int, peaks: bool = True) -> Meter:
+    meter = Meter(rate, peaks)
     for lo, hi in _slices(x.size):
-        y = np.asarray(x[lo:hi], dtype=np.float64)
-        for i, (b, a) in enumerate(filters):
-            y, state[i] = lfilter(b, a, y, zi=state[i])
-        out.append(_per_chunk(y * y, "sum"))
-    return np.concatenate(out) if out else np.zeros(0)
+        meter.add(x[lo:hi])
+    return meter.finish()
+
+
+def chunk_power(x: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted power summed per chunk of a whole signal."""
+    return _measured(x, rate, peaks=False).power()
 
 
 def gated_lufs(power: np.ndarray, rate: int) -> float:
@@ -119,17 +189,8 @@ def _phases() -> tuple[np.ndarray, ...]:
 
 
 def chunk_peaks(x: np.ndarray) -> np.ndarray:
-    """Per chunk, the largest magnitude of the 4x-oversampled signal (BS.1770-4 true peak), linear."""
-    delay = TAPS_PER_PHASE // 2  # the FIR's centre, in input samples
-    out = []
-    for lo, hi in _slices(x.size):
-        a, b = max(0, lo - TAPS_PER_PHASE), min(x.size, hi + TAPS_PER_PHASE)  # the neighbours the FIR reads
-        seg = np.asarray(x[a:b], dtype=np.float32)
-        env = np.abs(seg)
-        for taps in _phases():
-            np.maximum(env, np.abs(np.convolve(seg, taps)[delay: delay + seg.size]), out=env)
-        out.append(_per_chunk(env[lo - a: hi - a], "max"))
-    return np.concatenate(out) if out else np.zeros(0)
+    """Per chunk, the true peak (linear) of a whole signal."""
+    return _measured(x, 48000).peaks()  # the rate only shapes the loudness filters, unused here
 
 
 def true_peak(x: np.ndarray) -> float:
@@ -154,30 +215,42 @@ def _gain_curve(chunk_peak: np.ndarray, gain: float, ceiling: float, rate: int) 
     return np.minimum(uniform_filter1d(held, size=2 * r + 1, mode="nearest"), need)
 
 
-def _apply(x: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """`x` times the per-chunk gain `curve`, interpolated per sample (in slices: no full-length temporaries)."""
-    centres = np.arange(curve.size) * CHUNK + (CHUNK - 1) / 2
-    y = np.empty_like(x)
-    for a, b in _slices(x.size):
-        np.multiply(x[a:b], np.interp(np.arange(a, b), centres, curve), out=y[a:b], casting="same_kind")
-    return y
+def apply(blocks: Iterable[np.ndarray], curve: np.ndarray, scale: float = 1.0) -> Iterator[np.ndarray]:
+    """Each block (float32, in order) times the per-chunk gain `curve` (times `scale`), interpolated per sample."""
+    at = 0
+    for block in blocks:
+        # the chunks around this block only: no full-length array of chunk centres
+        lo, hi = max(0, at // CHUNK - 1), min(curve.size, (at + block.size) // CHUNK + 2)
+        centres = np.arange(lo, hi) * CHUNK + (CHUNK - 1) / 2
+        gain = np.interp(np.arange(at, at + block.size), centres, curve[lo:hi]).astype(np.float32)
+        at += block.size
+        yield np.multiply(block, gain * np.float32(scale), dtype=np.float32)
 
 
-def normalise(x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float) -> tuple[np.ndarray, Loudness]:
-    """`x` (float, full scale 1.0) at `target_lufs`, its true peaks at or under `ceiling_dbtp` (float32).
+@dataclass(frozen=True)
+class Plan:
+    """How to bring one signal to its target: the gain per chunk, and what it was planned from."""
+
+    curve: np.ndarray
+    input_lufs: float
+    gain_db: float
+    limited_samples: int
+
+
+def plan(meter: Meter, target_lufs: float, ceiling_dbtp: float) -> Plan:
+    """The gain curve that brings the measured signal to `target_lufs` with its true peaks under the ceiling.
 
     The gain that reaches the target is applied, and a look-ahead limiter lowers it around every peak it
     would push over the ceiling. Limiting costs some loudness, so the gain is raised by what the next
     estimate lacks (a few passes). The gain curve varies slowly (10 ms ramps), so the input's K-weighted
     power and peak envelope, scaled by the curve, stand for the output's own during the passes; the
-    output itself is then measured (loudness and true peak), and that measurement is what is reported.
+    output itself is measured afterwards, and that measurement is what is reported.
     """
-    power = chunk_power(x, rate)
+    rate, power, peaks = meter.rate, meter.power(), meter.peaks()
     measured = gated_lufs(power, rate)
     if not np.isfinite(measured):
         raise ValueError("the audio has no measurable loudness (it is silent)")
     ceiling = 10 ** (ceiling_dbtp / 20)
-    peaks = chunk_peaks(x)
     gain_db = target_lufs - measured
     for _ in range(MAX_PASSES):
         curve = _gain_curve(peaks, 10 ** (gain_db / 20), ceiling, rate)
@@ -185,12 +258,21 @@ def normalise(x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float)
         if abs(estimate - target_lufs) < LOUDNESS_TOLERANCE_LU:
             break
         gain_db += target_lufs - estimate
-    y = _apply(np.asarray(x, dtype=np.float32), curve)
-    peak = true_peak(y)
-    if peak > ceiling:  # the envelope's approximation missed by a hair: trade a little loudness for the ceiling
-        y *= np.float32(ceiling / peak)
-        peak = true_peak(y)
-    out_lufs = integrated_lufs(y, rate)
     limited = int(np.count_nonzero(curve < 10 ** (gain_db / 20) * (1 - 1e-6))) * CHUNK
-    return y, Loudness(input_lufs=round(measured, 2), output_lufs=round(out_lufs, 2), gain_db=round(gain_db, 2),
-                       true_peak_dbtp=round(db(peak), 2), limited_samples=limited)
+    return Plan(curve=curve, input_lufs=round(measured, 2), gain_db=round(gain_db, 2), limited_samples=limited)
+
+
+def normalise(x: np.ndarray, rate: int, target_lufs: float, ceiling_dbtp: float) -> tuple[np.ndarray, Loudness]:
+    """A whole signal `x` (float, full scale 1.0) at `target_lufs`, true peaks at or under `ceiling_dbtp`
+    (float32): `plan`, `apply`, then the output measured, and scaled down by a hair if the envelope's
+    approximation let a peak past the ceiling. The audio stage does the same over a take in blocks."""
+    p = plan(_measured(x, rate), target_lufs, ceiling_dbtp)
+    y = np.concatenate(list(apply((np.asarray(x[a:b], dtype=np.float32) for a, b in _slices(x.size)), p.curve)))
+    out = _measured(y, rate)
+    peak, ceiling = out.true_peak(), 10 ** (ceiling_dbtp / 20)
+    if peak > ceiling:
+        y *= np.float32(ceiling / peak)
+        out = _measured(y, rate)
+        peak = out.true_peak()
+    return y, Loudness(input_lufs=p.input_lufs, output_lufs=round(out.lufs(), 2), gain_db=p.gain_db,
+                       true_peak_dbtp=round(db(peak), 2), limited_samples=p.limited_samples)

@@ -1,6 +1,9 @@
-"""MP3 encoding with LAME (lameenc), once per episode, from the normalised float signal."""
+"""MP3 encoding with LAME (lameenc), once per episode, from the normalised float signal fed in blocks."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,23 +22,54 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return out
 
 
+class Encoder:
+    """LAME fed a block at a time (it keeps its own state). The encoded bytes go to `sink` (a binary file)
+    as they come, or are kept for `finish` to return: 30 MB an hour at 64 kbit/s, which the audio stage
+    would hold three times over (encoded, tagged, read back), so it gives a file. Stereo carries the same
+    voice in both channels."""
+
+    def __init__(self, rate: int, channels: int = 1, kbps: int | None = None, sink: BinaryIO | None = None) -> None:
+        import lameenc
+
+        self.channels = channels
+        self._sink = sink
+        self._enc = lameenc.Encoder()
+        self._enc.set_bit_rate(kbps or DEFAULT_KBPS[channels])
+        self._enc.set_in_sample_rate(rate)
+        self._enc.set_channels(channels)
+        self._enc.set_quality(LAME_QUALITY)
+        self._parts: list[bytes] = []
+
+    def add(self, x: np.ndarray) -> None:
+        """Encode a block of the mono float signal (full scale 1.0)."""
+        for a in range(0, x.size, SLICE):
+            samples = to_int16(x[a: a + SLICE])
+            if self.channels == 2:
+                samples = np.repeat(samples, 2)  # interleaved L R L R
+            self._put(bytes(self._enc.encode(samples.tobytes())))
+
+    def _put(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.write(data)
+        else:
+            self._parts.append(data)
+
+    def finish(self) -> bytes:
+        """The encoded bytes (b"" when they went to the sink, which is then flushed)."""
+        self._put(bytes(self._enc.flush()))
+        if self._sink is not None:
+            self._sink.flush()
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def encode_blocks(blocks: Iterable[np.ndarray], rate: int, channels: int = 1, kbps: int | None = None) -> bytes:
+    enc = Encoder(rate, channels, kbps)
+    for block in blocks:
+        enc.add(block)
+    return enc.finish()
+
+
 def encode(x: np.ndarray, rate: int, channels: int = 1, kbps: int | None = None) -> bytes:
-    """MP3 of a mono float signal (full scale 1.0); stereo carries the same voice in both channels.
-
-    Fed to LAME a slice at a time: LAME keeps its own state, and no full-length copy is made.
-    """
-    import lameenc
-
-    enc = lameenc.Encoder()
-    enc.set_bit_rate(kbps or DEFAULT_KBPS[channels])
-    enc.set_in_sample_rate(rate)
-    enc.set_channels(channels)
-    enc.set_quality(LAME_QUALITY)
-    parts = []
-    for a in range(0, x.size, SLICE):
-        samples = to_int16(x[a: a + SLICE])
-        if channels == 2:
-            samples = np.repeat(samples, 2)  # interleaved L R L R
-        parts.append(bytes(enc.encode(samples.tobytes())))
-    parts.append(bytes(enc.flush()))
-    return b"".join(parts)
+    """MP3 of a whole mono float signal (full scale 1.0)."""
+    return encode_blocks((x[a: a + SLICE] for a in range(0, x.size, SLICE)), rate, channels, kbps)

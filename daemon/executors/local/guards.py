@@ -15,6 +15,7 @@ from loguru import logger
 from podspool.daemon.config import Config, Limits
 from podspool.daemon.executors.local.workers import Worker
 from podspool.stages.base import StageName
+from podspool.stages.settings import scaled_time_limit
 
 KILL_AFTER_TERM_S = 5.0
 MEMORY_CHECK_EVERY_S = 2.0
@@ -68,11 +69,11 @@ def enforce_time_limits(pools: Mapping[StageName, list[Worker]], cfg: Config, no
     """SIGTERM a worker whose oldest task is past its stage's time limit; SIGKILL it 5 s later."""
     now = time.monotonic() if now is None else now
     for stage, ws in pools.items():
-        limit = float(getattr(cfg, stage).time_limit_s)
         for w in ws:
             if not w.tasks or w.process is None:
                 continue
             oldest = min(w.tasks.values(), key=lambda t: t.started)
+            limit = scaled_time_limit(float(getattr(cfg, stage).time_limit_s), oldest.episode.show.minutes)
             if w.term_sent_at is None and now - oldest.started > limit:
                 w.term_sent_at = now
                 logger.bind(batch=oldest.episode.batch_id, episode=oldest.episode_id, stage=stage).error(

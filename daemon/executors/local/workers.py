@@ -164,6 +164,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 
     from podspool.daemon.ratelimit import SharedLimiter
     from podspool.stages.registry import run_stage, warm_up
+    from podspool.stages.settings import scaled_time_limit
 
     limiter = SharedLimiter(state / "ratelimit", spec.rates)
     gate_lock = _FileLock(state / "quality.lock")
@@ -174,8 +175,9 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 
     def run_task(task_id: int, folder: str, episode: EpisodeInput) -> None:
         slot = _CallSlot(call_sem, lambda: frees.call_over(task_id))
+        limit_s = scaled_time_limit(spec.time_limit_s, episode.show.minutes)  # a long episode gets longer
         ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
-                           deadline=time.monotonic() + spec.time_limit_s, call_slot=slot, gate_lock=gate_lock)
+                           deadline=time.monotonic() + limit_s, call_slot=slot, gate_lock=gate_lock)
         held.begin()
         fsio.defer_writes()  # the supervisor syncs and renames the task's files in its group commit
         with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):

@@ -1,7 +1,9 @@
 """Speech through any OpenAI-compatible `POST {base_url}/audio/speech` (Bearer key, optional locally).
 
 One voice per host, so one request per turn (a turn over 4,096 characters is cut at sentences):
-the request's audio is the turn's span, measured. `response_format = "pcm"` is raw 16-bit mono at
+the request's audio is the turn's span, measured. Each answer is kept in the episode folder as it
+arrives (speech_clips), so another attempt asks only for what is missing. Audio at another rate than
+the configured one is resampled clip by clip. `response_format = "pcm"` is raw 16-bit mono at
 24 kHz on OpenAI (`pcm_sample_rate` for a server that differs); "wav" carries its own rate.
 
 Rate limits: these requests count against the api name "openai_speech", apart from the script
@@ -15,11 +17,14 @@ import struct
 
 import requests
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn, Usage
+from podspool.stages.providers import voices
 from podspool.stages.providers.http import HttpClient, MalformedResponse
-from podspool.stages.providers.speech_text import Piece, Timeline, pieces_of, voices_for
+from podspool.stages.providers.speech_clips import ClipStore, clip_name
+from podspool.stages.providers.speech_text import Piece, Timeline, pieces_of
 
 API = "openai_speech"
-DEFAULT_VOICES = ("alloy", "onyx")  # offered by tts-1, gpt-4o-mini-tts and most local servers
+DEFAULT_VOICES = voices.OPENAI_DEFAULTS  # alloy, onyx, nova, echo by place in the cast
+INSTRUCTED_MODELS = frozenset({"gpt-4o-mini-tts"})  # the speech models that take `instructions`
 WAV_PLACEHOLDER_SIZES = (0, 0xFFFFFFFF)  # a streamed WAV does not know its length up front
 
 
@@ -58,32 +63,57 @@ class OpenAISpeech:
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.providers.openai_speech
         key = ctx.secrets.get(API) or None  # local servers need none
+        show = voices.show_of(ctx)
         pieces = pieces_of(turns, settings.max_chars_per_request, API)
-        voices = voices_for(turns, settings.voices, DEFAULT_VOICES, ctx.settings.production.hosts)
+        voice_of = voices.by_index(voices.speakers(show, turns), voices.chosen(show, "openai", settings.voices, turns),
+                                   DEFAULT_VOICES)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        timeline: Timeline | None = None
-        usage = Usage(api=API, model=settings.model, requests=0)  # what has been paid for so far
+        timeline = Timeline(ctx.settings.audio.sample_rate, ctx.settings.audio.pause_ms, ctx.folder)
+        clips = ClipStore(ctx.folder)
+        bodies = [self._body(piece, voice_of, show.language, ctx) for piece in pieces]
+        names = [clip_name(k, {"body": b}) for k, b in enumerate(bodies)]
+        clips.keep_only(set(names))
+        usage = Usage(api=API, model=settings.model, requests=0)  # what has been paid for in this attempt
         try:
-            for piece in pieces:
-                timeline = self._speak(piece, voices, timeline, headers, ctx, key, usage)
-        except StageError as exc:
-            if usage.requests:  # the requests that did succeed were billed: the attempt's cost says so
+            for piece, body, name in zip(pieces, bodies, names, strict=True):
+                saved = clips.load(name)
+                if saved is not None:
+                    audio, rate = saved.pcm, int(saved.meta["rate"])
+                else:
+                    audio, rate = self._speak(body, headers, ctx, key)
+                    usage.requests += 1
+                    usage.characters += len(piece.text)
+                    clips.save(name, {"rate": rate}, audio)
+                if piece.first:
+                    timeline.pause()
+                timeline.append(audio, turn=piece.turn, rate=rate)
+        except BaseException as exc:
+            timeline.discard()
+            if isinstance(exc, StageError) and usage.requests:  # the requests that succeeded were billed
                 exc.usage = [*exc.usage, usage]
             raise
-        assert timeline is not None  # pieces_of never returns an empty list
-        return SpeechOutput(pcm=timeline.pcm(), sample_rate=timeline.sample_rate, usage=[usage],
-                            spans=timeline.spans())
+        return timeline.output([usage])
 
-    def _speak(self, piece: Piece, voices: dict[str, str], timeline: Timeline | None, headers: dict[str, str],
-               ctx: StageContext, key: str | None, usage: Usage) -> Timeline:
-        """One request for one piece, its audio appended to the episode's timeline (made on the first)."""
+    @staticmethod
+    def _body(piece: Piece, voice_of: dict[str, str], language: str, ctx: StageContext) -> dict[str, object]:
         settings = ctx.settings.providers.openai_speech
-        body: dict[str, object] = {"model": settings.model, "input": piece.text, "voice": voices[piece.host],
+        body: dict[str, object] = {"model": settings.model, "input": piece.text, "voice": voice_of[piece.host],
                                    "response_format": settings.response_format}
         if settings.speed != 1.0:
             body["speed"] = settings.speed
-        if settings.instructions:
-            body["instructions"] = settings.instructions
+        # the API takes no language: the model reads it from the text; a model that takes instructions
+        # (gpt-4o-mini-tts) is told it too, so a short or mixed turn is not read in another accent
+        told = [settings.instructions] if settings.instructions else []
+        if language.split("-")[0].lower() != "en" and (settings.model or "") in INSTRUCTED_MODELS:
+            told.append(f"Speak in the language of the text ({language}).")
+        if told:
+            body["instructions"] = " ".join(told)
+        return body
+
+    def _speak(self, body: dict[str, object], headers: dict[str, str], ctx: StageContext,
+               key: str | None) -> tuple[bytes, int]:
+        """One request for one piece: its PCM and rate."""
+        settings = ctx.settings.providers.openai_speech
 
         def parse(response: requests.Response) -> tuple[bytes, int]:
             ctype = response.headers.get("content-type", "")
@@ -97,15 +127,6 @@ class OpenAISpeech:
                 raise MalformedResponse(f"PCM body of {len(pcm)} bytes is not whole 16-bit samples")
             return pcm, rate
 
-        pcm, rate = self.http.call(ctx, settings, "/audio/speech", body=body, parse=parse, headers=headers, key=key)
-        usage.requests += 1
-        usage.characters += len(piece.text)
-        if timeline is None:
-            timeline = Timeline(rate, ctx.settings.audio.pause_ms)
-        elif rate != timeline.sample_rate:
-            raise StageError(f"openai_speech: the server answered at {rate} Hz after "
-                             f"{timeline.sample_rate} Hz in one episode", retryable=False)
-        if piece.first:
-            timeline.pause()
-        timeline.append(pcm, turn=piece.turn)
-        return timeline
+        result: tuple[bytes, int] = self.http.call(ctx, settings, "/audio/speech", body=body, parse=parse,
+                                                   headers=headers, key=key)
+        return result
