@@ -114,3 +114,24 @@ def test_a_state_folder_on_another_file_system_is_refused_at_start(tmp_path: Pat
         shutil.rmtree(elsewhere, ignore_errors=True)
     assert run.returncode == 1
     assert "state/ is on another file system than the spool" in run.stderr, run.stderr[-2000:]
+
+
+def test_one_tick_takes_about_one_largest_manifest(tmp_path: Path) -> None:
+    """Three big manifests arriving together are handed out one per call, each call waking the loop for
+    the next: the watchdog is pinged between them."""
+    from podspool.daemon.intake.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("a.json", "b.json", "c.json", "small.json"):
+        (inbox / name).write_bytes(b" " * (10 if name == "small.json" else 3_000_000))
+    wakes: list[int] = []
+    watch = Inbox(inbox, 0.0, 0.0, wake=lambda: wakes.append(1), bytes_per_call=4_000_000)
+    calls = []
+    for i in range(4):
+        taken = watch.due(now=time.monotonic() + 10 * i)
+        calls.append(sorted(p.name for p in taken))
+        for p in taken:
+            p.unlink()  # accepted or rejected: gone from the inbox
+    assert calls == [["a.json", "small.json"], ["b.json"], ["c.json"], []], calls
+    assert len(wakes) >= 2  # the loop is woken for the rest at once, not at the next rescan

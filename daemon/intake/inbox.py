@@ -25,6 +25,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+BYTES_PER_CALL = 8 * 1024 * 1024  # manifests handed out per tick: the default limits.max_manifest_bytes
+
 
 class _Handler(FileSystemEventHandler):
     def __init__(self, ready: queue.SimpleQueue[str], wake: Callable[[], None]) -> None:
@@ -76,8 +78,10 @@ class _KernelWatch:
 
 class Inbox:
     def __init__(self, folder: Path, quiet_s: float, rescan_s: float,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None, bytes_per_call: int = BYTES_PER_CALL) -> None:
         self.folder = folder
+        self.bytes_per_call = bytes_per_call
+        self._pending: dict[str, Path] = {}  # complete, not handed out yet: past the last call's budget
         self.wake = wake  # wakes the main loop (called from the observer's thread)
         self.quiet_s = quiet_s
         self.rescan_s = rescan_s
@@ -138,7 +142,29 @@ class Inbox:
         if now >= self._next_scan:
             self._next_scan = now + self.rescan_s
             out.update({p.name: p for p in self.quiet(now)})
-        return list(out.values())
+        return self._budgeted({**self._pending, **out})
+
+    def _budgeted(self, ready: dict[str, Path]) -> list[Path]:
+        """As many of `ready` (by name) as fit in `bytes_per_call`, at least one; the rest wait for the next
+        call, which comes at once (wake): one tick never validates more than about one largest manifest,
+        so the main loop turns (and pings the watchdog) between big ones."""
+        taken: list[Path] = []
+        total = 0
+        self._pending = {}
+        for name in sorted(ready):
+            path = ready[name]
+            try:
+                size = os.lstat(path).st_size
+            except OSError:
+                continue  # gone already
+            if taken and total + size > self.bytes_per_call:
+                self._pending[name] = path
+                continue
+            taken.append(path)
+            total += size
+        if self._pending:
+            self.wake()
+        return taken
 
     def quiet(self, now: float) -> list[Path]:
         found = []
