@@ -120,6 +120,7 @@ def test_forged_and_replayed_messages_run_nothing_and_the_host_decides_its_setti
     assert "episode.episode_id" in log
 
 
+@pytest.mark.soak  # a worker group of its own: run by .ci/run under its own time bound (pytest -m soak)
 def test_a_replayed_message_is_not_run_twice(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     with FakeApi(Reply(body=SEARCH)) as api:
         cfg = write_config(tmp_path / "w.toml", redis_url, research="websearch",
@@ -216,6 +217,7 @@ def test_a_task_without_a_result_fails_at_its_deadline(tmp_path: Path, redis_url
     assert not ex.in_flight()
 
 
+@pytest.mark.soak  # a worker group of its own: run by .ci/run under its own time bound (pytest -m soak)
 def test_worker_failures_outside_the_stage_come_back_as_failed_results(tmp_path: Path,
                                                                        redis_url: str) -> None:  # noqa: F811
     cfg = write_config(tmp_path / "podspool.toml", redis_url)
