@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +53,23 @@ def offline() -> None:
         spool = Path(tmp) / "spool"
         (spool / "inbox").mkdir(parents=True)
         run = [sys.executable, "-m", "podspool.daemon"]
-        subprocess.run([*run, "submit", str(REPO / "examples" / "long_batch.json"), "--spool", str(spool)],
-                       check=True, env=env, capture_output=True, cwd=REPO)
+        example = str(REPO / "examples" / "long_batch.json")
+        plan = json.loads(subprocess.run([*run, "plan", example, "--json"], check=True, env=env, capture_output=True,
+                                         text=True, cwd=REPO).stdout)["batches"][0]
+        subprocess.run([*run, "submit", example, "--spool", str(spool)], check=True, env=env, capture_output=True,
+                       cwd=REPO)
         t0 = time.monotonic()
         subprocess.run([*run, "run", "--once", "--spool", str(spool)], check=True, env=env, capture_output=True,
                        cwd=REPO, timeout=3600)
         took = time.monotonic() - t0
         doc = json.loads((REPO / "examples" / "long_batch.json").read_text())
         target_s = doc["minutes"] * 60
-        print(f"examples/long_batch.json offline, {took:.0f} s for the batch")
+        summary = next((spool / "batches").glob("*/*_summary.json"))
+        times = json.loads(summary.read_text())["batch_result"]["execution_summary"]
+        measured = (datetime.fromisoformat(times["end_time"].replace("Z", "+00:00"))
+                    - datetime.fromisoformat(times["start_time"].replace("Z", "+00:00"))).total_seconds()
+        print(f"examples/long_batch.json offline, {took:.0f} s for the batch; plan {plan['duration_s']:.1f} s, "
+              f"measured {measured:.1f} s ({100 * (plan['duration_s'] - measured) / measured:+.1f}%)")
         print(f"{'episode':<24} {'words':>6} {'audio s':>8} {'error':>7} {'repetition':>10} {'continuity':>10}")
         for folder in sorted((spool / "done").iterdir()) + sorted((spool / "failed").iterdir()):
             q = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").exists() else {}

@@ -28,6 +28,7 @@ from podspool.stages.show import merge
 OFFLINE = ("local", "espeak", "piper")  # providers that call no API: no calls to count, nothing to pay
 CHARS_PER_WORD = 6  # a spoken word and its space, for per-character prices
 TOKENS_PER_WORD = 1.35
+PUBLISH_S_PER_AUDIO_MINUTE = 0.55
 
 
 @dataclass
@@ -41,6 +42,7 @@ class StageWork:
     latency_s: float
     usage: list[Usage] = field(default_factory=list)
     note: str | None = None
+    publish_s: float = 0.0  # the audio stage's work after speech (loudness, mp3, checks), on an idle core
 
 
 def _latency(cfg: Config, stage: StageName, provider: str) -> float:
@@ -125,6 +127,16 @@ def stage_work(cfg: Config, stage: StageName, minutes: float | None = None) -> S
     return StageWork(stage, provider, "elevenlabs", calls, latency * turns / calls, usage, note=note)
 
 
+def episode_work(cfg: Config, stage: StageName, minutes: float | None) -> StageWork:
+    """`stage_work`, plus publishing's time when the episode's length is known: mastering, encoding and
+    the read-back check take time in proportion to the audio (fitted on espeak episodes of 3 and 19
+    minutes: 0.59-0.77 s per audio minute at a load factor of 1.37)."""
+    work = stage_work(cfg, stage, minutes)
+    if stage == "audio" and minutes is not None and cfg.audio.mp3 and work.provider != "sim":
+        work.publish_s = minutes * PUBLISH_S_PER_AUDIO_MINUTE  # the sim's take is a one-second tone
+    return work
+
+
 def load_factor(cfg: Config) -> float:
     """How much slower the daemon's own work runs now than on an idle machine, from the 1-minute load
     average per core above 1, weighted by `[plan] load_weight` (fitted: half of it shows)."""
@@ -146,7 +158,7 @@ def loads(cfg: Config, strategy: str, works: list[StageWork], factor: float = 1.
                       processes=batch_stage_cap(strategy, w.stage, int(getattr(cfg.concurrency, w.stage)),
                                                 cfg.concurrency_explicit),
                       calls=w.calls, latency_s=w.latency_s, api=w.api if w.api in limited else None,
-                      save_s=getattr(cfg.plan.save_s, w.stage) * factor,
+                      save_s=(getattr(cfg.plan.save_s, w.stage) + w.publish_s) * factor,
                       # the audio stage's first task imports the publishing libraries only when it publishes
                       warmup_s=0.0 if w.stage == "audio" and not cfg.audio.mp3 else
                       getattr(cfg.plan.warmup_s, w.stage) * factor)
@@ -183,7 +195,8 @@ def mean_work(groups: list[tuple[int, list[StageWork]]]) -> list[StageWork]:
         calls = sum(c * w.calls for c, w in ws) / n
         busy = sum(c * w.calls * w.latency_s for c, w in ws) / n
         whole = max(1, round(calls))
-        out.append(StageWork(stage, first.provider, first.api, whole, busy / whole, [], first.note))
+        out.append(StageWork(stage, first.provider, first.api, whole, busy / whole, [], first.note,
+                             sum(c * w.publish_s for c, w in ws) / n))
     return out
 
 
@@ -192,7 +205,7 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
     n = len(manifest.all_episodes())
     strategy = manifest.effective_strategy()
     lengths = Counter(episode_minutes(manifest, cfg))
-    groups = [(count, [stage_work(cfg, s, minutes) for s in STAGE_NAMES]) for minutes, count in lengths.items()]
+    groups = [(count, [episode_work(cfg, s, minutes) for s in STAGE_NAMES]) for minutes, count in lengths.items()]
     works = groups[0][1] if len(groups) == 1 else mean_work(groups)
     settings = cfg.stage_settings()
     calls: dict[str, int] = {}
