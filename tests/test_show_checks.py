@@ -48,6 +48,7 @@ EXPECTED = [
     '[production] provider = "openai" with a model that writes German',
     "episode 3: language 'xx' is not a language the IANA registry knows",
     "episode 5: format solo has at most 1 speaker(s); the cast has 2",
+    "episode 6: espeak-ng has no voice 'nosuchvoice' (the voice of Ana)",
 ]
 
 

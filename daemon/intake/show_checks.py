@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from podspool.daemon.models import BatchEpisode
 from podspool.stages.providers import registry
+from podspool.stages.providers.voices import speech_problems
 from podspool.stages.script import language
 from podspool.stages.settings import StageSettings
 from podspool.stages.show import Show, ShowFields, resolve, structure_problems
@@ -35,12 +36,6 @@ def writer_problems(show: Show, settings: StageSettings) -> list[str]:
     return [f"the {provider} writer ([production] provider = \"{provider}\") writes {known} only, not "
             f"{language.name(tag)} ({tag}): set [production] provider = \"openai\" with a model that writes "
             f"{language.name(tag)}, or choose language {' or '.join(repr(w) for w in sorted(writes))}"]
-
-
-def speech_problems(show: Show, settings: StageSettings) -> list[str]:
-    """CALL SITE: the speech provider's own checks (stages/providers/voices.py `speech_problems`: a voice
-    that does not exist, a language no configured voice speaks) replace this once that module is in."""
-    return []
 
 
 def show_problems(show: Show, settings: StageSettings) -> list[str]:
