@@ -97,3 +97,23 @@ def test_a_source_is_read_through_one_descriptor(tmp_path: Path) -> None:
     (tmp_path / "link.md").symlink_to(tmp_path / "ok.md")
     inside, _ = read_source("link.md", [tmp_path])  # a link inside the roots is followed to its file, once
     assert inside == tmp_path / "ok.md"
+
+
+def test_a_sources_folder_is_confined_to_itself_and_capped(tmp_path: Path) -> None:
+    from podspool.stages.sources.resolve import confined_files
+
+    folder = tmp_path / "shelf"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# A\n")
+    (folder / "sub" / "b.txt").write_text("B\n")
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "secret.md").write_text("# private\n")
+    (folder / "leak.md").symlink_to(secret / "secret.md")  # a link out of the folder
+    (folder / "door").symlink_to(secret)  # a folder link out of it
+    os.mkfifo(folder / "pipe.md")
+    files, skipped = confined_files(folder)
+    assert files == [folder / "a.md", folder / "sub" / "b.txt"]
+    assert "leak.md (not a regular file)" in skipped and "pipe.md (not a regular file)" in skipped
+    capped, more = confined_files(folder, max_files=1)
+    assert capped == [folder / "a.md"] and any("over the folder's limits" in s for s in more)
