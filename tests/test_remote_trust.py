@@ -253,6 +253,7 @@ def test_doctor_names_the_commands_a_redis_user_may_not_run_and_no_password_is_p
     config = write_config(tmp_path / "podspool.toml", limited)
     try:
         out = cli("doctor", "--spool", str(tmp_path / "spool"), "--config", str(config))
+        limited_worker = cli("worker", "--config", str(config))
         down = tmp_path / "down.toml"
         down.write_text(config.read_text().replace(limited, "redis://:hunter2-secret@127.0.0.1:9/0"))
         worker = cli("worker", "--config", str(down))
@@ -263,7 +264,8 @@ def test_doctor_names_the_commands_a_redis_user_may_not_run_and_no_password_is_p
         c.close()
     assert out.returncode == 1 and "FAIL broker" in out.stdout and "not permitted: INFO" in out.stdout, out.stdout
     assert worker.returncode == 1 and "does not answer" in worker.stderr
-    for run in (out, worker, doctor_down):
+    assert limited_worker.returncode == 1 and "run INFO" in limited_worker.stderr, limited_worker.stderr
+    for run in (out, worker, doctor_down, limited_worker):
         assert "hunter2-secret" not in run.stdout + run.stderr, run.stdout + run.stderr
     assert "redis://:***@127.0.0.1:9/0" in worker.stderr
 

@@ -35,7 +35,7 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
     try:
         from dramatiq.cli import main as dramatiq_main
         from dramatiq.cli import make_argument_parser
-        from podspool.daemon.executors.remote.broker import answers
+        from podspool.daemon.executors.remote.broker import answers, missing_commands
     except ImportError as exc:
         raise fail(exitcodes.USAGE, f"{exc.name} is missing: pip install 'podspool[dramatiq]'") from None
     from podspool.daemon.credentials import redact_urls
@@ -50,6 +50,10 @@ def worker(stage: Annotated[list[str] | None, typer.Option("--stage", help="rese
     problem = answers(cfg.executor)
     if problem:
         raise fail(exitcodes.FAILURE, f"the broker {redact_urls(cfg.executor.broker_url)} does not answer: {problem}")
+    missing = missing_commands(cfg.executor)
+    if missing:  # it would take messages and then stall on the first command refused
+        raise fail(exitcodes.FAILURE, f"the broker {redact_urls(cfg.executor.broker_url)} does not let this user "
+                                      f"run {', '.join(missing)}: grant them in its ACL (podspool doctor checks)")
     swept = sweep_temp_folders()  # task folders of worker processes killed before they could clean up
     if swept:
         typer.echo(f"podspool worker: removed {swept} task folder(s) left by workers that died", err=True)

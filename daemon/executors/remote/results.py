@@ -55,6 +55,7 @@ class ResultListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="podspool-results", daemon=True)
         self.up = False  # the broker answered the last time we asked (read by the main thread)
+        self._refused = False  # the broker's ACL refused us a command (logged once)
 
     def start(self, wait_s: float = 3.0) -> None:
         """Start listening; wait up to `wait_s` for the broker's first answer, so the first tasks go out."""
@@ -105,6 +106,13 @@ class ResultListener:
                     self.wake()
                 run_id = now_id
                 got = self.client.blpop([self.results_key], timeout=BLPOP_S)
+            except redis.exceptions.NoPermissionError as exc:  # an ACL without a command we need: say so
+                if self.up or not self._refused:
+                    logger.error("the broker refuses a command podspool needs ({}); nothing can arrive until "
+                                 "the Redis user may run it (`podspool doctor` names every one)", exc)
+                    self.up, self._refused = False, True
+                self._stop.wait(5.0)
+                continue
             except (redis.RedisError, OSError) as exc:
                 if self.up:
                     logger.warning("broker unreachable ({}); waiting for it, nothing in flight is lost", exc)
