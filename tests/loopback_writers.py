@@ -417,13 +417,15 @@ class SegmentAsk:
         part = re.search(r"Write part (\d+) of (\d+) ", first)
         if not part:
             return None
-        hosts = re.search(r"Two hosts talk to each other: (.+?) and (.+?)\.\s*$", first, re.M)
+        two = re.search(r"Two hosts talk to each other: (.+?) and (.+?)\.\s*$", first, re.M)
+        cast = re.search(r"^The cast \(\d+ speaker\(s\)\):\n((?:- .+\n?)+)", first, re.M)  # another format
+        names = re.findall(r"^- (.+?): ", cast.group(1), re.M) if cast else []
         label = re.search(r'Write segment \d+: "(.+)"\. About (\d+) spoken words', first)
-        assert hosts and label, "not a podspool segment prompt"
+        assert (two or len(names) == 2) and label, "not a podspool segment prompt (of two speakers)"
         own = first.split("Findings for this segment", 1)[1]
         last = messages[-1]["content"]
         return cls(number=int(part.group(1)), count=int(part.group(2)), label=label.group(1),
-                   words=int(label.group(2)), hosts=(hosts.group(1), hosts.group(2)),
+                   words=int(label.group(2)), hosts=(two.group(1), two.group(2)) if two else (names[0], names[1]),
                    findings=[(int(n), t) for n, t in re.findall(r"^\[(\d+)\] (.+)$", own, re.M)],
                    opens="This segment opens the show" in first, closes="This segment closes the show" in first,
                    revising="failed these quality checks" in last, feedback=last)

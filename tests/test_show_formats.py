@@ -219,3 +219,24 @@ def test_research_asks_for_the_episodes_language(api: str) -> None:
     else:
         asked = json.dumps(de, ensure_ascii=False)
         assert "the episode is in German (de)" in asked and "Language:" not in json.dumps(en)
+
+
+def test_a_long_episodes_outline_and_segments_carry_the_cast_and_language() -> None:
+    """Long episodes are planned and written in several calls: each is told the cast's parts and the language."""
+    import dataclasses
+
+    from podspool.stages.base import Finding, ResearchOutput
+    from podspool.stages.providers.openai.writer import outline_prompt, segment_rules
+    from podspool.stages.script import segments
+
+    s = dataclasses.replace(show("interview", 2, language="es"), minutes=20)
+    found = [Finding(text=f"Las abejas bailan, dato {i}.", source="notas.md", score=1 / i) for i in range(1, 13)]
+    planned = segments.plan_outline("Abejas", found, 20 * 165)
+    ep = episode(s)
+    prompt = outline_prompt(ep, ResearchOutput(provider="local", findings=found, citations=[], searched=[]),
+                            s.names, planned, 165)
+    assert "- Ana: the host (interviewer)\n- Bo: the guest expert" in prompt
+    assert "Language: Spanish (es): write every spoken word in Spanish." in prompt
+    assert "Two hosts" not in prompt
+    request = type("R", (), {"segment": planned.segments[0]})()
+    assert "in Spanish (language tag es)" in segment_rules(s.names, request, 12, False, "es")  # type: ignore[arg-type]

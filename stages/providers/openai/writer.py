@@ -23,7 +23,7 @@ from loguru import logger
 from podspool.stages.base import EpisodeInput, ResearchOutput, StageContext, StageError, Usage, WriterOutput
 from podspool.stages.providers.http import HttpClient, MalformedResponse, parse_json
 from podspool.stages.script import language
-from podspool.stages.script.format import cast_lines, script_rules, show_for
+from podspool.stages.script.format import cast_lines, language_rule, script_rules, show_for, speaker_rule
 from podspool.stages.script.normalise import strip_reasoning
 from podspool.stages.script.segments import Outline, SegmentRequest, outline_from_reply
 from podspool.stages.settings import OpenAISettings
@@ -339,22 +339,28 @@ def turns_markdown(doc: dict[str, Any], request: SegmentRequest) -> str | None:
     return "\n".join(out)
 
 
-def _cast_line(hosts: list[str]) -> str:
-    if len(hosts) != 2:  # a cast of one, three or four: the full prompt's cast_lines names their parts
-        return "The cast: " + ", ".join(hosts) + "."
-    return f"Two hosts talk to each other: {hosts[0]} and {hosts[1]}."
+def _cast_line(episode: EpisodeInput, hosts: list[str]) -> str:
+    """Who speaks, for the outline and segment prompts: the cast with each speaker's part as the format gives
+    it, and in what language (two English hosts in conversation: the one line they have always had)."""
+    show = show_for(episode.show, hosts)
+    if len(hosts) == 2 and show.format == "conversation" and language.primary(show.language) == "en":
+        return f"Two hosts talk to each other: {hosts[0]} and {hosts[1]}."
+    lang = language.name(show.language)
+    return (f"Format: {FORMAT_LINES[show.format]}\n\nThe cast ({len(show.cast)} speaker(s)):\n{cast_lines(show)}\n"
+            f"{speaker_rule(show)}\n\nLanguage: {lang} ({show.language}): write every spoken word in {lang}.")
 
 
 def outline_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[str], planned: Outline,
                    words_per_minute: int) -> str:
     return _template("outline.md.tmpl").safe_substitute(
         topic=episode.topic, title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
-        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(hosts),
+        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(episode, hosts),
         minutes=f"{planned.target / words_per_minute:.0f}", target=planned.target, count=len(planned.segments),
         research=research_block(research), plan=planned.text())
 
 
-def segment_rules(hosts: list[str], request: SegmentRequest, n_findings: int, structured: bool) -> str:
+def segment_rules(hosts: list[str], request: SegmentRequest, n_findings: int, structured: bool,
+                  tag: str = "en") -> str:
     own = ", ".join(f"[{n}]" for n in request.segment.findings)
     names = " or ".join(f'"{h}"' for h in hosts)
     forms = " or ".join(f"`**{h}:** text`" for h in hosts)
@@ -368,7 +374,7 @@ def segment_rules(hosts: list[str], request: SegmentRequest, n_findings: int, st
         f"use only numbers 1 to {n_findings}, never invent one.",
         "Say nothing the other segments already say; build on it instead.",
         "No stage directions or sound cues, no placeholders, and no square brackets except citations.",
-        "Plain spoken English: short sentences and everyday words, as two people talk.",
+        language_rule(tag),
     ]
     return "\n".join(f"- {r}" for r in rules)
 
@@ -395,7 +401,7 @@ def segment_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[
     return _template("segment.md.tmpl").safe_substitute(
         number=seg.number, count=len(request.outline.segments), topic=episode.topic,
         title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
-        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(hosts),
+        notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(episode, hosts),
         outline=request.outline.text(), summary=request.summary, label=seg.label, words=seg.words, frame=frame,
-        rules=segment_rules(hosts, request, len(research.findings), structured),
+        rules=segment_rules(hosts, request, len(research.findings), structured, episode.show.language),
         research=research_block(research, set(seg.findings)))
