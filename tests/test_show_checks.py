@@ -39,6 +39,7 @@ BAD = {
         episode(4, cast=[{"name": "Ana"}, {"name": "ana"}]),
         episode(5, format="solo", cast=[{"name": "Ana"}, {"name": "Bo"}]),
         episode(6, format="interview", cast=[{"name": "Ana", "voices": {"espeak": "nosuchvoice"}}, {"name": "Bo"}]),
+        episode(7, format="debate", cast=[{"name": "Ana"}, {"name": "Bo", "role": "moderator"}]),
     ],
 }
 EXPECTED = [
@@ -49,6 +50,7 @@ EXPECTED = [
     "episode 3: language 'xx' is not a language the IANA registry knows",
     "episode 5: format solo has at most 1 speaker(s); the cast has 2",
     "episode 6: espeak-ng has no voice 'nosuchvoice' (the voice of Ana)",
+    "episode 7: a debate needs a speaker on each side besides its moderator: Bo moderates, and the cast has 2",
 ]
 
 

@@ -108,6 +108,8 @@ def test_cast_roles_decide_the_parts() -> None:
     r = roles(show("debate", 4, roles_=("host", "host", "moderator", "host")))
     assert r.moderator == "Chidi" and r.sides == (("Ana", "Dana"), ("Bo",))
     assert roles(show("debate", 3)).moderator == "Ana"  # an odd cast without one: the first moderates
+    r = roles(show("interview", 2, roles_=("guest", "guest")))
+    assert r.hosts == ("Ana",) and r.guests == ("Bo",)  # guests only: the first of them asks
 
 
 def test_an_interviews_balance_favours_the_guest() -> None:

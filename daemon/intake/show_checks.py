@@ -16,6 +16,7 @@ from podspool.daemon.models import BatchEpisode
 from podspool.stages.providers import registry
 from podspool.stages.providers.voices import speech_problems
 from podspool.stages.script import language
+from podspool.stages.script.format import part_problems
 from podspool.stages.settings import StageSettings
 from podspool.stages.show import Show, ShowFields, resolve, structure_problems
 
@@ -40,7 +41,8 @@ def writer_problems(show: Show, settings: StageSettings) -> list[str]:
 
 def show_problems(show: Show, settings: StageSettings) -> list[str]:
     """Every reason `show` cannot be produced with `settings`, each named; empty when it can."""
-    return [*structure_problems(show), *writer_problems(show, settings), *speech_problems(show, settings)]
+    structure = structure_problems(show) or part_problems(show)
+    return [*structure, *writer_problems(show, settings), *speech_problems(show, settings)]
 
 
 def batch_show_problems(batch: ShowFields, episodes: list[BatchEpisode], settings: StageSettings) -> list[str]:

@@ -109,6 +109,8 @@ def roles(show: Show | Sequence[str]) -> Roles:
     by_role = {r: tuple(m.name for m in show.cast if m.role == r) for r in ("host", "guest", "moderator", "narrator")}
     if show.format == "interview" and len(names) > 1:
         guests = by_role["guest"] or names[1:]
+        if len(guests) == len(names):  # a cast of guests only: the first of them asks
+            guests = names[1:]
         hosts = tuple(n for n in names if n not in guests)
         return Roles(show.format, names, hosts=hosts, guests=guests)
     if show.format == "debate" and len(names) > 1:
@@ -116,6 +118,15 @@ def roles(show: Show | Sequence[str]) -> Roles:
         debaters = tuple(n for n in names if n != moderator)
         return Roles(show.format, names, moderator=moderator, sides=(debaters[0::2], debaters[1::2]))
     return Roles(show.format, names, hosts=names)
+
+
+def part_problems(show: Show) -> list[str]:
+    """A cast whose roles leave a format's part empty: a debate's moderator with one debater."""
+    r = roles(show)
+    if r.format == "debate" and r.sides and not all(r.sides):
+        return [f"a debate needs a speaker on each side besides its moderator: {r.moderator} moderates, and the "
+                f"cast has {len(r.speakers)}"]
+    return []
 
 
 def top_findings(findings: Sequence[Finding]) -> list[int]:
