@@ -242,3 +242,21 @@ def test_a_long_episodes_outline_and_segments_carry_the_cast_and_language() -> N
     assert "Two hosts" not in prompt
     request = type("R", (), {"segment": planned.segments[0]})()
     assert "in Spanish (language tag es)" in segment_rules(s.names, request, 12, False, "es")  # type: ignore[arg-type]
+
+
+def test_a_japanese_episode_is_researched_offline_and_judged_as_far_as_the_gates_can(tmp_path: Path) -> None:
+    """Japanese has no spaces: its passages are still found, its words counted by characters, and the
+    readability gate says it cannot judge Japanese instead of failing the script."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("ミツバチは踊りで餌の場所を仲間に伝えます。カール・フォン・フリッシュがこの踊りを解き明かしました。\n\n"
+                     "踊りの角度は太陽の方向を示します。尻振りの長さは巣から花までの距離を示します。\n", encoding="utf-8")
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    with chat_server(obedient) as fake:
+        st = settings("openai", fake.base_url + "/v1")
+        st.production.min_words = 40
+        script, q = produce(folder, episode(show("solo", 1, language="ja"), sources=(str(notes),)), st)
+    assert "Language: Japanese (ja): write the whole script in Japanese." in fake.requests[0].json()["messages"][1]["content"]
+    gates = {g["name"]: g for g in q["gates"]}
+    assert gates["readability"]["passed"] and "no readability formula for Japanese" in gates["readability"]["note"]
+    assert "ミツバチは踊りで" in script and q["passed"], q["reasons"]

@@ -20,6 +20,13 @@ _MD_PREFIX = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+|>\s*)+")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])")
 _SPACES = re.compile(r"\s+")
+# scripts written without spaces between words (Thai, kana, CJK ideographs): two characters count as a word
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def word_count(text: str) -> int:
+    """Words as spaces separate them, plus those of Japanese, Chinese or Thai text, which has no spaces."""
+    return len(text.split()) + len(_UNSPACED.findall(text)) // 2
 
 
 @dataclass
@@ -42,13 +49,13 @@ def _clean_markdown(line: str) -> str:
 
 def _chunks(text: str) -> list[str]:
     """`text` cut at sentence ends into pieces of at most MAX_PASSAGE_WORDS (a sentence is never cut)."""
-    if len(text.split()) <= MAX_PASSAGE_WORDS:
+    if word_count(text) <= MAX_PASSAGE_WORDS:
         return [text]
     out: list[str] = []
     current: list[str] = []
     count = 0
     for sentence in split_sentences(text):
-        n = len(sentence.split())
+        n = word_count(sentence)
         if current and count + n > MAX_PASSAGE_WORDS:
             out.append(" ".join(current))
             current, count = [], 0
@@ -65,7 +72,7 @@ def _blocks_to_passages(blocks: list[tuple[str, int, int, str | None]], source: 
     paragraph = 0
     for text, first, last, heading in blocks:
         text = _SPACES.sub(" ", text).strip()
-        if len(text.split()) < MIN_PASSAGE_WORDS:
+        if word_count(text) < MIN_PASSAGE_WORDS:
             continue
         paragraph += 1
         where = f"paragraph {paragraph}"

@@ -34,7 +34,10 @@ def rank(query: str, own: list[Passage], shared: list[Passage], limit: int) -> l
     query_tokens = tokens(query)
     # BM25Plus rather than Okapi: Okapi's idf turns negative for a word in most passages, which is
     # exactly the topic word when a single source is about the topic.
-    scores = BM25Plus(corpus).get_scores(query_tokens) if query_tokens else [0.0] * len(passages)
+    # no query words, or passages with none (Japanese or Chinese text: tokens() reads spaced words only)
+    # leave nothing to rank by: the sources' own order stands, where BM25 would divide by zero
+    words_in_corpus = query_tokens and any(corpus)
+    scores = BM25Plus(corpus).get_scores(query_tokens) if words_in_corpus else [0.0] * len(passages)
     query_set = set(query_tokens)
     eligible = [i for i in range(len(passages)) if is_own[i] or query_set & set(corpus[i])]
     best = sorted(eligible, key=lambda i: (-float(scores[i]), i))[:limit]
