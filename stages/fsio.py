@@ -1,9 +1,10 @@
-"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder (or, in a stage
-worker, the same with the sync and the rename left to the supervisor's group commit: defer_writes).
+"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder. A reader or a
+crash sees the old file or the new one, never half of one.
 
-This is the lowest layer of podspool, so both the stages (for their artifacts) and the daemon (for
-manifests, checkpoints and summaries) use it. A reader or a crash sees the old file or the new one,
-never half of one.
+This is the lowest layer of podspool: the stages write their artifacts with it, the daemon its state.
+A caller that renames many files together (after one sync of their file system) may have a thread's
+writes held at their temp names and take the renames over (`hold_renames`); this module does not know
+who that is.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class _CrashPoints:
     """TEST HOOK (SQLite-style crash-point sweep); a no-op in production beyond one counter increment.
 
     Every durable operation (a write's rename, a folder move, the intake's commit rename) calls
-    `crashpoint()` just before it takes effect, and so does a stage worker's deferred write (a kill
-    point with nothing durable: the worker's files wait for the supervisor's commit). With
+    `crashpoint()` just before it takes effect, and so does a write whose rename is held (a kill point
+    with nothing durable: its file waits for the caller's rename). With
     `PODSPOOL_CRASH_AT=k` in the environment, the k-th such operation of *this* process kills the process
     with SIGKILL, so tests can prove that a crash at any instant loses nothing. Optional companions:
-      PODSPOOL_CRASH_ROLE=supervisor|worker|worker-<stage>  only count in that kind of process;
+      PODSPOOL_CRASH_ROLE=<role>             only count in processes of that role (set_role: the daemon
+                                             names its supervisor and its workers, "worker-<stage>");
       PODSPOOL_CRASH_ONCE=<path>             crash only if <path> can still be created (one crash per
                                              run, even though every spawned worker has its own counter);
       PODSPOOL_CRASH_ERRNO=ENOSPC            raise OSError(errno) at op k instead of dying (disk trouble
@@ -44,7 +46,7 @@ class _CrashPoints:
 
     def __init__(self) -> None:
         self.ops = 0
-        self.role = "supervisor"
+        self.role = "main"  # the daemon names its processes (set_role)
         env = os.environ
         self.at = int(env.get("PODSPOOL_CRASH_AT") or 0)
         self.only_role = env.get("PODSPOOL_CRASH_ROLE") or None
@@ -153,33 +155,32 @@ def temp_name_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
 
 
-# Deferred writes. A local stage worker (daemon/executors/local/workers.py) leaves each file at its temp name, its
-# contents written but not synced, and reports the (temp, final) pairs with its result; the supervisor
-# renames them in its group commit, after the one syncfs that makes every file of the tick durable
-# (daemon/core/commit.py). Temp, sync, rename, as everywhere: one sync a tick instead of one per file, and
-# a worker never waits on the disk. Per thread: a worker runs two tasks at once.
-_pending = threading.local()
+# Held renames, per thread (a caller may run several tasks at once): while a thread holds them, its
+# writes and links stop at their temp names, contents written but not synced, and the (temp, final) pairs
+# are handed to the caller, who syncs and renames them itself, in order (the daemon's group commit, one
+# sync for many files).
+_held = threading.local()
 
 
-def defer_writes() -> None:
-    """From now on this thread's writes and links wait at their temp names (a task begins)."""
-    _pending.files = []
+def hold_renames() -> None:
+    """From now on this thread's writes and links wait at their temp names."""
+    _held.files = []
 
 
-def deferred_writes() -> list[tuple[str, str]]:
-    """The (temp, final) pairs this thread left since defer_writes(), in order; ends deferring (a task ends)."""
-    files, _pending.files = _deferring() or [], None
+def take_held_renames() -> list[tuple[str, str]]:
+    """The (temp, final) pairs this thread left since hold_renames(), in order; ends holding."""
+    files, _held.files = _holding() or [], None
     return files
 
 
-def _deferring() -> list[tuple[str, str]] | None:
-    return getattr(_pending, "files", None)
+def _holding() -> list[tuple[str, str]] | None:
+    return getattr(_held, "files", None)
 
 
-def _put(tmp: Path, path: Path, what: str, defer: bool = True) -> None:
-    """`tmp`, whole, becomes `path`: left for the supervisor while deferring, else renamed in now and the
-    folder fsynced (a failed rename removes `tmp`)."""
-    files = _deferring() if defer else None
+def _put(tmp: Path, path: Path, what: str, hold: bool = True) -> None:
+    """`tmp`, whole, becomes `path`: left for the caller while this thread holds its renames, else renamed
+    in now and the folder fsynced (a failed rename removes `tmp`)."""
+    files = _holding() if hold else None
     if files is not None:
         crashpoint(f"{what} {path.parent.name}/{path.name} (left)")  # a kill point only: nothing is durable yet
         files.append((str(tmp), str(path)))
@@ -194,7 +195,7 @@ def _put(tmp: Path, path: Path, what: str, defer: bool = True) -> None:
 
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (or deferred, above)."""
+    """Write `data` to `path` whole: temp file, fsync, rename, fsync the folder (or held, above)."""
     _write_whole(path, mode, lambda fd: write_all(fd, data))
 
 
@@ -222,30 +223,30 @@ def write_chunks(path: Path, chunks: Iterable[bytes], mode: int = 0o640) -> None
 
 
 def write_bytes_now(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """As write_bytes, but durable before it returns even in a worker that defers its writes: work in
+    """As write_bytes, but durable before it returns even while this thread holds its renames: work in
     progress that a killed worker's next attempt must find (each paid speech request's audio)."""
-    _write_whole(path, mode, lambda fd: write_all(fd, data), defer=False)
+    _write_whole(path, mode, lambda fd: write_all(fd, data), hold=False)
 
 
-def _write_whole(path: Path, mode: int, fill: Callable[[int], None], defer: bool = True) -> None:
+def _write_whole(path: Path, mode: int, fill: Callable[[int], None], hold: bool = True) -> None:
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    deferring = defer and _deferring() is not None
+    holding = hold and _holding() is not None
     try:
         fill(fd)
-        if not deferring:
+        if not holding:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
         unlink_quietly(tmp)
         raise
     os.close(fd)
-    _put(tmp, path, "write", defer)
+    _put(tmp, path, "write", hold)
 
 
 def link(src: Path, dst: Path) -> None:
     """`dst` becomes another name of `src` (which this thread may have left at its temp name), atomically."""
-    real = next((Path(t) for t, f in reversed(_deferring() or []) if f == str(src)), src)
+    real = next((Path(t) for t, f in reversed(_holding() or []) if f == str(src)), src)
     tmp = temp_name_for(dst)
     os.link(real, tmp)
     _put(tmp, dst, "link")

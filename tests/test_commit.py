@@ -68,13 +68,13 @@ def test_a_workers_deferred_files_wait_at_their_temp_names_until_the_group_renam
     from podspool.stages import fsio
     folder = tmp_path / "research" / "ep_001_b"
     folder.mkdir(parents=True)
-    fsio.defer_writes()  # what a stage worker's task thread does (daemon/executors/local/workers.py)
+    fsio.hold_renames()  # what a stage worker's task thread does (daemon/executors/local/workers.py)
     try:
         fsio.write_json(folder / "research.json", {"findings": []})
         fsio.write_bytes(folder / "episode.mp3", b"ID3 mp3")
         fsio.link(folder / "episode.mp3", folder / "audio.mp3")  # a link to a file still at its temp name
     finally:
-        files = fsio.deferred_writes()
+        files = fsio.take_held_renames()
     assert [Path(final).name for _tmp, final in files] == ["research.json", "episode.mp3", "audio.mp3"]
     on_disk = sorted(p.name for p in folder.iterdir())
     assert len(on_disk) == 3 and all(n.startswith(fsio.TEMP_PREFIX) for n in on_disk), on_disk
@@ -95,9 +95,9 @@ def test_a_retracted_or_undone_adoption_keeps_the_workers_temps_for_the_next_try
     from podspool.stages import fsio
     folder = tmp_path / "ep"
     folder.mkdir()
-    fsio.defer_writes()
+    fsio.hold_renames()
     fsio.write_text(folder / "script.md", "# t")
-    files = tuple(fsio.deferred_writes())
+    files = tuple(fsio.take_held_renames())
     group = CommitGroup(tmp_path)
     group.adopt(files, "ep")
     group.retract("ep")  # its manifest could not be written: the result is kept, and so are its files

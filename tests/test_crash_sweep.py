@@ -9,7 +9,7 @@ torn JSON left, the inbox file neither lost nor accepted twice, and no finished 
 Supervisor crash points are counted in the supervisor only; worker crash points in each worker process
 (PODSPOOL_CRASH_ROLE), once per run (PODSPOOL_CRASH_ONCE), because every respawned worker starts its own
 count and would otherwise crash again on every retry. A worker's points are not durable operations: it
-leaves each file at its temp name and the supervisor's group commit renames it (fsio.defer_writes), so
+leaves each file at its temp name and the supervisor's group commit renames it (fsio.hold_renames), so
 they are where a worker can die with files written and not yet reported.
 """
 

@@ -183,7 +183,7 @@ class CommitGroup:
         self.items.append(_Write(tmp, path, owner, spare))
 
     def adopt(self, files: tuple[tuple[str, str], ...], owner: object) -> None:
-        """Rename files a stage worker left at their temp names (fsio.defer_writes), synced with the rest."""
+        """Rename files a stage worker left at their temp names (fsio.hold_renames), synced with the rest."""
         for tmp, path in files:
             self.items.append(_Write(tmp, path, owner, adopted=True))
 

@@ -37,6 +37,7 @@ from podspool.daemon.models import episode_id
 from podspool.daemon.observers.hooks import Observers
 from podspool.daemon.observers.notify import Notifier
 from podspool.daemon.spool import Spool
+from podspool.stages import fsio
 from podspool.stages.base import STAGE_NAMES
 
 TICK_S = 0.5
@@ -46,6 +47,7 @@ class Supervisor:
     def __init__(self, spool: Spool, cfg: Config, *, once: bool = False, secrets: dict[str, str] | None = None,
                  reload_config: Callable[[], Config] | None = None, executor: Executor | None = None,
                  source_roots: Callable[[], list[str] | None] | None = None) -> None:
+        fsio.set_role("supervisor")  # test hook: PODSPOOL_CRASH_ROLE tells its crash points from its workers'
         self.spool = spool
         self.cfg = cfg
         self.once = once

@@ -55,7 +55,7 @@ class TaskOutcome:
     stage: StageName
     result: StageResult
     worker: str = ""  # who ran it, for the log: "pid 1234" or "host/pid"
-    files: tuple[tuple[str, str], ...] = ()  # (temp, final) the worker left for the commit (fsio.defer_writes)
+    files: tuple[tuple[str, str], ...] = ()  # (temp, final) the worker left for the commit (fsio.hold_renames)
 
 
 @dataclass

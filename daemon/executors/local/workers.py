@@ -179,14 +179,14 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         ctx = StageContext(settings=spec.settings, limiter=limiter, secrets=spec.secrets,
                            deadline=time.monotonic() + limit_s, call_slot=slot, gate_lock=gate_lock)
         held.begin()
-        fsio.defer_writes()  # the supervisor syncs and renames the task's files in its group commit
+        fsio.hold_renames()  # the supervisor syncs and renames the task's files in its group commit
         with logger.contextualize(batch=episode.batch_id, episode=episode.episode_id, stage=spec.stage):
             result = run_stage(spec.stage, Path(folder), episode, ctx)
         if ctx.calls:
             result.api_calls = dict(ctx.calls)
         frees.task_done(task_id)
         try:
-            send(Done(task_id, result, held.end(), tuple(fsio.deferred_writes())))
+            send(Done(task_id, result, held.end(), tuple(fsio.take_held_renames())))
         except (OSError, ValueError):
             os._exit(4)  # the supervisor is gone
 
