@@ -103,6 +103,53 @@ def read_source(spec: str, roots: Sequence[Path], base: Path | None = None) -> t
         os.close(fd)
 
 
+MAX_DIR_FILES = 2000  # a sources folder is a curated set of documents, not a file system to crawl
+MAX_DIR_BYTES = 512 * 1024 * 1024  # what one folder's documents may add up to
+
+
+def confined_files(folder: Path, suffixes: Sequence[str] = SOURCE_SUFFIXES,
+                   max_files: int = MAX_DIR_FILES, max_bytes: int = MAX_DIR_BYTES) -> tuple[list[Path], list[str]]:
+    """The documents under `folder` (by suffix), confined to it by what they are: a walk that enters no
+    symlinked folder and takes no symlink, FIFO or device, each file within its size limit, at most
+    `max_files` files and `max_bytes` bytes in all. Returns (files, what was left out and why)."""
+    base = folder.expanduser().resolve()
+    files: list[Path] = []
+    skipped: list[str] = []
+    total = more = 0
+
+    def skip(why: str) -> None:
+        nonlocal more
+        if len(skipped) < 50:
+            skipped.append(why)
+        else:
+            more += 1
+
+    for top, dirs, names in os.walk(base, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(top) / name
+            if name.startswith(".") or path.suffix.lower() not in suffixes:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            label = str(path.relative_to(base))
+            if not stat.S_ISREG(st.st_mode):
+                skip(f"{label} (not a regular file)")
+                continue
+            limit = MAX_SOURCE_BYTES if path.suffix.lower() in TEXT_SUFFIXES else MAX_DOCUMENT_BYTES
+            if st.st_size > limit or total + st.st_size > max_bytes or len(files) >= max_files:
+                skip(f"{label} (over the folder's limits: {max_files} files, {max_bytes} bytes)"
+                     if st.st_size <= limit else f"{label} ({st.st_size} bytes, over {limit})")
+                continue
+            files.append(path)
+            total += st.st_size
+    if more:
+        skipped.append(f"... and {more} more")
+    return files, skipped
+
+
 def check_sources(specs: Iterable[str], roots: Sequence[Path], base: Path | None = None,
                   allow_private_urls: bool = False) -> list[str]:
     """One problem message per bad spec; an empty list means all can be read.
