@@ -52,7 +52,7 @@ def _take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None
         raw = read_untrusted(path, cfg.limits.max_manifest_bytes)
         roots = manifest_roots(cfg.research.source_roots, spool.root, raw)
         checked = _checked(raw, roots, research=cfg.research,
-                             settings=cfg.stage_settings())
+                           settings=cfg.stage_settings())
         manifest = checked.manifest
         if manifest.batch_id and spool.known_batch(manifest.batch_id):
             if spool.is_leftover_of_accepted(path, checked.raw, manifest.batch_id):
