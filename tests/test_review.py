@@ -186,3 +186,13 @@ def test_a_kill_at_any_step_of_approve_or_redo_loses_and_repays_nothing(tmp_path
     redone = tmp_path / "redo"
     shutil.copytree(spool, redone, symlinks=True)
     assert _crash_steps(redone, "redo", "ep_003_k", "--from", "audio") >= 4  # manifest, versions, move
+
+
+def test_plan_counts_the_episodes_that_will_wait_for_review(tmp_path: Path) -> None:
+    config = make_spool(tmp_path / "spool") / "podspool.toml"
+    batch = write_manifest(tmp_path / "b.json", {"batch_id": "p", "review": True, "topics": ["a", "b"],
+                                                 "episodes": [{"number": 3, "topic": "c", "review": False}]})
+    out = cli("plan", str(batch), "--config", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    (plan,) = json.loads(out.stdout)["batches"]
+    assert plan["review"] == 2 and any("2 of 3 episode(s) wait in review/" in n for n in plan["notes"])

@@ -23,7 +23,7 @@ from podspool.stages.base import STAGE_NAMES, StageName, Usage
 from podspool.stages.costs import cost_of
 from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
 from podspool.stages.script import segments
-from podspool.stages.show import merge
+from podspool.stages.show import merge, resolve
 
 OFFLINE = ("local", "espeak", "piper")  # providers that call no API: no calls to count, nothing to pay
 CHARS_PER_WORD = 6  # a spoken word and its space, for per-character prices
@@ -224,6 +224,12 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
     duration = simulate(stage_loads, limited, cap, episodes=n, supervisor_s=supervisor_s, handoff_s=handoff_s)
     ranked = bounds(stage_loads, limited, cap, supervisor_s, n, handoff_s)
     notes = list(dict.fromkeys(w.note for _, group in groups for w in group if w.note))
+    defaults = cfg.production.show_defaults()
+    held = sum(1 for e in manifest.all_episodes()
+               if resolve(defaults, manifest.show_of(e), hosts=cfg.production.hosts).review)
+    if held:  # the duration above is the machine's: a person's review comes on top
+        notes.append(f"{held} of {n} episode(s) wait in review/ after production: their speech is paid for "
+                     "only once `podspool approve` sends them on")
     budget = manifest.budget_usd
     if budget is not None and cost["total"] > budget:
         per_episode = cost["total"] / n
@@ -242,6 +248,7 @@ def plan_batch(manifest: BatchManifest, cfg: Config, batch_id: str | None = None
         "episodes_per_hour": round(ranked[0].per_second * 3600, 1) if ranked else None,
         "bounds": [{"what": b.what, "episodes_per_hour": round(b.per_second * 3600, 1)} for b in ranked],
         "notes": notes,
+        "review": held,
         "load_factor": round(factor, 2),
     }
 
