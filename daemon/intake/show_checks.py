@@ -9,7 +9,6 @@ Each answers from settings and installed files only, never an API call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from podspool.daemon.models import BatchEpisode
@@ -50,13 +49,12 @@ def batch_show_problems(batch: ShowFields, episodes: list[BatchEpisode], setting
     each problem once with the episodes it concerns."""
     production = settings.production
     defaults = production.show_defaults()
-    seen: dict[str, list[str]] = {}  # a show's fields -> its problems: a batch mostly shares one show
+    seen: dict[str, list[str]] = {}  # an episode's show fields -> its problems: most episodes share them
     where: dict[str, list[int]] = {}
     for ep in episodes:
-        show = resolve(defaults, batch, ep, hosts=list(production.hosts))
-        key = json.dumps(show.to_json(), sort_keys=True)
+        key = repr([getattr(ep, k) for k in ShowFields.model_fields])  # its own fields: the rest are shared
         if key not in seen:
-            seen[key] = show_problems(show, settings)
+            seen[key] = show_problems(resolve(defaults, batch, ep, hosts=list(production.hosts)), settings)
         for problem in seen[key]:
             where.setdefault(problem, []).append(ep.number)
     return [f"{_episodes(numbers, len(episodes))}: {problem}" for problem, numbers in where.items()]
