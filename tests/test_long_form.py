@@ -408,3 +408,18 @@ def test_a_writers_outline_is_checked_against_the_target() -> None:
     assert o.segments[1].label == planned.segments[1].label  # "[x]" is no label; 99 is no finding
     assert any("planned" in n for n in o.notes) and o.planned_by == "writer"
     assert segments.outline_from_reply("not json", planned, len(fs)).segments == planned.segments
+
+
+def test_the_outline_sees_each_findings_opening_and_its_segment_the_whole_finding() -> None:
+    from podspool.stages.providers.openai.writer import OUTLINE_FINDING_WORDS, outline_prompt, segment_prompt
+
+    long_text = " ".join(f"word{i}" for i in range(200))
+    research = ResearchOutput(provider="local", findings=[*findings(11), Finding(text=long_text, source="n.md")],
+                              citations=[], searched=[])
+    ep = EpisodeInput(episode_id="e", batch_id="b", number=1, topic="Towns")
+    outline = segments.plan_outline("Towns", research.findings, 30 * WPM)
+    planning = outline_prompt(ep, research, ["Alex", "Sam"], outline, WPM)
+    assert f"word{OUTLINE_FINDING_WORDS - 1} ..." in planning and f"word{OUTLINE_FINDING_WORDS}" not in planning
+    owner = next(s for s in outline.segments if 12 in s.findings)
+    request = segments.SegmentRequest(outline, owner, "(nothing yet)")
+    assert "word199" in segment_prompt(ep, research, ["Alex", "Sam"], request, structured=True)

@@ -40,13 +40,16 @@ def _template(name: str) -> Template:
     return Template(resources.files("podspool.stages.providers").joinpath("prompts", name).read_text(encoding="utf-8"))
 
 
-def research_block(research: ResearchOutput, only: Collection[int] | None = None) -> str:
+def research_block(research: ResearchOutput, only: Collection[int] | None = None, words: int | None = None) -> str:
+    """The numbered findings (those in `only`, when given), each cut to its first `words` words when given."""
     lines = []
     for i, f in enumerate(research.findings, 1):
         if only is not None and i not in only:
             continue
         title = f" ({f.title})" if f.title else ""
-        lines.append(f"[{i}] {' '.join(f.text.split())}\n    source: {f.source}{title}")
+        text = f.text.split()
+        said = " ".join(text[:words]) + (" ..." if words is not None and len(text) > words else "")
+        lines.append(f"[{i}] {said}\n    source: {f.source}{title}")
     return "\n".join(lines) or "(no findings)"
 
 
@@ -276,6 +279,7 @@ def _usage(doc: dict[str, Any], model: str | None, prompt_chars: int, reply_char
 # A server that refuses a form (HTTP 400/422) is asked again at once with the next; one that ignores it
 # (a reply that is not the JSON asked for) is still answered as text, and the next call tries the next
 # form. What works is remembered per server and model; after the last form, the writer asks for text.
+OUTLINE_FINDING_WORDS = 30
 STRUCTURED_FORMS = ("response_format", "json_schema", "guided_json", "format")
 TEXT = "text"
 
@@ -356,7 +360,9 @@ def outline_prompt(episode: EpisodeInput, research: ResearchOutput, hosts: list[
         topic=episode.topic, title_line=f'\nTitle: "{episode.title}".' if episode.title else "",
         notes_line=f"\nFocus: {episode.notes}" if episode.notes else "", cast_line=_cast_line(episode, hosts),
         minutes=f"{planned.target / words_per_minute:.0f}", target=planned.target, count=len(planned.segments),
-        research=research_block(research), plan=planned.text())
+        # enough of each finding to plan with: a long episode's research would not fit a small model's
+        # context whole, and each segment call gets its own findings in full
+        research=research_block(research, words=OUTLINE_FINDING_WORDS), plan=planned.text())
 
 
 def segment_rules(hosts: list[str], request: SegmentRequest, n_findings: int, structured: bool,
