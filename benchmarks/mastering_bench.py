@@ -69,13 +69,13 @@ def _repeat_piper() -> None:
 
 
 def _child(provider: str, section: str | None, overrides: dict[str, Any], base_url: str | None, script: str,
-           folder: str, out: Any) -> None:
+           folder: str, out: Any, real_piper: bool) -> None:
     from podspool.stages import artifacts
     from podspool.stages import audio as audio_stage
     from podspool.stages.base import EpisodeInput, StageContext
     from podspool.stages.settings import StageSettings
 
-    if provider == "piper":
+    if provider == "piper" and not real_piper:
         _repeat_piper()
     settings = StageSettings()
     settings.audio.provider = provider  # type: ignore[assignment]
@@ -104,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--only", default="", help="comma-separated case labels")
+    ap.add_argument("--real-piper", action="store_true", help="Piper speaks every sentence (slow: use few minutes)")
     args = ap.parse_args()
     words = round(args.minutes * WORDS_PER_MINUTE)
     turns = episode_turns(words, max(2, round(args.minutes * 5)))
@@ -125,7 +126,8 @@ def main() -> None:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 out = spawn.Queue()
-                child = spawn.Process(target=_child, args=(provider, section, overrides, base_url, script, tmp, out))
+                child = spawn.Process(target=_child, args=(provider, section, overrides, base_url, script, tmp, out,
+                                                               args.real_piper))
                 child.start()
                 got = out.get(timeout=3600)
                 child.join(timeout=60)

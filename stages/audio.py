@@ -27,14 +27,13 @@ from podspool.stages.settings import AudioSettings, StageSettings
 from podspool.stages.words import words
 
 # imported inside run() so a stage test without publishing stays light; a worker imports it at boot, or
-# its first episode pays seconds for scipy and pyloudnorm (publish/loudness.py imports them lazily)
-PUBLISH_IMPORTS = ("podspool.stages.publish.episode", "pyloudnorm", "scipy.signal", "scipy.ndimage", "lameenc",
-                   "mutagen.id3")
+# its first episode pays for lame, mutagen and miniaudio
+PUBLISH_IMPORTS = ("podspool.stages.publish.episode", "lameenc", "mutagen.id3", "miniaudio")
 
 
 def warm_up_imports(settings: StageSettings) -> tuple[str, ...]:
-    """What a worker imports at boot: publishing's libraries only when it publishes (about 0.8 s of CPU
-    per worker, paid again at every recycle)."""
+    """What a worker imports at boot: publishing's libraries only when it publishes (paid again at every
+    recycle)."""
     return ("miniaudio", *(PUBLISH_IMPORTS if settings.audio.mp3 else ()))
 
 __all__ = ["parse_turns", "run", "validate"]
@@ -127,7 +126,7 @@ def _run(folder: Path, episode: EpisodeInput, ctx: StageContext) -> StageResult:
     blocks: Any = take.blocks()
     published = None
     if settings.mp3:
-        # scipy and lame: imported here, so only the audio worker pays for them
+        # lame, mutagen, miniaudio: imported here, so only the audio worker pays for them
         from podspool.stages.publish.episode import publish
 
         findings = artifacts.load_research(folder)[0].findings if (folder / artifacts.RESEARCH_JSON).exists() else []

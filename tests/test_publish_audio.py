@@ -295,3 +295,16 @@ def test_an_mp3_that_misses_is_made_again(tmp_path: Path, monkeypatch: pytest.Mo
     x, rate, channels = _decode(tmp_path / artifacts.EPISODE_MP3)
     lufs, peak = _heard(x, rate, channels)
     assert peak <= -1.0 and abs(lufs - -16.0) <= 1.0, (lufs, peak)
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 44100, 48000])
+def test_the_k_weighting_matches_pyloudnorms_at_every_rate(rate: int) -> None:
+    """The biquads are pyloudnorm's, and the FFT convolution podspool filters with gives its loudness."""
+    import pyloudnorm
+
+    reference = pyloudnorm.Meter(rate)
+    for (b, a), f in zip(loudness.k_weighting(rate), reference._filters.values(), strict=True):
+        assert np.allclose(b, f.b) and np.allclose(a, f.a)
+    rng = np.random.default_rng(rate)
+    x = np.concatenate([rng.standard_normal(rate // 2) * 0.1 * (i % 4) for i in range(12)])
+    assert abs(loudness.integrated_lufs(x, rate) - reference.integrated_loudness(x)) < 0.05

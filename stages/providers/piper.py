@@ -184,6 +184,11 @@ class PiperSpeech:
         except BaseException:
             timeline.discard()
             raise
+        finally:
+            # the voices leave memory before the take is mastered: a model and its session are 200 MB,
+            # which the mastering's own memory would come on top of; loading one again costs ~0.2 s
+            with _lock:
+                _voices.clear()
         model = ",".join(sorted({h.path.stem for h in how.values()}))
         usage = Usage(api=API, model=model, requests=0, characters=sum(len(p.text) for p in pieces))
         return timeline.output([usage])

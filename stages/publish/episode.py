@@ -40,12 +40,11 @@ class Published:
 
     take: pcm.Take
     plan: loudness.Plan
-    scale: float
     report: dict[str, Any]
 
     def blocks(self) -> Iterator[np.ndarray]:
         """The normalised take as int16 blocks."""
-        for y in loudness.apply(self.take.float_blocks(), self.plan.curve, self.scale):
+        for y in loudness.apply(self.take.float_blocks(), self.plan):
             yield mp3.to_int16(y)
 
 
@@ -98,7 +97,6 @@ def publish(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn],
 @dataclass
 class _Mastered:
     plan: loudness.Plan
-    scale: float
     loudness: loudness.Loudness
     heard: verify.Decoded
     encodes: int
@@ -111,22 +109,18 @@ def _master(take: pcm.Take, measured: loudness.Meter, audio: AudioSettings, enco
     # 3 LU louder than its one channel, and a stereo file carries the same voice in both channels
     aim = audio.loudness_lufs - 10 * math.log10(2) + CODEC_LOSS_LU
     ceiling = audio.true_peak_dbtp - ENCODER_HEADROOM_DB
-    encodes, scale = 0, 1.0
+    encodes = 0
     while True:  # once, as a rule: again only when the decoded file misses a target
         encodes += 1
         plan = loudness.plan(measured, aim, ceiling)
         out = loudness.Meter(rate)
         with open(encoded, "wb") as sink:
             encoder = mp3.Encoder(rate, audio.mp3_channels, audio.mp3_kbps, sink)
-            for y in loudness.apply(take.float_blocks(), plan.curve, scale):
+            for y in loudness.apply(take.float_blocks(), plan):
                 out.add(y)
                 encoder.add(y)
             encoder.finish()
         pcm_peak = out.finish().true_peak()
-        if pcm_peak > 10 ** (ceiling / 20) and encodes < MAX_ENCODES:
-            # the envelope's approximation let a peak past the ceiling: trade a hair of loudness for it
-            scale *= 10 ** (ceiling / 20) / pcm_peak
-            continue
         heard = verify.measure(encoded)
         over = heard.true_peak_dbtp - audio.true_peak_dbtp
         miss = audio.loudness_lufs - heard.lufs
@@ -137,9 +131,9 @@ def _master(take: pcm.Take, measured: loudness.Meter, audio: AudioSettings, enco
         if abs(miss) > FILE_TOLERANCE_LU:
             aim += miss
     loud = loudness.Loudness(input_lufs=plan.input_lufs, output_lufs=round(out.lufs(), 2),
-                             gain_db=round(plan.gain_db + loudness.db(scale), 2),
+                             gain_db=plan.gain_db,
                              true_peak_dbtp=round(loudness.db(pcm_peak), 2), limited_samples=plan.limited_samples)
-    return _Mastered(plan, scale, loud, heard, encodes)
+    return _Mastered(plan, loud, heard, encodes)
 
 
 def _write(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn], findings: list[Finding],
@@ -162,7 +156,7 @@ def _write(folder: Path, episode: EpisodeInput, script: str, turns: list[Turn], 
     fsio.write_text(folder / artifacts.SHOWNOTES_MD,
                     shownotes.markdown(title, turns, episode.notes, chapters, script, findings))
     return Published(
-        take=take, plan=m.plan, scale=m.scale,
+        take=take, plan=m.plan,
         report={
             "title": title, "number": episode.number, "date": date,
             # the PCM's figures (one channel), then the mp3's as decoded and heard (mono on two speakers)
