@@ -10,7 +10,9 @@ from pathlib import Path
 
 import miniaudio
 import numpy as np
+import pytest
 from loopback_writers import chat_server, obedient
+from podspool.stages.show import SPEAKERS
 from podspool_helpers import cli, read_json, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,3 +104,29 @@ def test_a_german_batch_asks_the_model_for_german(tmp_path: Path) -> None:
     prompt = fake.requests[0].json()["messages"][1]["content"]
     assert "Language: German (de): write the whole script in German." in prompt
     assert "Hallo und willkommen" in (folder / "transcript.vtt").read_text(encoding="utf-8")
+
+
+@pytest.mark.soak
+def test_every_format_and_cast_size_through_the_daemon(tmp_path: Path) -> None:
+    """All 14 format/cast combinations in one batch: transcripts name exactly the cast, and as many voices
+    as speakers whose median pitches lie apart."""
+    spool = spool_with(tmp_path, min_words=120)
+    tides = tmp_path / "tides.md"
+    text = (REPO / "examples" / "sources" / "tides.md").read_text(encoding="utf-8")
+    tides.write_text("\n## ".join(text.split("\n## ")[:4]), encoding="utf-8")
+    names = ["Ana", "Bo", "Chidi", "Dana"]
+    combos = [(fmt, n) for fmt, (low, high) in SPEAKERS.items() for n in range(low, high + 1)]
+    episodes = [{"number": i, "topic": "Tides", "sources": [str(tides)], "format": fmt,
+                 "cast": [{"name": x} for x in names[:n]]} for i, (fmt, n) in enumerate(combos, 1)]
+    manifest = write_manifest(tmp_path / "all.json", {"batch_id": "all", "episodes": episodes})
+    assert cli("submit", str(manifest), "--spool", str(spool), cwd=tmp_path).returncode == 0
+    run = cli("run", "--once", "--spool", str(spool), timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for i, (fmt, n) in enumerate(combos, 1):
+        folder = spool / "done" / f"ep_{i:03d}_all"
+        assert folder.is_dir(), (fmt, n, run.stderr[-2000:])
+        vtt = (folder / "transcript.vtt").read_text(encoding="utf-8")
+        assert set(re.findall(r"<v ([^>]+)>", vtt)) == set(names[:n]), (fmt, n)
+        pitch = sorted(median_pitch_by_speaker(folder).values())
+        assert all(b / a > 1.1 for a, b in zip(pitch, pitch[1:], strict=False)), (fmt, n, pitch)
+        print(fmt, n, [round(p) for p in pitch])

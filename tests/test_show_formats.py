@@ -260,3 +260,22 @@ def test_a_japanese_episode_is_researched_offline_and_judged_as_far_as_the_gates
     gates = {g["name"]: g for g in q["gates"]}
     assert gates["readability"]["passed"] and "no readability formula for Japanese" in gates["readability"]["note"]
     assert "ミツバチは踊りで" in script and q["passed"], q["reasons"]
+
+
+@pytest.mark.parametrize("fmt", ["conversation", "brief"])
+def test_the_local_writer_gives_a_cast_of_four_a_part_with_few_findings(fmt: Format) -> None:
+    """Three findings, four speakers: the quietest takes the next turn, so nobody only says hello."""
+    from podspool.stages.base import Finding, ResearchOutput
+
+    research = ResearchOutput(provider="local", citations=[], searched=[], findings=[
+        Finding(text=f"Tides rise and fall twice a day near coast number {i}. The Moon pulls the water toward it "
+                     f"and the Earth turns beneath the bulge, so the sea comes in and goes out again, point {i}.",
+                source="tides.md", score=1 / i) for i in range(1, 4)])
+    s = show(fmt, 4)
+    st = settings()
+    st.production.min_words = 100
+    script = LocalWriter().write(episode(s), research, s.names, [], StageContext(settings=st)).script
+    draft = normalise(script, s, "Tides")
+    report = quality.evaluate(with_sources(draft.body, research.findings), research, st, draft=draft, show=s)
+    balance = next(g for g in report.gates if g.name == "balance")
+    assert balance.passed, balance.reason

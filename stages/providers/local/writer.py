@@ -282,9 +282,17 @@ def _cast_script(episode: EpisodeInput, findings: list[Finding], number: dict[in
     lines = [f"## {shape.intro}", ""]
     say = lines.append
 
+    said = dict.fromkeys(names, 0)  # words so far, by speaker
+
     def turn(name: str, text: str) -> None:
+        said[name] += len(text.split())
         say(turn_line(name, text))
         say("")
+
+    def quietest(*besides: str) -> str:
+        """The speaker who has said least so far (the cast's order breaks ties): with fewer findings than
+        speakers, rotating would leave the last of them almost silent."""
+        return min((m for m in names if m not in besides), key=lambda m: said[m])
 
     debaters = [m for side in cast.sides for m in side]
     lead = cast.moderator or (cast.hosts[0] if cast.hosts else names[0])
@@ -331,14 +339,18 @@ def _cast_script(episode: EpisodeInput, findings: list[Finding], number: dict[in
             turn(answer, f"{REBUTTALS[(i - 1) % len(REBUTTALS)]} {second} [{cite}]" if second else
                  f"{REACTIONS[(i - 1) % len(REACTIONS)].format(label=label)} [{cite}]")
         elif cast.format == "brief":
-            turn(names[(i - 1) % n], f"{label} {' '.join(p for p in (first, second) if p)} [{cite}]")
+            reader = quietest()
+            turn(reader, f"{label} {first} [{cite}]")
+            if second:
+                turn(quietest(reader), f"{second} [{cite}]")
         else:
-            first_name, second_name = names[(i - 1) % n], names[i % n]
+            first_name = quietest()
+            second_name = quietest(first_name)
             turn(first_name, f"{opener.format(label=label)} {first} [{cite}]")
             turn(second_name, f"{REPLIES[(i - 1) % len(REPLIES)]} {second}" if second else
                  REACTIONS[(i - 1) % len(REACTIONS)].format(label=label))
             if n > 2:
-                turn(names[(i + 1) % n], f"So the point to keep from part {_count(i)}: {label}")
+                turn(quietest(first_name, second_name), f"So the point to keep from part {_count(i)}: {label}")
     say(f"## {shape.outro}")
     say("")
     points = "one point" if len(findings) == 1 else f"{_count(len(findings))} points"
