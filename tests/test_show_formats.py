@@ -279,3 +279,13 @@ def test_the_local_writer_gives_a_cast_of_four_a_part_with_few_findings(fmt: For
     report = quality.evaluate(with_sources(draft.body, research.findings), research, st, draft=draft, show=s)
     balance = next(g for g in report.gates if g.name == "balance")
     assert balance.passed, balance.reason
+
+
+@pytest.mark.parametrize("names,reply", [
+    (["अनु", "राज"], "अनु: नमस्ते, आज हम मधुमक्खियों की बात करेंगे [1].\nराज: हाँ, ठीक है।"),
+    (["สมชาย", "มาลี"], "**สมชาย:** สวัสดีครับ [1]\n\n**มาลี:** สวัสดีค่ะ"),
+])
+def test_names_with_combining_marks_are_understood(names: list[str], reply: str) -> None:
+    """Devanagari and Thai names carry combining marks, which Python's \\w does not match."""
+    draft = normalise(reply, names, "T")
+    assert not draft.problems and [t.host for t in parse_turns(draft.body)] == names

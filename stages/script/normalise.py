@@ -30,18 +30,20 @@ THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)  # nev
 THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)  # opening tag eaten by the server
 TAGGED_TURN = re.compile(r"<\s*((?:person|speaker|host)\s*(?:\d+|[a-z]))\s*>(.*?)<\s*/\s*\1\s*>",
                          re.DOTALL | re.IGNORECASE)
+# a name's letters, with the combining marks Indic, Thai and Arabic names carry (not \w in Python's re)
+NAME_CHARS = r"\w\u0300-\u036f\u0610-\u061a\u064b-\u065f\u0900-\u0dff\u0e31-\u0e4e .'’-"
 FENCE = re.compile(r"^\s*(```|~~~)")
 RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 LABEL = re.compile(
     r"^\s*(?:[-+•]\s+|\*\s+(?=\*)|\d{1,3}[.)]\s+|>\s*)?"  # a list item or quote around the turn
     r"(?P<pre>[*_]{0,3})\s*"
-    r"(?P<label><?[^\W\d_][\w .'’-]{0,30}?>?)\s*"
+    rf"(?P<label><?[^\W\d_][{NAME_CHARS}]{{0,30}}?>?)\s*"
     r"(?:\((?P<aside>[^)\n]{0,40})\)\s*)?"  # ALEX (smiling): the aside is a stage direction
     r"(?P<mid>[*_]{0,3})\s*[:：]\s*(?P<post>[*_]{0,3})\s*(?P<text>.*?)\s*$")
 # "Alex — text", "**HOST A** - text": accepted only for a host's name or a generic label, since prose
 # ("Paris - the city of light") uses dashes too
-DASH_LABEL = re.compile(r"^\s*(?:[-+•]\s+|\d{1,3}[.)]\s+)?(?P<pre>[*_]{0,3})(?P<label>[^\W\d_][\w .'’-]{0,30}?)"
+DASH_LABEL = re.compile(rf"^\s*(?:[-+•]\s+|\d{{1,3}}[.)]\s+)?(?P<pre>[*_]{{0,3}})(?P<label>[^\W\d_][{NAME_CHARS}]{{0,30}}?)"
                         r"(?P=pre)\s+[—–-]{1,2}\s+(?P<text>\S.*?)\s*$")
 GENERIC = re.compile(r"(?:host|speaker|person|voice|presenter|co-?host|interviewer|guest|debater|side)\s*#?\s*"
                      r"(?:\d{1,2}|[a-z])|host|co-?host|guest|interviewer|expert|moderator|narrator|presenter",
