@@ -289,3 +289,14 @@ def test_names_with_combining_marks_are_understood(names: list[str], reply: str)
     """Devanagari and Thai names carry combining marks, which Python's \\w does not match."""
     draft = normalise(reply, names, "T")
     assert not draft.problems and [t.host for t in parse_turns(draft.body)] == names
+
+
+@pytest.mark.parametrize("tag,line", [("hi", "मधुमक्खियाँ नाचकर बताती हैं कि भोजन कहाँ है, यह बात सच है।"),
+                                      ("ja", "ミツバチは踊りで餌の場所を仲間に伝えます。"),
+                                      ("de", "Die Bienen tanzen, um den anderen den Weg zum Futter zu zeigen.")])
+def test_a_line_said_twice_is_found_in_any_language(tag: str, line: str) -> None:
+    from podspool.stages.base import Turn
+
+    turns = [Turn("Ana", line), Turn("Bo", "—"), Turn("Ana", line.rstrip("。.।") + "!")]
+    assert not quality.repetition_gate(turns, tag).passed
+    assert quality.repetition_gate(turns[:2], tag).passed

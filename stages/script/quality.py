@@ -17,6 +17,7 @@ formula applies. A gate that cannot judge a language passes and says so in its `
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +131,7 @@ def evaluate(script: str, research: ResearchOutput, settings: StageSettings, *, 
     soft = [
         citation_gate(parsed, len(research.findings)),
         coverage_gate(parsed, research, show.language),
-        repetition_gate(turns),
+        repetition_gate(turns, show.language),
         readability_gate(spoken_text, show.language),
     ]
     if len(hosts) > 1:  # a solo episode has no balance to keep
@@ -303,10 +304,19 @@ def coverage_gate(parsed: ParsedScript, research: ResearchOutput, tag: str = "en
                 f"{', '.join(map(str, sorted(missed)))}")
 
 
-def repetition_gate(turns: list[Turn]) -> Gate:
-    plain = [(" ".join(words(t.text)).lower(), t) for t in turns]  # compared without case or marks
+def _compared(text: str, tag: str) -> str:
+    """A line as repetition compares it: without case or punctuation, in any script (an Indic vowel sign
+    is a mark, not punctuation)."""
+    if language.primary(tag) == "en":
+        return " ".join(words(text)).lower()
+    kept = "".join(c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in text.casefold())
+    return " ".join(kept.split())
+
+
+def repetition_gate(turns: list[Turn], tag: str = "en") -> Gate:
+    plain = [(_compared(t.text, tag), t) for t in turns]
     said = dict(plain)
-    units = [u for u, _ in plain if len(u.split()) >= REPEAT_MIN_WORDS]
+    units = [u for u, _ in plain if language.spoken_words(u, tag) >= REPEAT_MIN_WORDS]
     counts = Counter(units)
     repeated = [u for u, n in counts.items() if n > 1]
     if not repeated:
