@@ -24,8 +24,9 @@ def _remote_spool(tmp_path: Path, url: str, latency_ms: float) -> tuple[Path, Pa
                              'maintenance_chance = 200000\nidle_poll_ms = 50\n'
                              "[concurrency]\nresearch = 8\nproduction = 8\naudio = 8\n"
                              '[rate_limits]\nsim = "10000/minute"\n')  # a window status can show
-    # the worker hosts' own config: the broker, nothing else (settings and rates come with each task)
-    worker_config = write_config(tmp_path / "worker.toml", url)
+    # the worker hosts' own config: the broker and their providers' settings (the sim's latency is the
+    # host's, as a real provider's URL and model are); stage choices and rates come with each task
+    worker_config = write_config(tmp_path / "worker.toml", url, latency_ms=latency_ms)
     manifest = write_manifest(tmp_path / "b.json", {"batch_id": "remote", "strategy": "large_batch",
                                                     "topics": [f"Topic {i}" for i in range(1, N + 1)]})
     sub = cli("submit", str(manifest), "--spool", str(spool))
@@ -74,7 +75,8 @@ def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None: 
 
 @pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
 def test_kill9_of_a_worker_group_under_the_daemon(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=300)
+    # slow enough (about 20 s for the batch) that it still runs through the status checks, each a process
+    spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=1000)
     with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:
         daemon = start_daemon(spool, "--once")
         try:
