@@ -119,6 +119,7 @@ inbox_rescan_s = 0.5
 def _kill_tree(proc: object) -> None:
     """SIGKILL the daemon and its workers at once, as a power cut or an OOM kill of the unit would."""
     daemon = psutil.Process(proc.pid)  # type: ignore[attr-defined]
+    daemon.send_signal(signal.SIGSTOP)  # frozen first: it starts no worker between the listing and the kill
     family = [daemon, *daemon.children(recursive=True)]
     for p in family:
         try:
