@@ -308,3 +308,26 @@ def test_the_k_weighting_matches_pyloudnorms_at_every_rate(rate: int) -> None:
     rng = np.random.default_rng(rate)
     x = np.concatenate([rng.standard_normal(rate // 2) * 0.1 * (i % 4) for i in range(12)])
     assert abs(loudness.integrated_lufs(x, rate) - reference.integrated_loudness(x)) < 0.05
+
+
+@pytest.mark.soak  # ten episodes through the daemon: about 15 s; the fixture's episode covers it meanwhile
+def test_every_example_episode_measures_minus_16_as_heard(tmp_path: Path) -> None:
+    """The example batch, offline (local research and writer, espeak), through the real daemon: every
+    episode.mp3, decoded by libsndfile and metered by libebur128 as a player plays it (mono on both
+    speakers), is -16 +-1 LUFS with true peaks at or under -1 dBTP."""
+    from podspool_helpers import cli, episodes_in
+
+    repo = Path(__file__).resolve().parents[1]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "podspool.toml").write_text("[audio]\nprovider = \"espeak\"\n")
+    assert cli("submit", str(repo / "examples" / "small_batch.json"), cwd=tmp_path).returncode == 0
+    run = cli("run", "--once", cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    done = episodes_in(spool, "done")
+    assert len(done) == 10, run.stderr[-2000:]
+    for ep in done:
+        x, rate, channels = _decode(spool / "done" / ep / artifacts.EPISODE_MP3)
+        lufs, peak = _heard(x, rate, channels)
+        print(f"{ep}: {lufs:.2f} LUFS as heard, {peak:.2f} dBTP")  # pytest -s shows the figures
+        assert abs(lufs - -16.0) <= 1.0 and peak <= -1.0, (ep, lufs, peak)
