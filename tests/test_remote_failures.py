@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from document_makers import make_pdf
 from fakeapi import FakeApi, Reply
 from loguru import logger
 from podspool.daemon.config import load_config
@@ -145,6 +146,7 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     sources = tmp_path / "supervisor-host" / "notes"
     sources.mkdir(parents=True)
     (sources / "tides.md").write_text("# Tides\n\nThe moon pulls the oceans, and tides follow the moon twice a day.\n")
+    make_pdf(sources / "springs.pdf", ["A cover page.", "Spring tides come when sun and moon line up at full moon."])
     config = write_config(tmp_path / "podspool.toml", redis_url, research="local")
     # the roots are the supervisor's; the worker host has no such folder
     # URLs travel as they are and are fetched by the worker host (here from a page on 127.0.0.1, which
@@ -157,7 +159,7 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     folder = tmp_path / "spool" / "eps" / "ep_001_s"
     folder.mkdir(parents=True)
     episode = EpisodeInput(episode_id="ep_001_s", batch_id="s", number=1, topic="Tides and the moon",
-                           sources=("notes/tides.md", url))
+                           sources=("notes/tides.md", "notes/springs.pdf", url))
     lines: list[str] = []
     hid = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG", format="{message}")
     with page, worker_groups(config, tmp_path / "host-a"):  # noqa: SIM117
@@ -175,9 +177,12 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
     assert outcome.worker.rsplit("/", 1)[1].isdigit(), outcome.worker
     doc = json.loads((folder / "research.json").read_text())
     assert doc["grounded"] and doc["findings"]
-    # the manifest's names, not the worker's temporary copies
-    assert "notes/tides.md" in {f["source"] for f in doc["findings"]} <= {"notes/tides.md", url}
-    assert doc["episode_sources"] == ["notes/tides.md", url]
+    # the source's own name (as on the supervisor's host), not the worker's temporary copy nor a path
+    assert "tides.md" in {f["source"] for f in doc["findings"]} <= {"tides.md", "springs.pdf", url}
+    assert doc["episode_sources"] == ["notes/tides.md", "notes/springs.pdf", url]
+    # a PDF travels as bytes, not as text: its text layer is read on the worker, page and all
+    pdf = [f for f in doc["findings"] if f["source"] == "springs.pdf"]
+    assert pdf and "Spring tides" in pdf[0]["text"] and "page 2" in json.dumps(pdf[0])
     assert [r.path for r in page.requests] == ["/tides"]
 
 

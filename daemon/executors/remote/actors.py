@@ -233,10 +233,12 @@ class TaskRunner:
         folder = tmp / episode.episode_id
         shipped = payload.unpack_files(self.client, {k: v.model_dump(exclude_none=True) for k, v in task.files.items()},
                                        folder)
-        local_to_spec: dict[str, str] = {}
+        spec_to_local: dict[str, str] = {}
         if task.sources:
-            local_to_spec = payload.unpack_sources(task.sources, tmp / "sources", task.nonce[-8:])
-            spec_to_local = {spec: local for local, spec in local_to_spec.items()}
+            try:
+                spec_to_local = payload.unpack_sources(task.sources, tmp / "sources", task.nonce[-8:])
+            except ValueError as exc:  # not base64: a message from a podspool that shipped text
+                return StageResult(ok=False, error=f"a source arrived unreadable ({exc})"), []
             episode = replace(episode, sources=tuple(spec_to_local.get(s, s) for s in episode.sources))
             settings.research.source_roots = [str(tmp / "sources")]
         rates = {api: (int(n), float(w)) for api, (n, w) in task.rates.items()}
@@ -252,9 +254,10 @@ class TaskRunner:
         if ctx.calls:
             result.details["api_calls"] = dict(ctx.calls)
         result.details.setdefault("remote_seconds", round(time.monotonic() - started, 3))
-        if local_to_spec and (folder / artifacts.RESEARCH_JSON).exists():
+        if spec_to_local and (folder / artifacts.RESEARCH_JSON).exists():
             doc = json.loads((folder / artifacts.RESEARCH_JSON).read_text(encoding="utf-8"))
-            (folder / artifacts.RESEARCH_JSON).write_text(json.dumps(payload.relabel(doc, local_to_spec)))
+            doc = payload.relabel_research(doc, spec_to_local, tmp / "sources")
+            (folder / artifacts.RESEARCH_JSON).write_text(json.dumps(doc))
         return result, payload.outputs(folder, shipped)
 
     def _post(self, task: wire.TaskBody, result: StageResult, files: list[tuple[str, bytes]],

@@ -11,6 +11,7 @@ marks a phase finished is written last, here as on the worker).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import asdict
@@ -85,7 +86,8 @@ def foreign_voice_paths(episode: EpisodeInput) -> str | None:
 
 
 def pack_sources(episode: EpisodeInput, source_roots: list[str]) -> dict[str, str]:
-    """spec -> the file's text, for every local source of the episode (URLs travel as they are).
+    """spec -> the file's bytes in base64, for every local source of the episode (URLs travel as they
+    are): a PDF, DOCX or EPUB is not text, and arrives on the worker as it left.
 
     Raises `podspool.stages.sources.resolve.SourceError` for a source that can no longer be read.
     """
@@ -93,7 +95,7 @@ def pack_sources(episode: EpisodeInput, source_roots: list[str]) -> dict[str, st
     out: dict[str, str] = {}
     for spec in episode.sources:
         if not is_url(spec) and spec not in out:
-            out[spec] = read_source(spec, roots)[1].decode("utf-8", errors="replace")  # one bounded read
+            out[spec] = base64.b64encode(read_source(spec, roots)[1]).decode("ascii")  # one bounded read
     return out
 
 
@@ -119,14 +121,27 @@ def unpack_files(client: Any, refs: dict[str, Any], folder: Path) -> dict[str, b
 
 
 def unpack_sources(sources: dict[str, str], into: Path, tag: str) -> dict[str, str]:
-    """Write each source under a unique name in `into`; returns local name -> the manifest's spec."""
+    """Write each source under a unique name in `into`; returns the manifest's spec -> the local name."""
     into.mkdir(parents=True, exist_ok=True)
-    local_to_spec: dict[str, str] = {}
-    for i, (spec, text) in enumerate(sources.items()):
+    spec_to_local: dict[str, str] = {}
+    for i, (spec, data) in enumerate(sources.items()):
         local = f"src-{tag}-{i:03d}{Path(spec).suffix.lower()}"
-        (into / local).write_text(text, encoding="utf-8")
-        local_to_spec[local] = spec
-    return local_to_spec
+        (into / local).write_bytes(base64.b64decode(data, validate=True))
+        spec_to_local[spec] = local
+    return spec_to_local
+
+
+def relabel_research(doc: dict[str, Any], spec_to_local: dict[str, str], into: Path) -> dict[str, Any]:
+    """research.json as the supervisor's host would have written it: the episode's sources by their
+    manifest specs, and each source a finding cites by its file name (never a path), not by the
+    worker's temporary copy."""
+    names: dict[str, str] = {}
+    for spec, local in spec_to_local.items():
+        names[local] = names[str(into / local)] = Path(spec).name
+    out = relabel(doc, names)
+    if isinstance(doc.get("episode_sources"), list):
+        out["episode_sources"] = relabel(doc["episode_sources"], {v: k for k, v in spec_to_local.items()})
+    return out
 
 
 def relabel(doc: Any, mapping: dict[str, str]) -> Any:
