@@ -15,7 +15,7 @@ from fakeapi import FakeApi
 from fakespeech import dialogue_handler, openai_speech_handler
 from podspool.stages import artifacts
 from podspool.stages.base import EpisodeInput, StageContext, Turn
-from podspool.stages.providers import espeak, voices
+from podspool.stages.providers import espeak, speech_checks, voices
 from podspool.stages.providers.elevenlabs import ElevenLabsSpeech
 from podspool.stages.providers.openai.speech import OpenAISpeech
 from podspool.stages.registry import run_stage
@@ -153,21 +153,21 @@ def test_openai_speech_gives_four_speakers_four_voices_and_names_the_language() 
 
 def test_speech_problems_name_what_the_provider_cannot_voice() -> None:
     settings = StageSettings()
-    assert voices.speech_problems(show(4, "de"), settings) == []
-    bad = voices.speech_problems(show(2, "tlh", Ana={"espeak": "no-such-voice"}), settings)
+    assert speech_checks.speech_problems(show(4, "de"), settings) == []
+    bad = speech_checks.speech_problems(show(2, "tlh", Ana={"espeak": "no-such-voice"}), settings)
     assert any("'no-such-voice'" in p and "Ana" in p for p in bad)
     assert any("'tlh'" in p for p in bad)
 
     settings.audio.provider = "elevenlabs"
     settings.providers.elevenlabs.model = "eleven_flash_v2"
-    bad = voices.speech_problems(show(2, "de", Ben={"elevenlabs": "not an id"}), settings)
+    bad = speech_checks.speech_problems(show(2, "de", Ben={"elevenlabs": "not an id"}), settings)
     assert any("'not an id'" in p and "Ben" in p for p in bad) and any("eleven_flash_v2" in p for p in bad)
 
     settings.audio.provider = "openai"
-    assert any("'robot'" in p for p in voices.speech_problems(show(1, Ana={"openai": "robot"}), settings))
+    assert any("'robot'" in p for p in speech_checks.speech_problems(show(1, Ana={"openai": "robot"}), settings))
     settings.providers.openai_speech.base_url = "http://127.0.0.1:8880/v1"  # a local server: its own voices
-    assert voices.speech_problems(show(1, Ana={"openai": "robot"}), settings) == []
+    assert speech_checks.speech_problems(show(1, Ana={"openai": "robot"}), settings) == []
 
     settings.audio.provider = "piper"
-    bad = voices.speech_problems(show(1, Ana={"piper": "/no/such/voice.onnx"}), settings)
+    bad = speech_checks.speech_problems(show(1, Ana={"piper": "/no/such/voice.onnx"}), settings)
     assert any("/no/such/voice.onnx" in p for p in bad)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from podspool.daemon.models import BatchEpisode
 from podspool.stages.providers import registry
-from podspool.stages.providers.voices import speech_problems
+from podspool.stages.providers.speech_checks import speech_problems
 from podspool.stages.script import language
 from podspool.stages.script.format import part_problems
 from podspool.stages.settings import StageSettings

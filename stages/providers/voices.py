@@ -6,19 +6,16 @@ and `[providers.*] voices`), else a default by the speaker's place in the cast. 
 one voice (espeak's one voice per language, one Piper voice), each later speaker is bent to a distinct pitch
 and pace instead.
 
-`speech_problems` says, before anything is spent, what the chosen provider cannot voice: a cast voice that
-does not exist, a language no configured voice speaks. It reads only settings and installed files (no API
-call), so `validate`, `submit`, `plan` and `doctor` can all ask it.
+What a provider cannot voice is said by speech_checks.py, which builds on this module and on the providers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from podspool.stages.base import StageContext, Turn
-from podspool.stages.settings import StageSettings
 from podspool.stages.show import Show, resolve
 
 
@@ -87,28 +84,25 @@ class EspeakVoice:
     pace: float = 1.0  # times the configured words per minute
 
 
-def espeak_language(language: str, exists: object = None) -> str | None:
+def espeak_language(language: str, exists: Callable[[str], bool] | None = None) -> str | None:
     """The espeak-ng voice of a BCP-47 language: the whole tag if espeak has it (pt-br, es-419), else its
-    primary language; None when espeak-ng has neither."""
-    has = exists if callable(exists) else _espeak_has
+    primary language; None when espeak-ng has neither. Without `exists` (espeak-ng's own look-up), the
+    primary language's voice, unchecked."""
     tag = language.lower()
     primary = tag.split("-")[0]
-    for candidate in (tag, ESPEAK_ALIASES.get(primary, primary)):
-        if has(candidate):
+    candidates = (tag, ESPEAK_ALIASES.get(primary, primary))
+    if exists is None:
+        return candidates[1]
+    for candidate in candidates:
+        if exists(candidate):
             return candidate
     return None
 
 
-def _espeak_has(voice: str) -> bool:
-    from podspool.stages.providers.espeak import engine
-
-    eng = engine()
-    with eng.lock:
-        return bool(eng.has_voice(voice))
 
 
 def espeak_voices(show: Show, configured: Mapping[str, str], turns: Sequence[Turn] = (),
-                  exists: object = None) -> dict[str, EspeakVoice]:
+                  exists: Callable[[str], bool] | None = None) -> dict[str, EspeakVoice]:
     """Each speaker's espeak voice: its own, else the show's language in a variant, pitch and pace by place."""
     names = speakers(show, turns)
     own = chosen(show, "espeak", configured, turns)
@@ -125,76 +119,3 @@ def espeak_voices(show: Show, configured: Mapping[str, str], turns: Sequence[Tur
         language = ESPEAK_ENGLISH[i % len(ESPEAK_ENGLISH)] if english else base
         out[name] = EspeakVoice(f"{language}+{variant}", pitch, pace)
     return out
-
-
-# ---- what cannot be voiced ------------------------------------------------------------------------
-
-
-def speech_problems(show: Show, settings: StageSettings) -> list[str]:
-    """Everything the configured speech provider cannot voice in this show, each named; empty when it can."""
-    provider = settings.audio.provider
-    check = _CHECKS.get(provider)
-    return check(show, settings) if check else []
-
-
-def _espeak_problems(show: Show, settings: StageSettings) -> list[str]:
-    problems = []
-    own = chosen(show, "espeak", settings.audio.voices)
-    for name, voice in own.items():
-        if voice and not _espeak_has(voice):
-            problems.append(f"espeak-ng has no voice {voice!r} (the voice of {name})")
-    if any(not v for v in own.values()) and espeak_language(show.language) is None:
-        problems.append(f"espeak-ng has no voice for language {show.language!r}: give each speaker an espeak voice "
-                        "in cast[].voices.espeak, or choose another speech provider")
-    return problems
-
-
-def _piper_problems(show: Show, settings: StageSettings) -> list[str]:
-    from podspool.stages.providers.piper import installed_voices, voice_language, voice_path
-
-    problems = []
-    own = chosen(show, "piper", settings.providers.piper.voices)
-    for name, voice in own.items():
-        if voice:
-            path = voice_path(voice)
-            if path is None:
-                problems.append(f"piper has no voice {voice!r} (the voice of {name}): give the path of a .onnx "
-                                "with its .onnx.json beside it, or an installed voice's name")
-            elif (lang := voice_language(path)) and lang != show.primary_language:
-                problems.append(f"piper voice {voice!r} of {name} speaks {lang!r}, not {show.language!r}")
-    if any(not v for v in own.values()):
-        fitting = [p for p in installed_voices() if voice_language(p) == show.primary_language]
-        if not fitting:
-            problems.append(f"no installed piper voice speaks {show.language!r}: set cast[].voices.piper or "
-                            "[providers.piper] voices, or install a voice of that language")
-    return problems
-
-
-def _elevenlabs_problems(show: Show, settings: StageSettings) -> list[str]:
-    from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
-
-    el = settings.providers.elevenlabs
-    problems = [f"ElevenLabs voice id {voice!r} of {name} is not a voice id (20 letters and digits)"
-                for name, voice in chosen(show, "elevenlabs", el.voices).items()
-                if voice and not ELEVENLABS_ID.match(voice)]
-    model = el.model or DEFAULT_MODELS[el.mode]
-    spoken = ELEVENLABS_LANGUAGES.get(model)
-    if spoken is not None and show.primary_language not in spoken:
-        problems.append(f"ElevenLabs model {model} does not speak {show.language!r}: choose eleven_v3 or "
-                        "eleven_multilingual_v2 ([providers.elevenlabs] model)")
-    return problems
-
-
-def _openai_problems(show: Show, settings: StageSettings) -> list[str]:
-    sp = settings.providers.openai_speech
-    if OPENAI_HOST not in sp.base_url:
-        return []  # a local speech server: its voices and languages are its own
-    problems = [f"OpenAI speech has no voice {voice!r} (the voice of {name}); it has {', '.join(sorted(OPENAI_VOICES))}"
-                for name, voice in chosen(show, "openai", sp.voices).items() if voice and voice not in OPENAI_VOICES]
-    if show.primary_language not in OPENAI_LANGUAGES:
-        problems.append(f"OpenAI speech does not document language {show.language!r}")
-    return problems
-
-
-_CHECKS = {"espeak": _espeak_problems, "piper": _piper_problems, "elevenlabs": _elevenlabs_problems,
-           "openai": _openai_problems}
