@@ -22,6 +22,7 @@ from podspool.daemon.executors.local.workers import Task, Worker, WorkerSpec
 from podspool.daemon.executors.protocol import HasFileno, StageTask, TaskOutcome, WorkerView
 from podspool.daemon.executors.waiter import Waiter
 from podspool.stages.base import STAGE_NAMES, StageName, StageResult
+from podspool.stages.settings import scaled_time_limit
 
 BOOT_WAIT_S = 60.0
 
@@ -262,8 +263,11 @@ class LocalExecutor:
                     worker.exited = True
                     self._drain(worker)
                     reason = worker.exit_reason()
-                    if worker.term_sent_at is not None:
-                        reason = f"timed out after {getattr(self.cfg, stage).time_limit_s}s ({reason})"
+                    if worker.term_sent_at is not None:  # the guard's limit: its oldest task's, by length
+                        oldest = min(worker.tasks.values(), key=lambda t: t.started, default=None)
+                        limit = scaled_time_limit(float(getattr(self.cfg, stage).time_limit_s),
+                                                  oldest.episode.show.minutes if oldest else None)
+                        reason = f"timed out after {limit}s ({reason})"
                     for task in worker.tasks.values():
                         logger.bind(batch=task.episode.batch_id, episode=task.episode_id, stage=stage).error(
                             "{} worker (pid {}) died: {}", stage, worker.process.pid, reason)

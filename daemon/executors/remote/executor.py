@@ -25,6 +25,7 @@ from podspool.daemon.executors.remote.wire import STUCK_GRACE_S
 from podspool.daemon.ratelimit.redis_backend import RedisBackend, redis_clock
 from podspool.stages import fsio
 from podspool.stages.base import StageName, StageResult
+from podspool.stages.settings import scaled_time_limit
 from podspool.stages.sources.resolve import SourceError
 
 SPOOL_ID_FILE = "remote.json"
@@ -236,7 +237,7 @@ class DramatiqExecutor:
     def _send(self, task: StageTask, token: str) -> None:
         settings = self.cfg.executor
         stage_settings = self.cfg.stage_settings()
-        limit_s = float(getattr(stage_settings, task.stage).time_limit_s)
+        limit_s = scaled_time_limit(float(getattr(stage_settings, task.stage).time_limit_s), task.episode.show.minutes)
         nonce, issued = uuid.uuid4().hex, self._clock()
         body = {
             "token": token, "nonce": nonce, "results": self.results_key, "stage": task.stage,
@@ -280,7 +281,8 @@ class DramatiqExecutor:
             if task is None:
                 self._due.pop(token, None)
                 continue
-            limit_s = float(getattr(self.cfg.stage_settings(), task.stage).time_limit_s)
+            limit_s = scaled_time_limit(float(getattr(self.cfg.stage_settings(), task.stage).time_limit_s),
+                                        task.episode.show.minutes)
             if task.stage not in serving:
                 self._due[token] = now + self.cfg.executor.heartbeat_timeout_s
                 continue
