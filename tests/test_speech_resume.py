@@ -215,3 +215,20 @@ def test_the_audio_time_limit_grows_with_the_episode(minutes: float | None, stop
     assert worker.process.sent == []
     enforce_time_limits({"audio": [worker]}, cfg, now=stopped_after_s + 1)
     assert worker.process.sent == ["TERM"]
+
+
+def test_retention_lets_the_clips_go_with_the_wav(tmp_path: Path) -> None:
+    import time
+
+    from podspool.daemon.publishing import retention
+
+    (tmp_path / "episode.mp3").write_bytes(b"m" * 10)
+    (tmp_path / "audio.wav").write_bytes(b"w" * 100)
+    clip = tmp_path / "speech-0000-0123456789abcdef.clip"
+    clip.write_bytes(b"c" * 50)
+    assert retention.drop_wav(tmp_path, keep_days=7) == 0  # a week to redo the audio from them
+    old = time.time() - 8 * retention.DAY_S
+    for path in (tmp_path / "audio.wav", clip):
+        os.utime(path, (old, old))
+    assert retention.drop_wav(tmp_path, keep_days=7) == 150
+    assert sorted(os.listdir(tmp_path)) == ["episode.mp3"]

@@ -14,25 +14,33 @@ from loguru import logger
 from podspool.daemon.config import Retention
 from podspool.daemon.spool import Spool
 from podspool.stages import artifacts, fsio
+from podspool.stages.providers import speech_clips
 
 DAY_S = 86400.0
 
 
 def drop_wav(folder: Path, keep_days: float, now: float | None = None) -> int:
-    """Remove `audio.wav` once it is older than `keep_days` and an mp3 of the episode exists. Bytes freed."""
-    wav = folder / artifacts.AUDIO_WAV
+    """Remove `audio.wav`, and the speech clips it was made from, once older than `keep_days` and an mp3
+    of the episode exists. Bytes freed. (A clip is each paid speech request's audio, kept so an attempt
+    after a crash pays for none again: stages/providers/speech_clips.py; within the days kept, a redo
+    of the audio reuses those whose text did not change.)"""
     if not any((folder / name).exists() for name in artifacts.MP3_NAMES):
         return 0  # the wav is the only audio: keep it
-    try:
-        st = wav.stat()
-    except FileNotFoundError:
-        return 0
     now = time.time() if now is None else now
-    if keep_days > 0 and now - st.st_mtime < keep_days * DAY_S:
-        return 0
-    os.unlink(wav)
-    fsio.fsync_dir(folder)
-    return st.st_size
+    clips = [folder / n for n in os.listdir(folder) if n.startswith(speech_clips.PREFIX) and n.endswith(speech_clips.SUFFIX)]
+    freed = 0
+    for path in [folder / artifacts.AUDIO_WAV, *clips]:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if keep_days > 0 and now - st.st_mtime < keep_days * DAY_S:
+            continue
+        os.unlink(path)
+        freed += st.st_size
+    if freed:
+        fsio.fsync_dir(folder)
+    return freed
 
 
 def sweep(spool: Spool, policy: Retention, now: float | None = None) -> int:
