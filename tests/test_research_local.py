@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,26 @@ def test_sources_dir_adds_only_matching_passages(tmp_path: Path) -> None:
     out, _ = artifacts.load_research(folder)
     assert {f.source for f in out.findings} == {"tides.md"}  # named within the folder, never by its path
     assert "cats.txt" in out.searched
+
+
+def test_sources_dir_is_confined_by_what_its_files_are(tmp_path: Path) -> None:
+    """A link out of the folder (to a file or a folder) and a FIFO are left out, never read or waited on."""
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "ledger.md").write_text("# Ledger\n\nThe moon tides ledger balance is PRIVATE-LEDGER-42.\n")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "tides.md").write_text(TIDES)
+    (lib / "linked.md").symlink_to(secret / "ledger.md")
+    (lib / "shelf").symlink_to(secret, target_is_directory=True)
+    os.mkfifo(lib / "pipe.md")
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    warnings = _warnings_of(folder, _ctx(tmp_path, sources_dir=str(lib)))
+    text = (folder / "research.json").read_text()
+    assert "PRIVATE-LEDGER" not in text and "tides.md" in text
+    assert any("linked.md" in w and "left out" in w for w in warnings)
+    assert any("pipe.md" in w for w in warnings)
 
 
 def _warnings_of(folder: Path, ctx: StageContext) -> list[str]:

@@ -18,9 +18,7 @@ from podspool.stages.sources.documents import DocumentInfo
 from podspool.stages.sources.library import EpisodeSources
 from podspool.stages.sources.passages import Passage
 from podspool.stages.sources.rank import query_of, rank
-from podspool.stages.sources.resolve import SourceError
-
-MAX_DIR_FILES = 2000  # a sources_dir is a curated folder; a runaway tree should not stall a worker
+from podspool.stages.sources.resolve import SourceError, confined_files
 
 
 class LocalResearch:
@@ -67,17 +65,16 @@ def _records(infos: list[DocumentInfo], citations: list[str]) -> list[dict[str, 
 
 
 def _dir_files(folder: Path) -> list[tuple[Path, str]]:
-    """(path, name) of every document under `folder`; the name is relative to it, never absolute."""
+    """(path, name) of every document under `folder`, confined to it by what each file is (no link
+    followed, no FIFO or device, the folder's size capped: resolve.confined_files); the name is relative
+    to the folder, never absolute."""
     base = folder.expanduser()
     if not base.is_absolute():
         base = Path.cwd() / base
     if not base.is_dir():
         raise StageError(f"research.sources_dir {folder} is not a folder", retryable=False)
-    files: list[tuple[Path, str]] = []
-    for path in sorted(base.rglob("*")):
-        if documents.kind_of(path) and path.is_file() and not path.name.startswith("."):
-            files.append((path, str(path.relative_to(base))))
-            if len(files) >= MAX_DIR_FILES:
-                logger.warning("research.sources_dir {}: only the first {} files are searched", folder, MAX_DIR_FILES)
-                break
-    return files
+    files, skipped = confined_files(base)
+    for why in skipped:
+        logger.warning("research.sources_dir {}: {} is left out", folder, why)
+    root = base.resolve()
+    return [(path, str(path.relative_to(root))) for path in files if documents.kind_of(path)]
