@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from fakeapi import FakeApi
 from fakespeech import dialogue_handler
 from loopback_writers import chat_server, obedient
-from podspool_helpers import cli, episodes_in, make_spool, read_json, write_manifest
+from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "xi-test-0123456789abcdef"
@@ -196,3 +197,21 @@ def test_plan_counts_the_episodes_that_will_wait_for_review(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     (plan,) = json.loads(out.stdout)["batches"]
     assert plan["review"] == 2 and any("2 of 3 episode(s) wait in review/" in n for n in plan["notes"])
+
+
+def test_approve_and_redo_against_a_running_daemon(tmp_path: Path) -> None:
+    """With a daemon running, the commands send control requests and the daemon moves the folders."""
+    spool = _review_spool(tmp_path / "spool")
+    write_manifest(spool / "inbox" / "d.json", {"batch_id": "d", "topics": ["one", "two"]})
+    proc = start_daemon(spool)
+    try:
+        wait_for(lambda: episodes_in(spool, "review") == ["ep_001_d", "ep_002_d"], 60, proc, "two in review")
+        out = cli("approve", "--batch", "d", "--spool", str(spool))
+        assert out.returncode == 0 and "sent to the running daemon" in out.stdout, out.stderr
+        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_d", "ep_002_d"], 60, proc, "both done")
+        assert cli("redo", "ep_002_d", "--from", "production", "--spool", str(spool)).returncode == 0
+        wait_for(lambda: episodes_in(spool, "review") == ["ep_002_d"], 60, proc, "the redone script in review")
+        assert (spool / "review" / "ep_002_d" / "versions" / "1" / "script.md").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
