@@ -101,6 +101,7 @@ def test_a_running_daemon_gets_a_control_request(spool: Path, tmp_path: Path) ->
     assert episodes_in(s, "done") == EIDS  # the daemon, not the command, moves its folders
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_kill_9_at_every_move_of_archive(spool: Path, tmp_path: Path) -> None:
     """Nothing lost or duplicated at any crash point; status reads the half-archived batch; a rerun finishes."""
     count_file = tmp_path / "ops.log"

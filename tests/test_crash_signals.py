@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
 
 QUEUES = ("research", "production", "audio")
@@ -155,6 +156,7 @@ def test_a_hung_worker_is_stopped_at_its_time_limit(tmp_path: Path) -> None:
     assert "exceeded its time limit of 1.0s" in _log(spool)
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_sigterm_drains_then_a_restart_finishes(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=250)
     cfg = spool / "podspool.toml"

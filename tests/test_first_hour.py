@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from podspool.daemon.intake.validate import ManifestProblem, check_manifest
 from podspool.stages.settings import ResearchSettings
 from podspool_helpers import cli, episodes_in, make_spool, read_json, start_daemon, wait_for, write_manifest
@@ -120,6 +121,7 @@ def test_a_batch_local_research_cannot_ground_is_refused(tmp_path: Path) -> None
     check_manifest(raw, [tmp_path], research=ResearchSettings(provider="sim"))
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_status_gives_a_running_batch_an_eta_from_what_it_measured(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", extra="[concurrency]\nresearch = 1\nproduction = 1\naudio = 1\n",
                        latency_ms=300)

@@ -143,6 +143,7 @@ def _fill(fs: Path) -> Path:
     return ballast
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_disk_full_pauses_then_resumes_losing_nothing(small_fs: Path, tmp_path: Path) -> None:
     spool = make_spool(small_fs / "spool", latency_ms=300)
     write_manifest(spool / "inbox" / "a.json", {"batch_id": "a", "topics": [f"T{i}" for i in range(8)]})
@@ -182,6 +183,7 @@ def test_disk_full_pauses_then_resumes_losing_nothing(small_fs: Path, tmp_path: 
         assert not os.listdir(spool / loc), loc
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_stopping_while_a_result_waits_on_the_disk_keeps_its_artifact_for_reuse(tmp_path: Path) -> None:
     """A result the disk could not record when the daemon stops: its artifact, at its worker's temp name,
     needs no space to be renamed in, so the next start reuses it instead of paying for the call again."""

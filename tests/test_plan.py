@@ -18,6 +18,7 @@ from podspool_helpers import cli, write_manifest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_plan_matches_real_dry_runs() -> None:
     """The benchmark's two quick scenarios: the real daemon, measured from the batch's own summary."""
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plan_bench.py"), "--quick", "--json"],

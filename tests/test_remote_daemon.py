@@ -54,6 +54,7 @@ def _all_done_once(spool: Path) -> None:
     assert summary["results"]["successful"] == N and summary["results"]["failed"] == 0
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_run_once_on_two_worker_groups(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     spool, worker_config = _remote_spool(tmp_path, redis_url, latency_ms=30)
     with worker_groups(worker_config, tmp_path / "host-a", tmp_path / "host-b") as groups:

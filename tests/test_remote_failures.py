@@ -205,6 +205,7 @@ def test_large_artifacts_are_chunked_and_damage_is_caught(redis_url: str) -> Non
     client.close()
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_status_sees_the_workers_and_doctor_checks_the_broker(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     config = write_config(tmp_path / "podspool.toml", redis_url)
     with worker_groups(config, tmp_path / "host-a", stages=("audio",)):

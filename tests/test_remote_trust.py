@@ -194,6 +194,7 @@ def test_results_are_checked_and_a_bad_one_fails_its_task_only(tmp_path: Path, r
     assert got["ep_005_b"].result.ok and got["ep_005_b"].result.cost_usd == 0.02  # the listener lived on
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_task_without_a_result_fails_at_its_deadline(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     cfg = write_config(tmp_path / "podspool.toml", redis_url)
     ex = make_executor(cfg, tmp_path / "spool" / "state")

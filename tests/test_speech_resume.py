@@ -130,6 +130,7 @@ def _kill_tree(proc: object) -> None:
     proc.wait(timeout=10)  # type: ignore[attr-defined]
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_daemon_killed_mid_speech_of_a_30_minute_episode_pays_again_for_one_request(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     (spool / "inbox").mkdir(parents=True)
