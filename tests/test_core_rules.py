@@ -94,14 +94,15 @@ class Loop:
         (root / "inbox" / "b.json").write_text(json.dumps(doc))
         assert accept.take(self.spool, self.cfg, root / "inbox" / "b.json") is not None
         self.now = 1000.0
+        self.wall_step = 0.0  # the wall clock set back (or forward) by hand
         self.executor = FakeExecutor(slots)
         self.seen = Seen()
         self.disk = DiskPause(lambda: 5.0, clock=self.clock)
-        self.episodes = EpisodeBook(loader=recovery.manifest_loader(self.spool))
+        self.episodes = EpisodeBook(loader=recovery.manifest_loader(self.spool), clock=self.clock, wall=self.wall)
         self.batches = BatchBook(self.spool, 5, self.episodes, Observers([self.seen]))
         recovery.recover(self.spool, self.episodes, self.batches)
         self.dispatcher = Dispatcher(self.spool, lambda: self.cfg, self.episodes, self.batches, self.executor,
-                                     self.disk, clock=self.clock, wall=self.wall)
+                                     self.disk, clock=self.clock)
         self.recorder = Recorder(self.spool, lambda: self.cfg, self.episodes, self.batches, self.executor,
                                  self.disk, Observers([self.seen]), result_came=self.dispatcher.result_came,
                                  retire=lambda eid: None, clock=self.clock, wall=self.wall)
@@ -110,7 +111,7 @@ class Loop:
         return self.now
 
     def wall(self) -> float:
-        return 1.7e9 + self.now
+        return 1.7e9 + self.now + self.wall_step
 
     def tick(self) -> None:
         """One turn of the supervisor's loop, as core/supervisor.py runs it."""
@@ -169,6 +170,17 @@ def test_a_failed_attempt_waits_its_backoff_on_the_injected_wall_clock(tmp_path:
     loop.now += 10.5
     loop.dispatcher.run()
     assert len(loop.executor.submitted) == 2 and loop.executor.submitted[1].episode.attempt == 2
+
+
+def test_a_wall_clock_set_back_does_not_delay_a_retry(tmp_path: Path) -> None:
+    loop = Loop(tmp_path / "spool", 1)
+    loop.dispatcher.run()
+    loop.executor.finish(loop.executor.submitted[0], StageResult(ok=False, error="503 from the API"))
+    loop.tick()
+    loop.wall_step = -3600.0  # an NTP step back by an hour, after the retry time was written down
+    loop.now += 10.5
+    loop.dispatcher.run()
+    assert len(loop.executor.submitted) == 2  # due after its 10 s, on the monotonic clock
 
 
 def test_exhausted_retries_fail_the_episode_and_complete_the_batch(tmp_path: Path) -> None:

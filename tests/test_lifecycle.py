@@ -101,7 +101,7 @@ def test_reopen_sends_a_failed_episode_back_with_fresh_attempts() -> None:
 
 
 def test_ready_heaps_give_first_tries_by_number_then_due_retries() -> None:
-    book = EpisodeBook()
+    book = EpisodeBook(clock=lambda: 0.0, wall=lambda: 0.0)  # both clocks at 0: not_before is the due time
     eps = [Episode(_m(n), "research") for n in (3, 1, 2)]
     retry = _m(0)
     retry.attempts, retry.not_before = 2, 500.0
@@ -109,12 +109,12 @@ def test_ready_heaps_give_first_tries_by_number_then_due_retries() -> None:
     for ep in eps:
         book.add(ep)
     got = []
-    while (ep := book.pop_ready("research", "b", now_unix=100.0)) is not None:
+    while (ep := book.pop_ready("research", "b", now=100.0)) is not None:
         got.append(ep.manifest.episode_number)
         book.started(ep)
     assert got == [1, 2, 3]  # the retry is not due yet
     assert book.next_retry_at() == 500.0
-    ep = book.pop_ready("research", "b", now_unix=600.0)
+    ep = book.pop_ready("research", "b", now=600.0)
     assert ep is not None and ep.manifest.episode_number == 0
     assert book.running("research", "b") == 3
 

@@ -30,11 +30,10 @@ class Dispatcher:
     """Owns what starts: the task sequence, and the running phases not yet marked in their manifests."""
 
     def __init__(self, spool: Spool, config: Callable[[], Config], episodes: EpisodeBook, batches: BatchBook,
-                 executor: Executor, disk: DiskPause, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 executor: Executor, disk: DiskPause, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.spool, self.config, self.episodes, self.batches = spool, config, episodes, batches
         self.executor, self.disk = executor, disk
-        self.clock, self.wall = clock, wall
+        self.clock = clock
         self.task_seq = 0
         # running phases whose manifest does not say so yet: episode id -> (started, stage), oldest first
         self.unmarked: dict[str, tuple[float, StageName]] = {}
@@ -49,7 +48,7 @@ class Dispatcher:
         """
         if self.disk.active():
             return
-        now = self.wall()
+        now = self.clock()
         cfg = self.config()
         admitted = len(self.episodes.admitted)
         cap = cfg.limits.max_sessions_in_memory

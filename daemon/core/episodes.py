@@ -12,6 +12,7 @@ heads (log n); entries that went stale (the episode moved or started) are droppe
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -75,11 +76,15 @@ def is_retry(m: EpisodeManifest, stage: str) -> bool:
 @dataclass
 class _Queue:
     first: list[tuple[int, str]] = field(default_factory=list)  # (episode number, id)
-    retries: list[tuple[float, int, str]] = field(default_factory=list)  # (not_before, number, id)
+    retries: list[tuple[float, int, str]] = field(default_factory=list)  # (due, monotonic; number, id)
 
 
 class EpisodeBook:
-    def __init__(self, loader: Callable[[str, str], EpisodeManifest] | None = None) -> None:
+    def __init__(self, loader: Callable[[str, str], EpisodeManifest] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        # A retry's time is written down as wall time (manifest.not_before, for a restart to honour); in
+        # memory it is a monotonic deadline, so a clock stepped back does not delay it by the step.
+        self.clock, self.wall = clock, wall
         self.loader = loader  # (location, episode id) -> its manifest, read when a light episode starts
         self.by_id: dict[str, Episode] = {}
         self._queues: dict[tuple[str, str], _Queue] = {}
@@ -166,7 +171,8 @@ class EpisodeBook:
     def _enqueue(self, ep: Episode) -> None:
         q = self._queues.setdefault((ep.location, ep.batch_id), _Queue())
         if ep.loaded and is_retry(ep.manifest, ep.location):  # one never started is a first try
-            heapq.heappush(q.retries, (ep.manifest.not_before or 0.0, ep.number, ep.episode_id))
+            wait = max(0.0, (ep.manifest.not_before or 0.0) - self.wall())
+            heapq.heappush(q.retries, (self.clock() + wait, ep.number, ep.episode_id))
         else:
             heapq.heappush(q.first, (ep.number, ep.episode_id))
         self.waiting_by_stage[ep.location] += 1
@@ -175,7 +181,7 @@ class EpisodeBook:
         ep = self.by_id.get(eid)
         return ep if ep is not None and ep.location == stage and not ep.running else None
 
-    def pop_ready(self, stage: StageName, batch_id: str, now_unix: float) -> Episode | None:
+    def pop_ready(self, stage: StageName, batch_id: str, now: float) -> Episode | None:
         """The next episode of `batch_id` that may start `stage` now: first tries, then due retries."""
         q = self._queues.get((stage, batch_id))
         if q is None:
@@ -185,7 +191,7 @@ class EpisodeBook:
             self.waiting_by_stage[stage] -= 1
             if (ep := self._fresh(eid, stage)) is not None:
                 return ep
-        while q.retries and q.retries[0][0] <= now_unix:
+        while q.retries and q.retries[0][0] <= now:
             _, _, eid = heapq.heappop(q.retries)
             self.waiting_by_stage[stage] -= 1
             if (ep := self._fresh(eid, stage)) is not None:
@@ -203,7 +209,7 @@ class EpisodeBook:
         return q is not None and bool(q.first or q.retries)
 
     def next_retry_at(self) -> float | None:
-        """When the earliest waiting retry may start (the main loop's sleep bound)."""
+        """When the earliest waiting retry may start, on the book's monotonic clock."""
         heads = [q.retries[0][0] for q in self._queues.values() if q.retries]
         return min(heads) if heads else None
 
