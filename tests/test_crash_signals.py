@@ -87,6 +87,7 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 20) -> int:
             proc.wait(5)
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_sigkill_supervisor_mid_batch_workers_die_and_restart_finishes(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=150)
     eids = [f"ep_{i:03d}_k" for i in range(1, 9)]
@@ -110,6 +111,7 @@ def test_sigkill_supervisor_mid_batch_workers_die_and_restart_finishes(tmp_path:
     assert read_json(spool / "batches" / "k" / "k_summary.json")["batch_result"]["results"]["successful"] == 8
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_sigkill_of_one_worker_fails_one_attempt_then_the_episode_finishes(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=0,
                        extra="[concurrency]\nresearch = 1\nproduction = 1\naudio = 1\n")
@@ -136,6 +138,7 @@ def test_sigkill_of_one_worker_fails_one_attempt_then_the_episode_finishes(tmp_p
     assert "research worker (pid " in _log(spool) and "likely out of memory" in _log(spool)
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_hung_worker_is_stopped_at_its_time_limit(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=0)
     cfg = spool / "podspool.toml"
@@ -189,6 +192,7 @@ def test_sigterm_drains_then_a_restart_finishes(tmp_path: Path) -> None:
     _all_done_once(spool, [*eids, "ep_001_late"])
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_second_sigterm_stops_at_once_and_loses_nothing(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=0)
     cfg = spool / "podspool.toml"
@@ -220,6 +224,7 @@ def test_a_second_sigterm_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
     assert "runs again from the start of research" in _log(spool)
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_sighup_reloads_the_configuration_and_a_second_daemon_exits_75(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool", latency_ms=200, extra="[concurrency]\nresearch = 2\nproduction = 1\naudio = 1\n")
     cfg = spool / "podspool.toml"

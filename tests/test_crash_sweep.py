@@ -210,6 +210,7 @@ def sweep(tmp: Path, full: bool) -> None:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_crash_point_sweep(tmp_path: Path) -> None:
     sweep(tmp_path, full=False)
 

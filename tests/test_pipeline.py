@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from podspool_helpers import cli, episodes_in, make_spool, read_json, write_manifest
 
 
@@ -76,6 +77,7 @@ def test_dry_run_batch_end_to_end(tmp_path: Path) -> None:
     assert b["costs"] == {"research": 0.12, "production": 0.12, "audio": 0.12, "total": 0.36}
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_one_poison_episode_fails_alone(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool")
     cfg = spool / "podspool.toml"
