@@ -215,3 +215,16 @@ def test_approve_and_redo_against_a_running_daemon(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_a_redo_in_a_complete_batch_counts_it_unfinished_then_done_again(tmp_path: Path) -> None:
+    spool = _review_spool(tmp_path / "spool")
+    write_manifest(spool / "inbox" / "c.json", {"batch_id": "c", "review": False, "topics": ["one", "two"]})
+    assert cli("run", "--once", "--spool", str(spool)).returncode == 0
+    assert episodes_in(spool, "done") == ["ep_001_c", "ep_002_c"]
+    assert cli("redo", "ep_001_c", "--from", "audio", "--spool", str(spool)).returncode == 0
+    session = read_json(spool / "batches" / "c" / "session.json")
+    assert (session["completed"], session["total"]) == (1, 2)  # counted from its folders, not from zero
+    assert cli("run", "--once", "--spool", str(spool)).returncode == 0
+    session = read_json(spool / "batches" / "c" / "session.json")
+    assert (session["completed"], session["failed"], session["state"]) == (2, 0, "complete")

@@ -136,6 +136,24 @@ class BatchBook:
             except OSError:
                 pass  # its folder is gone: nothing to write checkpoints into either
 
+    def reopen(self, bid: str) -> BatchState:
+        """A batch in memory again for an episode that runs again (retry, redo): a complete batch was
+        forgotten, so its tally is counted again from its episode folders."""
+        if bid in self.by_id:
+            return self.by_id[bid]
+        b = self.load(bid) if self.spool.batch_dir(bid).is_dir() else self.placeholder(bid)
+        pairs = []
+        for loc in FINAL:
+            for found in self.spool.scan_location(loc):
+                if found.episode_id.split("_", 2)[-1] != bid:  # ep_<number>_<batch_id>
+                    continue
+                try:
+                    pairs.append((loc, self.spool.read_manifest(found.folder)))
+                except (FileNotFoundError, ValueError):
+                    continue
+        b.tally = Tally.of(pairs)
+        return b
+
     def placeholder(self, bid: str) -> BatchState:
         """An episode whose batch folder is gone still belongs somewhere."""
         return self.add(bid, {"batch_id": bid, "seq": time.time()})

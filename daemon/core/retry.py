@@ -11,11 +11,10 @@ from typing import Any
 
 from loguru import logger
 from podspool.daemon.core import lifecycle, recovery
-from podspool.daemon.core.batch_views import Tally
 from podspool.daemon.core.batches import BatchBook
 from podspool.daemon.core.episodes import Episode, EpisodeBook
 from podspool.daemon.models import EpisodeManifest
-from podspool.daemon.spool import FINAL, Location, Spool
+from podspool.daemon.spool import Location, Spool
 
 
 def apply(body: dict[str, Any], spool: Spool, episodes: EpisodeBook, batches: BatchBook) -> list[str]:
@@ -57,10 +56,7 @@ def offline(body: dict[str, Any], spool: Spool, checkpoint_every: int) -> list[t
 
 def _reopen(m: EpisodeManifest, spool: Spool, episodes: EpisodeBook, batches: BatchBook) -> None:
     bid = m.batch_id
-    if bid not in batches:
-        batches.load(bid) if spool.batch_dir(bid).is_dir() else batches.placeholder(bid)
-        batches[bid].tally = _tally(spool, bid)
-    b = batches[bid]
+    b = batches.reopen(bid)
     b.tally.unfinish(Location.FAILED, m)
     batches.finished[Location.FAILED] = batches.finished.get(Location.FAILED, 1) - 1
     b.summarised = False
@@ -71,16 +67,3 @@ def _reopen(m: EpisodeManifest, spool: Spool, episodes: EpisodeBook, batches: Ba
     b.dirty = True
     logger.bind(batch=bid, episode=m.session_id, stage=stage).info(
         "retry: {} is back in {} (retry round {})", m.session_id, stage, m.retry_rounds)
-
-
-def _tally(spool: Spool, bid: str) -> Tally:
-    """A forgotten (complete) batch's tally, counted again from its folders when a retry reopens it."""
-    pairs = []
-    for loc in FINAL:
-        for found in spool.scan_location(loc):
-            if recovery.batch_of_folder(found.episode_id) == bid:
-                try:
-                    pairs.append((loc, spool.read_manifest(found.folder)))
-                except (FileNotFoundError, ValueError):
-                    continue
-    return Tally.of(pairs)

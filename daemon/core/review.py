@@ -193,6 +193,7 @@ def apply(body: dict[str, Any], spool: Spool, cfg: Config, episodes: EpisodeBook
             elif action == "reject":
                 target = reject(f, spool, str(req.get("note") or ""), bool(req.get("fail")))
             else:
+                batches.reopen(f.manifest.batch_id)  # counted from its folders before this one moves
                 target = redo(f, spool, req["from"])
         except Refused as exc:
             log.warning("{}: {}", action, exc)
@@ -207,9 +208,7 @@ def _rebook(f: Found, target: Location, episodes: EpisodeBook, batches: BatchBoo
     """The books follow the move: a redone episode is unfinished again, a failed one finished."""
     m = f.manifest
     bid = m.batch_id
-    if bid not in batches:
-        batches.load(bid) if batches.spool.batch_dir(bid).is_dir() else batches.placeholder(bid)
-    b = batches[bid]
+    b = batches.reopen(bid)
     if f.location in FINAL:  # redo: it counts as unfinished again
         b.tally.unfinish(f.location, m)
         batches.finished[f.location] = batches.finished.get(f.location, 1) - 1
