@@ -88,6 +88,12 @@ class ElevenLabsSettings(HttpProviderSettings):
     # one request now speaks about two minutes of dialogue, which takes longer than one turn did
     timeout_s: float = Field(default=180.0, gt=0)
 
+    @property
+    def model_in_use(self) -> str:
+        """`model`, else the mode's default: text-to-dialogue is eleven_v3's, and per-turn speech defaults
+        to the model that takes stitching."""
+        return self.model or ("eleven_v3" if self.mode == "dialogue" else "eleven_multilingual_v2")
+
 
 class OpenAISpeechSettings(HttpProviderSettings):
     """Any OpenAI-compatible `POST {base_url}/audio/speech` (OpenAI itself, or a local speech server)."""

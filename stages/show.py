@@ -8,9 +8,10 @@ a show is the providers' to say (`show_problems` callers in the daemon).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -129,25 +130,35 @@ class Show:
 
 
 def default_cast(hosts: list[str]) -> tuple[CastMember, ...]:
-    return tuple(CastMember(name=h) for h in hosts)
+    return _default_cast(tuple(hosts))
+
+
+@functools.lru_cache(maxsize=64)
+def _default_cast(hosts: tuple[str, ...]) -> tuple[CastMember, ...]:
+    return tuple(CastMember(name=h) for h in hosts)  # frozen: one tuple serves every episode
 
 
 def merge(*layers: ShowFields | None) -> ShowFields:
     """The layers' fields, the most specific last (config defaults, batch, episode)."""
-    out = ShowFields()
+    return ShowFields.model_construct(**_merged(layers))  # each layer was checked when it was made
+
+
+def _merged(layers: tuple[ShowFields | None, ...]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     for layer in layers:
         if layer is not None:
-            out = out.model_copy(update=layer.set_fields())
-    return out
+            fields.update(layer.set_fields())
+    return fields
 
 
 def resolve(*layers: ShowFields | None, hosts: list[str]) -> Show:
     """The show from its layers, every field decided: a cast of one is a solo show unless told otherwise."""
-    f = merge(*layers)
-    cast = tuple(f.cast) if f.cast else default_cast(hosts)
-    return Show(format=f.format or ("solo" if len(cast) == 1 else "conversation"), cast=cast,
-                language=f.language or "en", minutes=None if f.minutes is None else float(f.minutes),
-                review=bool(f.review))
+    f = _merged(layers)
+    cast = tuple(f["cast"]) if f.get("cast") else default_cast(hosts)
+    minutes = f.get("minutes")
+    return Show(format=f.get("format") or ("solo" if len(cast) == 1 else "conversation"), cast=cast,
+                language=f.get("language") or "en", minutes=None if minutes is None else float(minutes),
+                review=bool(f.get("review")))
 
 
 def structure_problems(show: Show) -> list[str]:

@@ -83,3 +83,15 @@ def test_no_module_imports_itself_back() -> None:
                     seen.add(nxt)
                     stack.append((nxt, (*path, nxt)))
     assert cycles == []
+
+
+def test_the_supervisor_starts_without_the_http_stack() -> None:
+    """The supervisor checks speech settings at intake from settings and installed files only: importing
+    it must not load requests (60-90 ms of every start-up, on the path to the first episode)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, podspool.daemon.core.supervisor, podspool.daemon.cli.main; "
+            "print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

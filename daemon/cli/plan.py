@@ -21,7 +21,6 @@ from podspool.daemon.models import BatchManifest, EpisodeManifest
 from podspool.daemon.ratelimit.window import Rate
 from podspool.stages.base import STAGE_NAMES, StageName, Usage
 from podspool.stages.costs import cost_of
-from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
 from podspool.stages.script import segments
 from podspool.stages.show import merge, resolve
 
@@ -120,7 +119,7 @@ def stage_work(cfg: Config, stage: StageName, minutes: float | None = None) -> S
     # max_chars_per_request, each taking as long as the turns it speaks; characters are what it bills
     el = cfg.providers.elevenlabs
     calls = turns if el.mode == "per_turn" else max(1, -(-chars // el.max_chars_per_request))
-    usage = [Usage(api="elevenlabs", model=el.model or DEFAULT_MODELS[el.mode], characters=chars // calls)
+    usage = [Usage(api="elevenlabs", model=el.model_in_use, characters=chars // calls)
              for _ in range(calls)]
     note = (f"elevenlabs {el.mode}: about {turns} turns and {chars} characters per episode in {calls} request(s) "
             "([plan] script_words, words_per_turn)")

@@ -37,8 +37,6 @@ DEFAULT_VOICES = voices.ELEVENLABS_DEFAULTS  # premade: Rachel, Adam, Bella, Ant
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # the pcm_<rate> output formats offered
 STITCH_DEPTH = 3  # the API accepts at most three previous_request_ids
 NO_STITCHING = frozenset({"eleven_v3"})  # models that refuse previous_request_ids
-# text-to-dialogue is eleven_v3's; per-turn speech defaults to the model that takes stitching
-DEFAULT_MODELS = {"dialogue": "eleven_v3", "per_turn": "eleven_multilingual_v2"}
 DIALOGUE_PATH = "/v1/text-to-dialogue/with-timestamps"
 MIN_HEAD_CHARS = 200  # room left in a request worth filling with the head of the next piece
 
@@ -169,7 +167,7 @@ class ElevenLabsSpeech:
 
     def synthesize(self, turns: list[Turn], ctx: StageContext) -> SpeechOutput:
         settings = ctx.settings.providers.elevenlabs
-        model = settings.model or DEFAULT_MODELS[settings.mode]
+        model = settings.model_in_use
         fmt = output_format(settings, ctx.settings.audio.sample_rate)
         rate = sample_rate_of(fmt)
         key = require_key(ctx, API)

@@ -6,7 +6,6 @@ neither imports it.
 
 from __future__ import annotations
 
-from podspool.stages.providers.elevenlabs import DEFAULT_MODELS
 from podspool.stages.providers.espeak import engine
 from podspool.stages.providers.piper import installed_voices, voice_language, voice_path
 from podspool.stages.providers.voices import (
@@ -71,7 +70,7 @@ def _elevenlabs_problems(show: Show, settings: StageSettings) -> list[str]:
     problems = [f"ElevenLabs voice id {voice!r} of {name} is not a voice id (20 letters and digits)"
                 for name, voice in chosen(show, "elevenlabs", el.voices).items()
                 if voice and not ELEVENLABS_ID.match(voice)]
-    model = el.model or DEFAULT_MODELS[el.mode]
+    model = el.model_in_use
     spoken = ELEVENLABS_LANGUAGES.get(model)
     if spoken is not None and show.primary_language not in spoken:
         problems.append(f"ElevenLabs model {model} does not speak {show.language!r}: choose eleven_v3 or "
