@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from podspool.daemon.intake import staging
-from podspool.daemon.models import BatchManifest
+from podspool.daemon.models import BatchManifest, State
 from podspool.daemon.spool import Spool
 from podspool_helpers import make_spool, wait_for
 
@@ -33,9 +33,9 @@ def _half_done_spool(root: Path) -> str:
     eid = "ep_001_nb"
     folder = sp.folder("research", eid)
     m = sp.read_manifest(folder)
-    m.status = "in_progress"
+    m.status = State.IN_PROGRESS
     m.attempts = 1
-    m.phases.set("research", "in_progress")
+    m.phases.set("research", State.IN_PROGRESS)
     sp.write_manifest(folder, m)
     return eid
 
