@@ -57,6 +57,12 @@ def pipeline(folder: str, fsync: bool) -> tuple[dict[str, SqliteHuey], Any]:
     return q, research
 
 
+# Huey knows a task by its module's name and its own: a consumer imports this module as `huey_bench`,
+# as the bench (or orchestration_bench.py) that enqueues does.
+CONSUMER = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import huey_bench; "
+            "huey_bench.consume(sys.argv[1], sys.argv[2], sys.argv[3] == '1')")
+
+
 def consume(stage: str, folder: str, fsync: bool) -> None:
     queues, _ = pipeline(folder, fsync)
     polling = {} if os.environ.get("HUEY_POLLING") == "default" else \
@@ -70,7 +76,7 @@ def run(episodes: int, fsync: bool, parent: str | None) -> float:
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
         queues, research = pipeline(tmp, fsync)  # makes the databases' tables before the clock starts
         t0 = time.monotonic()
-        consumers = [subprocess.Popen([sys.executable, __file__, "--consume", stage, tmp, "1" if fsync else "0"],
+        consumers = [subprocess.Popen([sys.executable, "-c", CONSUMER, stage, tmp, "1" if fsync else "0"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for stage in POOLS]
         try:
             for n in range(episodes):  # while the consumers boot (podspool takes its batch while its workers do)
@@ -91,12 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="300,1000,3000")
     ap.add_argument("--modes", default="nosync,fsync")
-    ap.add_argument("--consume", nargs=3, help=argparse.SUPPRESS)  # stage, folder, fsync: a consumer
     args = ap.parse_args()
-    if args.consume:
-        stage, folder, fsync = args.consume
-        consume(stage, folder, fsync == "1")
-        return
     parent = os.environ.get("BENCH_TMP")
     for mode in args.modes.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
@@ -105,4 +106,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import huey_bench  # the tasks registered under the module's name, as its consumers know them
+
+    huey_bench.main()

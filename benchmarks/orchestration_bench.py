@@ -8,9 +8,11 @@ should grow with what is queued, not explode. CPU per episode, the supervisor's 
 run at the daemon's "podspool ready" log line: the start-up (interpreter, the batch's intake, the workers'
 boot), then the episodes/s from there to the batch's completion. A small separate run counts durable
 operations (every rename that makes something durable, through the PODSPOOL_CRASH_COUNT hook of
-stages/fsio.py).
+stages/fsio.py). Beside each size, in the same run and on the same disk, Huey's no-op pipeline
+(huey_bench.py: three SqliteHuey queues, 5/3/2 worker processes) with and without fsync, when Huey is
+installed (`pip install -e '.[bench]'`).
 
-    python benchmarks/orchestration_bench.py [--sizes 300,1000,3000,10000] [--no-settle]
+    python benchmarks/orchestration_bench.py [--sizes 300,1000,3000,10000] [--huey fsync,nosync] [--no-settle]
 """
 
 from __future__ import annotations
@@ -107,6 +109,16 @@ def _high_water_mark(pid: int) -> int:
     return 0
 
 
+def huey_rate(episodes: int, mode: str, parent: Path) -> float | None:
+    """Huey's no-op pipeline through `episodes` episodes (huey_bench.py), in episodes/s; None when Huey
+    is not installed."""
+    try:
+        import huey_bench
+    except ImportError:
+        return None
+    return episodes / huey_bench.run(episodes, mode == "fsync", str(parent))
+
+
 def durable_ops(parent: Path, episodes: int = 30) -> Counter[str]:
     count = parent / "ops.txt"
     run(episodes, parent, {"PODSPOOL_CRASH_COUNT": str(count)})
@@ -149,6 +161,8 @@ def settle(parent: Path, limit_s: float = SETTLE_LIMIT_S) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="300,1000,3000,10000")
+    ap.add_argument("--huey", default="fsync,nosync",
+                    help="Huey's modes to run beside each size (huey_bench.py); '' for none")
     ap.add_argument("--no-settle", action="store_true", help="measure at once, whatever the disk's state")
     args = ap.parse_args()
     # Every run's spool is kept until the end: deleting one would slow the next run's file creation
@@ -171,6 +185,13 @@ def main() -> None:
                   f"{r['peak_rss_mib']:.1f} MiB  CPU per episode: supervisor {r['cpu_s'] / n * 1000:.2f} ms, "
                   f"workers {r['worker_cpu_s'] / n * 1000:.2f} ms  (start-up {r['startup_s']:.2f}s, then "
                   f"{n / r['batch_s']:.0f} episodes/s)", flush=True)
+            for mode in filter(None, args.huey.split(",")):
+                rate = huey_rate(n, mode, parent)
+                if rate is None:
+                    print("        Huey is not installed (pip install -e '.[bench]'): no side-by-side figure")
+                    break
+                print(f"        Huey {mode:6s} {rate:7.1f} episodes/s: podspool at {n / r['wall_s'] / rate:.2f}x",
+                      flush=True)
     finally:
         shutil.rmtree(parent)
 
