@@ -30,6 +30,15 @@ def test_validate_names_each_problem_and_exits_2(tmp_path: Path) -> None:
     assert cli("validate", str(tmp_path / "missing.json")).returncode == 2
 
 
+def test_a_command_prints_its_results_not_library_debug_lines(tmp_path: Path) -> None:
+    """The offline defaults check espeak's voices (which logs its start at DEBUG, for the daemon's log):
+    an operator's `validate` shows its verdict and nothing of that."""
+    manifest = write_manifest(tmp_path / "m.json", {"topics": ["a"]})
+    out = cli("validate", str(manifest), cwd=tmp_path)
+    assert "m.json: invalid" in out.stderr  # topics alone: the offline research has nothing to search
+    assert "DEBUG" not in out.stderr and "espeak" not in out.stderr
+
+
 def test_submit_places_nothing_when_any_file_is_invalid(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool")
     good = write_manifest(tmp_path / "good.json", {"topics": ["a"]})

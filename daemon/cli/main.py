@@ -21,6 +21,18 @@ from podspool.daemon.spool import Spool
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="podspool: a crash-safe spool daemon that batch-produces podcast episodes.")
 
+
+@app.callback()
+def _every_command(ctx: typer.Context) -> None:
+    """An operator's command prints its own results: a library's debug line (espeak's start, say) is not
+    one, so stderr shows warnings and worse, masked as the daemon's log is. `run` and `worker` set their
+    own logging."""
+    if ctx.invoked_subcommand not in ("run", "worker"):
+        from podspool.daemon.observers.logs import setup
+
+        setup(None, level="WARNING")
+
+
 def _with_daemon_roots(cfg: Config, spool: Path) -> Config:
     """The daemon's config with its allowed source roots spelled out (granted folders included)."""
     from podspool.daemon.intake.validate import daemon_roots
