@@ -131,6 +131,7 @@ def test_only_http_and_https_and_private_literals_are_refused_at_validate(tmp_pa
     assert listener.connections == 0  # validate never fetches
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_fetched_page_is_cited_by_url_and_not_fetched_again_on_retry(tmp_path: Path) -> None:
     page = article_html("Salamander news", "The axolotl of the lake was seen again near the old pier.")
     other = article_html("Pond notes", "The newt of the pond hides under the lily leaves all summer long.")

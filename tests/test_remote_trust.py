@@ -72,6 +72,7 @@ def _task_body(ex: DramatiqExecutor, episode_id: str, **over: Any) -> dict[str, 
     return body
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_forged_and_replayed_messages_run_nothing_and_the_host_decides_its_settings(
         tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     private = tmp_path / "private"

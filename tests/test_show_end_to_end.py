@@ -62,6 +62,7 @@ def median_pitch_by_speaker(folder: Path) -> dict[str, float]:
     return {who: float(np.median(v)) for who, v in found.items()}
 
 
+@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_a_conversation_and_a_debate_of_three_through_the_daemon(tmp_path: Path) -> None:
     spool = spool_with(tmp_path, min_words=150)
     cast = [{"name": "Ana"}, {"name": "Bo"}, {"name": "Chidi"}]
