@@ -5,9 +5,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from multiprocessing import forkserver, resource_tracker
 
 import psutil
 import pytest
+
+
+@pytest.fixture
+def own_fork_server() -> Iterator[None]:
+    """For a test whose processes come from this test process's fork server (and its resource tracker):
+    both are stopped after it, or the leak check rightly reports them (private hooks, made for tests
+    like this)."""
+    yield
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import docx
@@ -21,6 +22,27 @@ def make_pdf(path: Path, pages: list[str], title: str = "Tide report") -> Path:
         pdf.add_page()
         pdf.multi_cell(0, 6, text)
     pdf.output(str(path))
+    return path
+
+
+def make_slow_pdf(path: Path, operations: int = 100_000) -> Path:
+    """A small valid PDF whose one page holds `operations` one-letter text operations, compressed: 3 KB
+    that pypdf takes about 2 s to read to its first passage (a hostile document, cheap to send)."""
+    content = zlib.compress(b"BT /F1 1 Tf " + b"(a) Tj 1 0 Td " * operations + b" ET", 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+               b"/Contents 4 0 R >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
     return path
 
 

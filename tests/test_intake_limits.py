@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from document_makers import make_pdf, make_slow_pdf
+from podspool.daemon.intake import apart
 from podspool.daemon.intake.limits import MAX_PROBLEMS, MAX_SOURCES
+from podspool.daemon.intake.validate import ManifestProblem
 from podspool_helpers import cli, episodes_in, make_spool, wait_for, write_manifest
 
 WATCHDOG_SEC = 30  # systemd/podspool.service
@@ -44,6 +47,30 @@ def test_too_many_sources_are_refused_unread(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert f"at most {MAX_SOURCES} per manifest" in out.stderr + out.stdout
     assert "missing-1-0.md" not in out.stderr + out.stdout  # none was looked at
+
+
+def _citing(name: str, episodes: int) -> bytes:
+    return json.dumps({"batch_id": "docs", "episodes": [
+        {"number": i, "topic": "The harbour", "sources": [name]} for i in range(1, episodes + 1)]}).encode()
+
+
+@pytest.mark.usefixtures("own_fork_server")
+def test_documents_are_checked_apart_and_a_slow_one_is_refused_in_bounded_time(tmp_path: Path) -> None:
+    """A manifest citing documents is checked in a child process: a good PDF gives the same manifest as a
+    check in place would, and three citations of a PDF that takes 2 s each to read are refused when the
+    bound runs out, with the reason, instead of holding the caller for 6 s."""
+    make_pdf(tmp_path / "report.pdf", ["The harbour wall was rebuilt in 1904 after the great storm."])
+    make_slow_pdf(tmp_path / "slow.pdf")
+    good = _citing("report.pdf", 2)
+    assert apart.names_documents(good) and not apart.names_documents(b'{"topics": ["pdf files"]}')
+    manifest = apart.check_apart(good, [tmp_path])
+    assert [ep.sources for ep in manifest.all_episodes()] == [["report.pdf"], ["report.pdf"]]
+    with pytest.raises(ManifestProblem) as refused:
+        apart.check_apart(_citing("slow.pdf", 3), [tmp_path], timeout_s=1.0)
+    assert "took more than 1 s to check" in refused.value.problems[0]
+    with pytest.raises(ManifestProblem) as missing:  # the child's own verdicts come back as they are
+        apart.check_apart(_citing("gone.pdf", 1), [tmp_path])
+    assert "gone.pdf" in missing.value.problems[0]
 
 
 def _hostile_manifest(path: Path) -> int:
@@ -135,3 +162,53 @@ def test_one_tick_takes_about_one_largest_manifest(tmp_path: Path) -> None:
             p.unlink()  # accepted or rejected: gone from the inbox
     assert calls == [["a.json", "small.json"], ["b.json"], ["c.json"], []], calls
     assert len(wakes) >= 2  # the loop is woken for the rest at once, not at the next rescan
+
+
+@pytest.mark.soak  # a daemon waits out the 20 s bound: .ci/run runs it with the soak tests
+def test_a_manifest_of_slow_documents_is_refused_before_the_watchdog_fires(tmp_path: Path) -> None:
+    """Thirty citations of a 3 KB PDF that takes 2 s to read (a minute in all) reach a running daemon: the
+    manifest is refused when the check's bound (apart.CHECK_S) runs out, the watchdog is pinged within its
+    period throughout, and a good batch dropped after it still runs."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_slow_pdf(docs / "slow.pdf")
+    spool = make_spool(tmp_path / "spool")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    sock.bind(address)
+    sock.settimeout(0.2)
+    env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_SEC * 10**6)}
+    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file: a pipe nobody reads would fill
+    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
+                            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=docs)
+    pings: list[float] = []
+    try:
+        def ready() -> bool:
+            try:
+                return "READY=1" in sock.recv(65536).decode()
+            except TimeoutError:
+                return False
+
+        wait_for(ready, 30, proc, "READY=1")
+        (tmp_path / "slow.json").write_bytes(_citing("slow.pdf", 30))
+        os.rename(tmp_path / "slow.json", spool / "inbox" / "slow.json")
+        dropped = time.monotonic()
+        while time.monotonic() < dropped + 90 and not list((spool / "rejected").glob("*.error.txt")):
+            try:
+                if "WATCHDOG=1" in sock.recv(65536).decode():
+                    pings.append(time.monotonic())
+            except TimeoutError:
+                pass
+        write_manifest(spool / "inbox" / "after.json", {"batch_id": "after", "topics": ["Tides"]})
+        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_after"], 60, proc, "the next batch done")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        sock.close()
+        err.close()
+    refused_after = max(pings) - dropped if pings else 0.0
+    gap = max(b - a for a, b in zip([dropped, *pings], pings, strict=False))
+    print(f"30 slow documents: refused after about {refused_after:.0f} s, longest watchdog gap {gap:.1f} s")
+    assert gap < WATCHDOG_SEC, f"the main loop was held {gap:.1f} s"
+    [error] = list((spool / "rejected").glob("*.error.txt"))
+    assert f"took more than {apart.CHECK_S:.0f} s to check" in error.read_text()

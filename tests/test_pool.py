@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +13,7 @@ from podspool.daemon.executors.local.workers import Worker
 from podspool.stages.base import STAGE_NAMES
 from podspool_helpers import wait_for
 
-
-@pytest.fixture(autouse=True)
-def _own_fork_server() -> Iterator[None]:
-    """The workers come from this test process's fork server (and its resource tracker): stop both
-    after the test, or the leak check rightly reports them (private hooks, made for tests like this)."""
-    yield
-    forkserver._forkserver._stop()  # type: ignore[attr-defined]
-    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+pytestmark = pytest.mark.usefixtures("own_fork_server")  # the workers come from this process's fork server
 
 
 def _executor(tmp_path: Path) -> LocalExecutor:

@@ -14,7 +14,7 @@ from typing import Any
 from loguru import logger
 from podspool.daemon.config import Config
 from podspool.daemon.core.lifecycle import DISK_ERRNOS  # trouble for every file: pause admission
-from podspool.daemon.intake import staging
+from podspool.daemon.intake import apart, staging
 from podspool.daemon.intake.limits import capped
 from podspool.daemon.intake.validate import (
     Checked,
@@ -70,7 +70,10 @@ def _take(spool: Spool, cfg: Config, path: Path) -> tuple[str, list[int]] | None
 
 
 def _checked(raw: bytes, roots: list[Path], **checks: Any) -> Checked:
-    return Checked(manifest=check_manifest(raw, roots, **checks), raw=raw)
+    """Checked here, or apart in a child process when it may cite a document, whose parse has no bound
+    of its own (apart.py)."""
+    check = apart.check_apart if apart.names_documents(raw) else check_manifest
+    return Checked(manifest=check(raw, roots, **checks), raw=raw)
 
 
 def _reject(spool: Spool, path: Path, problems: list[str]) -> None:
