@@ -63,6 +63,9 @@ def test_documents_are_checked_apart_and_a_slow_one_is_refused_in_bounded_time(t
     make_slow_pdf(tmp_path / "slow.pdf")
     good = _citing("report.pdf", 2)
     assert apart.names_documents(good) and not apart.names_documents(b'{"topics": ["pdf files"]}')
+    escaped = _citing("slow.pdf", 1).replace(b".pdf", b"\\u002epdf")
+    assert b".pdf" not in escaped and apart.names_documents(escaped)  # escaped in the JSON: a PDF all the same
+    assert not apart.names_documents(_citing("notes.md", 1) + b"report.pdf")  # not JSON: refused unread
     manifest = apart.check_apart(good, [tmp_path])
     assert [ep.sources for ep in manifest.all_episodes()] == [["report.pdf"], ["report.pdf"]]
     with pytest.raises(ManifestProblem) as refused:

@@ -5,28 +5,39 @@ from offline sources), and a parser can take seconds on a small hostile file: a 
 text operators takes pypdf 2 s. A manifest citing many would hold the main loop past systemd's watchdog
 (WatchdogSec=30), which restarts the daemon, which takes the same manifest again. In a child, the slow
 or crashing parse costs that manifest a rejection, not the loop its watchdog or the supervisor its life.
-Any other manifest is checked in the supervisor, as it costs no parse.
+A manifest citing text files only is checked in the supervisor: reading those costs no parse.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import re
 import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from podspool.daemon.intake.validate import ManifestProblem, check_manifest
+from podspool.daemon.intake.validate import ManifestProblem, check_manifest, parse_json
 from podspool.daemon.models import BatchManifest
+from podspool.stages.sources.limits import TEXT_SUFFIXES, is_url
 
 CHECK_S = 20.0  # well inside WatchdogSec=30: the loop pings the watchdog again once the check returns
-_DOCUMENT = re.compile(rb"\.(?:pdf|docx|epub)\b", re.IGNORECASE)
 
 
 def names_documents(raw: bytes) -> bool:
-    """Whether the manifest may cite a document (a false yes only costs a child process)."""
-    return _DOCUMENT.search(raw) is not None
+    """Whether an episode of the manifest cites a file that is not plain text (a PDF, DOCX, EPUB, or a
+    name no reader knows), read from the parsed JSON: a name in the raw bytes may be escaped
+    ("slow\\u002epdf"). A manifest that is not JSON is refused unread, so it names none."""
+    try:
+        data = parse_json(raw)
+    except ManifestProblem:
+        return False
+    episodes = data.get("episodes") if isinstance(data, dict) else None
+    for episode in episodes if isinstance(episodes, list) else []:
+        sources = episode.get("sources") if isinstance(episode, dict) else None
+        for spec in sources if isinstance(sources, list) else []:
+            if isinstance(spec, str) and not is_url(spec) and not spec.lower().endswith(TEXT_SUFFIXES):
+                return True
+    return False
 
 
 def check_apart(raw: bytes, roots: list[Path], timeout_s: float = CHECK_S, **checks: Any) -> BatchManifest:
