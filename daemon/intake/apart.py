@@ -51,8 +51,8 @@ def check_apart(raw: bytes, roots: list[Path], timeout_s: float = CHECK_S, **che
     try:
         if not receive.poll(timeout_s):
             raise ManifestProblem([f"its documents took more than {timeout_s:.0f} s to check, so it was refused "
-                                   "unread (a document that parses this slowly would hold the daemon); "
-                                   "`podspool validate` names each problem without a time limit"])
+                                   "(a document that parses this slowly would hold the daemon); `podspool "
+                                   "validate` checks them without a time limit and names each problem"])
         try:
             kind, value = receive.recv()
         except EOFError:
