@@ -11,6 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,54 @@ def test_documents_are_checked_apart_and_a_slow_one_is_refused_in_bounded_time(t
     assert "gone.pdf" in missing.value.problems[0]
 
 
+@dataclass
+class _Watch:
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+
+    def pings(self, since: float, limit_s: float, until: Callable[[list[float]], bool]) -> list[float]:
+        """The times of the daemon's WATCHDOG=1 pings from `since` until `until(pings)` (or `limit_s`)."""
+        pings: list[float] = []
+        while time.monotonic() < since + limit_s and not until(pings):
+            try:
+                if "WATCHDOG=1" in self.sock.recv(65536).decode():
+                    pings.append(time.monotonic())
+            except TimeoutError:
+                pass
+        return pings
+
+
+def _longest_gap(since: float, pings: list[float]) -> float:
+    return max(b - a for a, b in zip([since, *pings], pings, strict=False))
+
+
+@contextmanager
+def _watched_daemon(tmp_path: Path, spool: Path, cwd: Path | None = None) -> Iterator[_Watch]:
+    """A running daemon that pings a systemd watchdog (a socket of the test's) each loop, once READY=1."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    sock.bind(address)
+    sock.settimeout(0.2)
+    env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_SEC * 10**6)}
+    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file: a pipe nobody reads would fill
+    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
+                            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
+    try:
+        def ready() -> bool:
+            try:
+                return "READY=1" in sock.recv(65536).decode()
+            except TimeoutError:
+                return False
+
+        wait_for(ready, 30, proc, "READY=1")
+        yield _Watch(proc, sock)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        sock.close()
+        err.close()
+
+
 def _hostile_manifest(path: Path) -> int:
     """An 8 MB manifest with about 700,000 problems (seven per episode, 99,999 episodes)."""
     eps = [{"number": "x", "topic": 5, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5} for _ in range(99999)]
@@ -85,42 +136,13 @@ def _hostile_manifest(path: Path) -> int:
 
 def test_a_hostile_manifest_holds_the_main_loop_less_than_a_watchdog_period(tmp_path: Path) -> None:
     spool = make_spool(tmp_path / "spool")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    address = str(tmp_path / "notify.sock")
-    sock.bind(address)
-    sock.settimeout(0.2)
-    env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_SEC * 10**6)}
-    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file: a pipe nobody reads would fill
-    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
-                            stdout=subprocess.DEVNULL, stderr=err, env=env)
-    pings: list[float] = []
-    try:
-        def ready() -> bool:
-            try:
-                return "READY=1" in sock.recv(65536).decode()
-            except TimeoutError:
-                return False
-
-        wait_for(ready, 30, proc, "READY=1")
+    with _watched_daemon(tmp_path, spool) as watch:
         size = _hostile_manifest(tmp_path / "hostile.json")
         os.rename(tmp_path / "hostile.json", spool / "inbox" / "hostile.json")  # renamed in whole
         dropped = time.monotonic()
-        deadline = dropped + 60
-        while time.monotonic() < deadline:
-            try:
-                if "WATCHDOG=1" in sock.recv(65536).decode():
-                    pings.append(time.monotonic())
-            except TimeoutError:
-                pass
-            if list((spool / "rejected").glob("*.error.txt")) and pings and pings[-1] > dropped + 2:
-                break
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        sock.close()
-        err.close()
-    gaps = [b - a for a, b in zip([dropped, *pings], pings, strict=False)]
-    gap = max(gaps)
+        pings = watch.pings(dropped, 60, lambda pings: bool(
+            list((spool / "rejected").glob("*.error.txt")) and pings and pings[-1] > dropped + 2))
+    gap = _longest_gap(dropped, pings)
     print(f"hostile manifest of {size / 1e6:.1f} MB: longest gap between watchdog pings {gap:.1f} s")
     assert gap < WATCHDOG_SEC, f"the main loop was held {gap:.1f} s"
     [error] = list((spool / "rejected").glob("*.error.txt"))
@@ -176,41 +198,15 @@ def test_a_manifest_of_slow_documents_is_refused_before_the_watchdog_fires(tmp_p
     docs.mkdir()
     make_slow_pdf(docs / "slow.pdf")
     spool = make_spool(tmp_path / "spool")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    address = str(tmp_path / "notify.sock")
-    sock.bind(address)
-    sock.settimeout(0.2)
-    env = {**os.environ, "PODSPOOL_CONFIG": "", "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_SEC * 10**6)}
-    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 -- a file: a pipe nobody reads would fill
-    proc = subprocess.Popen([sys.executable, "-m", "podspool.daemon", "run", "--spool", str(spool)],
-                            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=docs)
-    pings: list[float] = []
-    try:
-        def ready() -> bool:
-            try:
-                return "READY=1" in sock.recv(65536).decode()
-            except TimeoutError:
-                return False
-
-        wait_for(ready, 30, proc, "READY=1")
+    with _watched_daemon(tmp_path, spool, cwd=docs) as watch:
         (tmp_path / "slow.json").write_bytes(_citing("slow.pdf", 30))
         os.rename(tmp_path / "slow.json", spool / "inbox" / "slow.json")
         dropped = time.monotonic()
-        while time.monotonic() < dropped + 90 and not list((spool / "rejected").glob("*.error.txt")):
-            try:
-                if "WATCHDOG=1" in sock.recv(65536).decode():
-                    pings.append(time.monotonic())
-            except TimeoutError:
-                pass
+        pings = watch.pings(dropped, 90, lambda _: bool(list((spool / "rejected").glob("*.error.txt"))))
         write_manifest(spool / "inbox" / "after.json", {"batch_id": "after", "topics": ["Tides"]})
-        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_after"], 60, proc, "the next batch done")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        sock.close()
-        err.close()
+        wait_for(lambda: episodes_in(spool, "done") == ["ep_001_after"], 60, watch.proc, "the next batch done")
     refused_after = max(pings) - dropped if pings else 0.0
-    gap = max(b - a for a, b in zip([dropped, *pings], pings, strict=False))
+    gap = _longest_gap(dropped, pings)
     print(f"30 slow documents: refused after about {refused_after:.0f} s, longest watchdog gap {gap:.1f} s")
     assert gap < WATCHDOG_SEC, f"the main loop was held {gap:.1f} s"
     [error] = list((spool / "rejected").glob("*.error.txt"))
