@@ -13,9 +13,38 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fakeapi import FakeApi, Reply, Request
+
+DAEMON_CONFIG = """
+[research]
+provider = "local"
+source_roots = ["{repo}"]
+[production]
+provider = "openai"
+{production}[audio]
+provider = "sim"
+[providers.sim]
+latency_ms = 0
+[providers.openai]
+base_url = "{base_url}/v1"
+max_retry_time_s = 2
+[rate_limits]
+openai = "6000/minute"
+[limits]
+retry_backoff_s = 0.05
+inbox_settle_s = 0.2
+[logging]
+stderr = false
+"""
+
+
+def daemon_config(repo: Path, base_url: str, production: str = "") -> str:
+    """A daemon's podspool.toml: local research within `repo`, the OpenAI-compatible writer at `base_url`
+    (a loopback model), sim speech; `production` adds lines to [production]."""
+    return DAEMON_CONFIG.format(repo=repo, base_url=base_url, production=production)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fakeapi import FakeApi, error
-from loopback_writers import SegmentAsk, asked, budget_turns, keeps_budget, long_form_handler
+from loopback_writers import SegmentAsk, asked, budget_turns, daemon_config, keeps_budget, long_form_handler
 from podspool.stages import artifacts, fsio
 from podspool.stages.base import EpisodeInput, Finding, ResearchOutput, StageContext, StageResult
 from podspool.stages.registry import run_stage
@@ -331,29 +331,6 @@ def test_the_long_example_reaches_twenty_minutes_offline_with_every_gate_passing
 
 # ---- through the daemon ------------------------------------------------------------------------------
 
-DAEMON_CONFIG = """
-[research]
-provider = "local"
-source_roots = ["{repo}"]
-[production]
-provider = "openai"
-minutes = 12
-[audio]
-provider = "sim"
-[providers.sim]
-latency_ms = 0
-[providers.openai]
-base_url = "{base_url}/v1"
-max_retry_time_s = 2
-[rate_limits]
-openai = "6000/minute"
-[limits]
-retry_backoff_s = 0.05
-inbox_settle_s = 0.2
-[logging]
-stderr = false
-"""
-
 
 def test_minutes_from_the_manifest_and_the_config_reach_the_writer_through_the_daemon(tmp_path: Path) -> None:
     """Episode 1 takes the config's 12 minutes, episode 2 its own 20: each an outline and a call a segment."""
@@ -362,7 +339,7 @@ def test_minutes_from_the_manifest_and_the_config_reach_the_writer_through_the_d
     episodes = [{"number": 1, "topic": "Ocean tides", "sources": ["examples/sources/tides.md"]},
                 {"number": 2, "topic": "How GPS works", "sources": ["examples/sources/gps.md"], "minutes": 20}]
     with FakeApi(long_form_handler()) as fake:
-        (spool / "podspool.toml").write_text(DAEMON_CONFIG.format(repo=REPO, base_url=fake.base_url))
+        (spool / "podspool.toml").write_text(daemon_config(REPO, fake.base_url, production="minutes = 12\n"))
         (spool / "inbox" / "l.json").write_text(json.dumps({"batch_id": "l", "episodes": episodes}))
         run = cli("run", "--once", "--spool", str(spool), cwd=REPO)
         kinds = asked(fake)

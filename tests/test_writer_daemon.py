@@ -9,31 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 from fakeapi import FakeApi, Reply, Request
-from loopback_writers import BAD, STYLES, Model, chat_handler
+from loopback_writers import BAD, STYLES, Model, chat_handler, daemon_config
 from podspool_helpers import cli, episodes_in, read_json
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = """
-[research]
-provider = "local"
-source_roots = ["{repo}"]
-[production]
-provider = "openai"
-[audio]
-provider = "sim"
-[providers.sim]
-latency_ms = 0
-[providers.openai]
-base_url = "{base_url}/v1"
-max_retry_time_s = 2
-[rate_limits]
-openai = "6000/minute"
-[limits]
-retry_backoff_s = 0.05
-inbox_settle_s = 0.2
-[logging]
-stderr = false
-"""
 SOURCES = ["honeybees", "tides", "gps", "vaccines", "black_holes", "penicillin", "why_we_sleep", "fermi_paradox",
            "plate_tectonics", "printing_press"]
 
@@ -52,7 +31,7 @@ def test_styles_and_bad_replies_through_the_daemon(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     (spool / "inbox").mkdir(parents=True)
     with FakeApi(answer) as fake:
-        (spool / "podspool.toml").write_text(CONFIG.format(repo=REPO, base_url=fake.base_url))
+        (spool / "podspool.toml").write_text(daemon_config(REPO, fake.base_url))
         (spool / "inbox" / "w.json").write_text(json.dumps({"batch_id": "w", "episodes": episodes}))
         run = cli("run", "--once", "--spool", str(spool), cwd=REPO)
         calls = Counter(re.search(r'about "(.+?)"', r.json()["messages"][1]["content"]).group(1)  # type: ignore[union-attr]
