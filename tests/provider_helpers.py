@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from fakeapi import FakeApi
 from podspool.stages.base import EpisodeInput, StageContext
 from podspool.stages.settings import StageSettings
@@ -44,3 +45,21 @@ def make_ctx(fake: FakeApi, which: str, *, key: str | None = KEY, limiter: Any =
         setattr(p, name, value)
     return StageContext(settings=settings, limiter=limiter or RecordingLimiter(),
                         secrets={which: key} if key else {})  # section = api name
+
+
+def pitch_hz(audio: np.ndarray | bytes, rate: int) -> float:
+    """Median fundamental frequency of the voiced 40 ms frames, by autocorrelation (60-400 Hz)."""
+    x = (np.frombuffer(audio, dtype="<i2") if isinstance(audio, bytes) else audio).astype(np.float64)
+    n = int(0.04 * rate)
+    lo, hi = rate // 400, rate // 60
+    loud = np.sqrt(np.mean(x ** 2)) * 0.5
+    found = []
+    for start in range(0, len(x) - n, n):
+        frame = x[start:start + n] - x[start:start + n].mean()
+        if np.sqrt(np.mean(frame ** 2)) < loud:
+            continue  # a pause or an unvoiced sound
+        ac = np.correlate(frame, frame, "full")[n - 1:]
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.4 * ac[0]:
+            found.append(rate / lag)
+    return float(np.median(found))

@@ -188,3 +188,14 @@ def drive(executor: DramatiqExecutor, spool: Path, n: int, *, timeout: float = 9
             on_progress(seen)
     seen.seconds = time.monotonic() - t0
     return seen
+
+
+def wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[TaskOutcome]:
+    """The executor's outcomes until `n` have come, failing the test after `timeout` seconds."""
+    got: list[TaskOutcome] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += ex.poll()
+        time.sleep(0.05)
+    assert len(got) >= n, f"{len(got)} of {n} outcomes within {timeout} s"
+    return got

@@ -14,7 +14,7 @@ from document_makers import make_pdf
 from fakeapi import FakeApi, Reply
 from loguru import logger
 from podspool.daemon.config import load_config
-from podspool.daemon.executors.protocol import StageTask, TaskOutcome
+from podspool.daemon.executors.protocol import StageTask
 from podspool.daemon.executors.remote import blobs, wire
 from podspool.daemon.executors.remote.executor import DramatiqExecutor
 from podspool.daemon.executors.remote.names import Names
@@ -27,19 +27,10 @@ from remote_harness import (
     drive,
     make_executor,
     wait_for_workers,
+    wait_outcomes,
     worker_groups,
     write_config,
 )
-
-
-def _wait_outcomes(ex: DramatiqExecutor, n: int, timeout: float = 30.0) -> list[TaskOutcome]:
-    got: list[TaskOutcome] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        got += ex.poll()
-        time.sleep(0.05)
-    assert len(got) >= n, f"{len(got)} of {n} outcomes within {timeout} s"
-    return got
 
 
 @pytest.mark.soak  # long: run by .ci/run under its own time bound (pytest -m soak)
@@ -89,7 +80,7 @@ def test_poison_tasks_fail_and_the_rest_finish(tmp_path: Path, redis_url: str) -
             client.set(Names().deliveries(f"{ex.life}-901"), 3)
             for t in tasks:
                 assert ex.submit(t)
-            outcomes = {o.episode_id: o for o in _wait_outcomes(ex, 4, timeout=30)}
+            outcomes = {o.episode_id: o for o in wait_outcomes(ex, 4, timeout=30)}
         finally:
             client.close()
             ex.stop()
@@ -131,7 +122,7 @@ def test_result_of_a_dead_supervisor_is_reconciled_not_paid_twice(tmp_path: Path
                 time.sleep(1.5)  # its listener has taken the old result meanwhile
                 second.poll()
                 assert second.submit(StageTask(1, "research", episode, str(folder)))  # the recovery scan's re-run
-                [outcome] = _wait_outcomes(second, 1, timeout=10)
+                [outcome] = wait_outcomes(second, 1, timeout=10)
             finally:
                 second.stop()
         searches = [r for r in fake.requests if r.path == "/search"]
@@ -167,7 +158,7 @@ def test_local_sources_travel_with_the_task_and_keep_their_names(tmp_path: Path,
         try:
             wait_for_workers(ex, 1)
             assert ex.submit(StageTask(1, "research", episode, str(folder)))
-            [outcome] = _wait_outcomes(ex, 1)
+            [outcome] = wait_outcomes(ex, 1)
         finally:
             ex.stop()
             logger.remove(hid)

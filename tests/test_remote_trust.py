@@ -17,7 +17,7 @@ import pytest
 import redis
 from fakeapi import FakeApi, Reply
 from podspool.daemon.config import load_config
-from podspool.daemon.executors.protocol import StageTask, TaskOutcome
+from podspool.daemon.executors.protocol import StageTask
 from podspool.daemon.executors.remote import broker as remote_broker
 from podspool.daemon.executors.remote import wire
 from podspool.daemon.executors.remote.executor import DramatiqExecutor
@@ -30,6 +30,7 @@ from remote_harness import (
     WorkerGroup,
     make_executor,
     wait_for_workers,
+    wait_outcomes,
     worker_groups,
     write_config,
 )
@@ -37,16 +38,6 @@ from remote_harness import (
 HOST_KEY = "tvly-the-worker-hosts-own-key"
 SEARCH = {"answer": "a", "results": [{"url": "https://example.org/a", "title": "A",
                                       "content": "Tides follow the moon twice a day.", "score": 0.5}]}
-
-
-def _outcomes(ex: DramatiqExecutor, n: int, timeout: float = 20.0) -> list[TaskOutcome]:
-    got: list[TaskOutcome] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        got += ex.poll()
-        time.sleep(0.05)
-    assert len(got) >= n, f"{len(got)} of {n} outcomes within {timeout} s"
-    return got
 
 
 def _enqueue(url: str, stage: str, envelope: Any) -> None:
@@ -104,7 +95,7 @@ def test_forged_and_replayed_messages_run_nothing_and_the_host_decides_its_setti
                 folder.mkdir(parents=True)
                 ep = EpisodeInput(episode_id="ep_001_t", batch_id="t", number=1, topic="Tides")
                 assert ex.submit(StageTask(1, "research", ep, str(folder)))
-                [outcome] = _outcomes(ex, 1)
+                [outcome] = wait_outcomes(ex, 1, timeout=20)
                 time.sleep(0.5)  # the refusals are logged by now
             finally:
                 ex.stop()
@@ -178,7 +169,7 @@ def test_results_are_checked_and_a_bad_one_fails_its_task_only(tmp_path: Path, r
         client.rpush(ex.results_key, _signed_result(ex, 4, "ep_004_b", disk_errno=28, ok=False,
                                                     error="No space left on device"))
         client.rpush(ex.results_key, _signed_result(ex, 5, "ep_005_b", cost_usd=0.02))
-        got = {o.episode_id: o for o in _outcomes(ex, 4)}
+        got = {o.episode_id: o for o in wait_outcomes(ex, 4, timeout=20)}
         time.sleep(0.3)
         got.update({o.episode_id: o for o in ex.poll()})
         still = [t.episode.episode_id for t in ex.in_flight()]
@@ -211,7 +202,7 @@ def test_a_task_without_a_result_fails_at_its_deadline(tmp_path: Path, redis_url
         client.hset(Names().worker("h", 1), mapping={"host": "h", "pid": 1, "stages": "research", "busy": 0,
                                                      "threads": 1, "last": repr(time.time())})
         ex._views_at = float("-inf")
-        [outcome] = _outcomes(ex, 1, timeout=5)
+        [outcome] = wait_outcomes(ex, 1, timeout=5)
     finally:
         client.close()
         ex.stop()
@@ -238,7 +229,7 @@ def test_worker_failures_outside_the_stage_come_back_as_failed_results(tmp_path:
                     body["episode"]["episode_id"], "x", 1, "Tides"), str(tmp_path))
                 ex._nonces[body["token"]] = {body["nonce"]}
                 _enqueue(redis_url, "research", real.seal(body))
-            got = {o.episode_id: o.result for o in _outcomes(ex, 2)}
+            got = {o.episode_id: o.result for o in wait_outcomes(ex, 2, timeout=20)}
         finally:
             ex.stop()
     assert not got["ep_001_n"].ok and got["ep_001_n"].retryable and "from_the_future" in (got["ep_001_n"].error or "")

@@ -14,6 +14,7 @@ import pytest
 from podspool.stages.base import SpeechOutput, StageContext, StageError, Turn
 from podspool.stages.providers import piper as piper_provider
 from podspool.stages.settings import PiperSettings, StageSettings
+from provider_helpers import pitch_hz
 
 pytest.importorskip("piper", reason="piper-tts is not installed (pip install -e '.[piper]')")
 if not piper_provider.installed_voices():
@@ -23,24 +24,6 @@ ALEX = ("Welcome back to the show. Today we are talking about dark matter, the i
         "galaxies together. Astronomers first noticed it when stars at the edges of galaxies moved too fast.")
 SAM = ("That is right. Vera Rubin measured those rotation curves in the nineteen seventies, and the numbers "
        "only made sense if far more mass was there than anyone could see through a telescope.")
-
-
-def pitch_hz(pcm: bytes, rate: int) -> float:
-    """Median fundamental frequency of the voiced 40 ms frames, by autocorrelation (60-400 Hz)."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    n = int(0.04 * rate)
-    lo, hi = rate // 400, rate // 60
-    loud = np.sqrt(np.mean(x ** 2)) * 0.5
-    found = []
-    for start in range(0, len(x) - n, n):
-        frame = x[start:start + n] - x[start:start + n].mean()
-        if np.sqrt(np.mean(frame ** 2)) < loud:
-            continue  # a pause or an unvoiced sound
-        ac = np.correlate(frame, frame, "full")[n - 1:]
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.4 * ac[0]:  # clearly periodic: voiced
-            found.append(rate / lag)
-    return float(np.median(found))
 
 
 @pytest.fixture(scope="module")

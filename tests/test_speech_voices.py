@@ -21,7 +21,7 @@ from podspool.stages.providers.openai.speech import OpenAISpeech
 from podspool.stages.registry import run_stage
 from podspool.stages.settings import StageSettings
 from podspool.stages.show import CastMember, Show
-from provider_helpers import make_ctx
+from provider_helpers import make_ctx, pitch_hz
 
 NAMES = ("Ana", "Ben", "Cleo", "Dev")
 TEXT = "The galaxies spin faster at their edges than their visible stars can explain, said the scientist."
@@ -31,24 +31,6 @@ DISTINCT = 1.2  # two voices whose median pitch is 20 % apart are heard as two p
 def show(n: int, language: str = "en", **voices_of: dict[str, str]) -> Show:
     cast = tuple(CastMember(name=name, voices=voices_of.get(name, {})) for name in NAMES[:n])  # type: ignore[arg-type]
     return Show(format="solo" if n == 1 else "conversation", cast=cast, language=language)
-
-
-def pitch_hz(x: np.ndarray, rate: int) -> float:
-    """Median fundamental frequency of the voiced 40 ms frames, by autocorrelation (60-400 Hz)."""
-    x = x.astype(np.float64)
-    n = int(0.04 * rate)
-    lo, hi = rate // 400, rate // 60
-    loud = np.sqrt(np.mean(x ** 2)) * 0.5
-    found = []
-    for start in range(0, len(x) - n, n):
-        frame = x[start:start + n] - x[start:start + n].mean()
-        if np.sqrt(np.mean(frame ** 2)) < loud:
-            continue  # a pause or an unvoiced sound
-        ac = np.correlate(frame, frame, "full")[n - 1:]
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.4 * ac[0]:
-            found.append(rate / lag)
-    return float(np.median(found))
 
 
 def assert_apart(pitches: list[float]) -> None:
