@@ -199,7 +199,6 @@ def _run(ctx: mp.context.BaseContext, target: Callable[..., None], *args: object
     assert p.exitcode == 0
 
 
-@pytest.mark.soak  # a daemon's whole run: .ci/run runs it with the soak tests, under their bound
 def test_four_processes_share_one_budget_at_full_speed(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")  # as the daemon starts its workers
     limiter = SharedLimiter(tmp_path / "state" / "ratelimit", {"api": RATE})
